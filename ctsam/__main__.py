@@ -1,0 +1,3 @@
+from ctsam.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The ``ctsam`` command line.
+
+Each sub-command lives in ``ctsam/commands/<name>.py`` and defines ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int | None``. Command modules import nothing heavy at
+module level, so ``ctsam --help`` is instant. This is the only module that configures logging and
+maps errors to exit codes: 0 ok, 2 input or config error, 3 external tool failure, 1 unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+
+from ctsam import __version__
+
+# (sub-command, module under ctsam.commands). Add one line per new command.
+COMMANDS: list[tuple[str, str]] = [
+]
+
+log = logging.getLogger("ctsam")
+
+
+class _CaseFilter(logging.Filter):
+    def __init__(self, case: str | None) -> None:
+        super().__init__()
+        self.case = case or "-"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.case = self.case
+        return True
+
+
+def configure_logging(verbosity: int, case: str | None) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(case)s] %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(_CaseFilter(case))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # third-party chatter stays at WARNING unless -v
+    for noisy in ("matplotlib", "PIL", "urllib3", "numexpr", "radiomics", "pykwalify"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug third-party too)")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    common.add_argument("--case", default=None, help="pseudonymous case id, used in log lines and error messages")
+    common.add_argument("--config", default=None, help="YAML config (default: built-in defaults, see config.yaml)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="ctsam",
+        description="Cohort CT segmentation: DICOM -> coarse masks -> promptable refinement -> label maps, QC, radiomics.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"ctsam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS:
+        module = importlib.import_module(f"ctsam.commands.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, parents=[common])
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    configure_logging(-1 if args.quiet else args.verbose, args.case)
+    from ctsam.errors import CtsamError
+
+    t0 = time.perf_counter()
+    try:
+        rc = args._run(args)
+    except CtsamError as err:
+        if err.case is None and args.case:
+            err.case = args.case
+            err.args = (err._render(),)
+        log.error("%s", err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except Exception:  # noqa: BLE001 - the one place that turns surprises into exit code 1
+        log.exception("unexpected error in 'ctsam %s' (please report it with this traceback)", args.command)
+        return 1
+    log.debug("'ctsam %s' finished in %.2f s", args.command, time.perf_counter() - t0)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

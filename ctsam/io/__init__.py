@@ -1,0 +1,1 @@
+"""File input/output: atomic writes, NIfTI/NRRD images with label tables, DICOM."""
