@@ -194,10 +194,10 @@ def _sniff(path: Path) -> str:
     if len(head) < 9:
         raise CheckpointError("checkpoint file is empty or truncated", path=path,
                               found=f"{len(head)} bytes", fix="copy the checkpoint again")
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
     if head[:4] == b"PK\x03\x04" or head[0] == 0x80:
-        return "torch"
-    if head[8:9] == b"{":
-        return "safetensors"
+        return "torch"  # torch zip archive, or a legacy pickle (protocol 2+)
     raise CheckpointError("not a checkpoint ctsam can read", path=path,
                           expected="a torch params.pth (zip or pickle) or a ctsam .safetensors file",
                           found=f"file starting with {head[:8]!r}",
