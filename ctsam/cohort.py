@@ -293,20 +293,24 @@ def reason_from_log(path: str | os.PathLike[str], *, redact: tuple[str, ...] = (
 
 
 def case_status(results_dir: str, sample: Sample, stages: list[str]) -> CaseStatus:
-    """Status of one case for the per-case ``stages`` (in order)."""
-    done: list[str] = []
-    for stage in stages:
-        if stage not in STAGE_FILES:
-            continue
-        if Path(case_file(results_dir, stage, sample.case_id)).exists():
-            done.append(stage)
-            continue
-        log_path = Path(log_file(results_dir, stage, sample.case_id))
+    """Status of one case for the per-case ``stages`` (in pipeline order).
+
+    A stage is done when its output exists or a later stage's does (temporary outputs such as
+    the prompts are deleted once used). The first stage not done failed if it left a log
+    (Snakemake keeps logs of failed jobs and deletes their outputs), else it never ran.
+    """
+    stages = [s for s in stages if s in STAGE_FILES]
+    exists = [Path(case_file(results_dir, s, sample.case_id)).exists() for s in stages]
+    n_done = max((i + 1 for i, e in enumerate(exists) if e), default=0)
+    done = tuple(stages[:n_done])
+    if n_done == len(stages):
+        return CaseStatus(sample.case_id, "ok", done)
+    stage = stages[n_done]
+    log_path = Path(log_file(results_dir, stage, sample.case_id))
+    if log_path.exists():
         redact = tuple(p for p in (sample.path, sample.coarse_labels) if p)
-        if log_path.exists():
-            return CaseStatus(sample.case_id, "failed", tuple(done), stage, reason_from_log(log_path, redact=redact))
-        return CaseStatus(sample.case_id, "incomplete", tuple(done), stage, "not run (an earlier job failed or the run stopped)")
-    return CaseStatus(sample.case_id, "ok", tuple(done))
+        return CaseStatus(sample.case_id, "failed", done, stage, reason_from_log(log_path, redact=redact))
+    return CaseStatus(sample.case_id, "incomplete", done, stage, "not run (an earlier job failed or the run stopped)")
 
 
 def cohort_status(results_dir: str, samples: list[Sample], stages: list[str]) -> list[CaseStatus]:

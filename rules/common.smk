@@ -85,7 +85,7 @@ def coarse_labels_path(wildcards):
 def coarse_labels_arg(wildcards):
     if WF["coarse_backend"] != "labels":
         return ""
-    return "--labels " + shlex.quote(coarse_labels_path(wildcards))
+    return f"--labels {shlex.quote(coarse_labels_path(wildcards))}"
 
 
 def get_coarse_labels(wildcards):
@@ -109,8 +109,8 @@ def final_targets():
     cases = sorted(SAMPLES)
     targets = []
     if DEMO:
-        targets += expand(demo_out("dicom"), case=cases)
-    targets += [case_file(RESULTS, s, c) for s in STAGES if s in STAGE_FILES and s != "seed" for c in cases]
+        targets.extend(expand(demo_out("dicom"), case=cases))
+    targets.extend(case_file(RESULTS, s, c) for s in STAGES if s in STAGE_FILES and s != "seed" for c in cases)
     if "report" in STAGES:
         targets.append(cohort_out("report.html"))
     if "radiomics_cohort" in STAGES:
