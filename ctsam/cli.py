@@ -19,6 +19,8 @@ from ctsam import __version__
 # (sub-command, module under ctsam.commands). Add one line per new command.
 COMMANDS: list[tuple[str, str]] = [
     ("model", "model"),
+    ("demo-cohort", "demo_cohort"),
+    ("cohort-status", "cohort"),
 ]
 
 log = logging.getLogger("ctsam")

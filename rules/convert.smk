@@ -1,0 +1,25 @@
+# DICOM study (or CT image) -> results/<case>/ct.nii.gz (int16 HU) + ct.json (acquisition facts, no PHI).
+
+
+rule convert:
+    input:
+        study=get_study,
+    output:
+        ct=out("convert"),
+        sidecar=case_out("ct.json"),
+    log:
+        log_path("convert"),
+    benchmark:
+        bench_path("convert")
+    params:
+        study=study_path,
+        config=stage_config("convert"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam convert {params.study:q} -o {output.ct} --sidecar {output.sidecar}"
+        " --case {wildcards.case} --config {params.config} 2> {log}"
