@@ -18,6 +18,7 @@ from ctsam import __version__
 
 # (sub-command, module under ctsam.commands). Add one line per new command.
 COMMANDS: list[tuple[str, str]] = [
+    ("convert", "convert"),
 ]
 
 log = logging.getLogger("ctsam")
