@@ -154,8 +154,19 @@ def convert_study(
 
 
 def _validate(headers, key: str, options: ConvertOptions, scan: ScanResult, selection: Selection) -> SliceStack:
+    headers = _drop_copies(headers)
+    broken = [h for h in headers if h.pixel_problem]
+    if broken:
+        listed = "; ".join(f"{h.rel}: {h.pixel_problem}" for h in broken[:5])
+        raise DicomSeriesError(
+            f"{len(broken)} file(s) of the chosen series {key} are corrupt",
+            path=scan.root,
+            expected="complete pixel data in every slice",
+            found=listed + (f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""),
+            fix="re-copy the series from the archive (these slices are needed: no other copy exists)",
+        )
     try:
-        return validate_stack(_drop_copies(headers), options.tolerances, series=key)
+        return validate_stack(headers, options.tolerances, series=key)
     except DicomSeriesError as err:
         notes = []
         if scan.unreadable:
@@ -178,12 +189,12 @@ def _drop_copies(headers):
     """Keep one file per (SOPInstanceUID, position): copies of one instance are not duplicate slices."""
     seen: dict[tuple, str] = {}
     kept = []
-    for h in headers:
+    for h in sorted(headers, key=lambda h: (h.pixel_problem is not None, h.rel)):  # intact copies first
         ident = (h.sop_instance_uid, h.ipp_xyz_mm)
         if h.sop_instance_uid and ident in seen:
-            log.warning("%s is a copy of %s (same SOPInstanceUID and position); using one of them", h.rel, seen[ident])
+            log.warning("%s is a copy of %s (same SOPInstanceUID and position); using the latter", h.rel, seen[ident])
             continue
         if h.sop_instance_uid:
             seen[ident] = h.rel
         kept.append(h)
-    return kept
+    return sorted(kept, key=lambda h: h.rel)

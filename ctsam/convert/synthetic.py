@@ -75,7 +75,8 @@ def write_series(
 
     Slice ``k`` lies at ``origin_mm + k * stack_vector_mm`` (default: 2.5 mm along the slice normal),
     unless ``positions_mm`` (shape (n, 3)) is given. HU values are random integers in [-1000, 1500)
-    (plus 100 k so slices differ), stored as unsigned values ``(HU - intercept) / slope``.
+    (plus 100 k so slices differ), stored as ``(HU - intercept) / slope`` in uint16, or in int16
+    (PixelRepresentation 1) when some stored values are negative.
     ``series_uid=None`` makes a UID from ``seed``; ``""`` writes an empty one (as some exports do).
     """
     import pydicom
@@ -97,8 +98,9 @@ def write_series(
     hu = rng.integers(-1000, 1500, size=(n_slices, rows, columns)).astype(np.int32)
     hu += 100 * np.arange(n_slices)[:, None, None]
     stored = np.rint((hu - rescale_intercept) / rescale_slope)
-    if stored.min() < 0 or stored.max() > 65535:
-        raise ValueError("rescale parameters give stored values outside uint16")
+    signed = bool(stored.min() < 0)  # store as int16 (PixelRepresentation 1) when values are negative
+    if (signed and (stored.min() < -32768 or stored.max() > 32767)) or stored.max() > 65535:
+        raise ValueError("rescale parameters give stored values outside 16 bits")
     hu = (stored * rescale_slope + rescale_intercept).astype(np.float64)
     sop_class = sop_class_uid or (CT_IMAGE_STORAGE if modality == "CT" else MR_IMAGE_STORAGE)
     paths = []
@@ -134,7 +136,7 @@ def write_series(
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-        ds.PixelRepresentation = 0
+        ds.PixelRepresentation = 1 if signed else 0
         ds.RescaleSlope = _ds(rescale_slope)
         ds.RescaleIntercept = _ds(rescale_intercept)
         ds.PatientName = "DOE^JANE"
@@ -143,7 +145,7 @@ def write_series(
         ds.InstitutionAddress = "1 Hospital Road"
         for key, value in (extra_tags or {}).items():
             setattr(ds, key, value)
-        ds.PixelData = stored[k].astype("<u2").tobytes()
+        ds.PixelData = stored[k].astype("<i2" if signed else "<u2").tobytes()
         path = folder / name.format(k=k)
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

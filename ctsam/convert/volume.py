@@ -158,17 +158,15 @@ def _shift_slices(
     for k, hu in enumerate(slices):
         sx, sy = float(shift_px[k, 0]), float(shift_px[k, 1])
         moved = ndimage.affine_transform(
-            hu.astype(np.float32),
-            np.eye(2),
-            offset=(-sy, -sx),
-            output_shape=shape_yx,
-            order=1,
-            mode="constant",
-            cval=float(fill),
+            hu.astype(np.float32), np.eye(2), offset=(-sy, -sx), output_shape=shape_yx, order=1, mode="nearest"
         )
-        # pixels that sample inside the slice: shift <= index <= shift + size - 1
-        n_y = math.floor(sy + hu.shape[0] - 1 + 1e-6) - math.ceil(sy - 1e-6) + 1
-        n_x = math.floor(sx + hu.shape[1] - 1 + 1e-6) - math.ceil(sx - 1e-6) + 1
-        padded += shape_yx[0] * shape_yx[1] - n_y * n_x
+        # output pixels whose sample position lies outside the slice (1e-3 px slack for rounding) get the fill
+        src_y = np.arange(shape_yx[0]) - sy
+        src_x = np.arange(shape_yx[1]) - sx
+        inside_y = (src_y > -1e-3) & (src_y < hu.shape[0] - 1 + 1e-3)
+        inside_x = (src_x > -1e-3) & (src_x < hu.shape[1] - 1 + 1e-3)
+        moved[~inside_y, :] = fill
+        moved[:, ~inside_x] = fill
+        padded += shape_yx[0] * shape_yx[1] - int(inside_y.sum()) * int(inside_x.sum())
         out[k] = np.rint(moved)[::-1, :].astype(np.int16)
     return out, padded, fill

@@ -1,8 +1,9 @@
 """Finding DICOM files, reading their headers once, grouping them into series, decoding pixels.
 
 Only DICOM Part-10 files (128-byte preamble + ``DICM``) are considered; any other file below the
-study folder is ignored. Headers are read with ``stop_before_pixels`` and only the tags ctsam uses
-(see :data:`HEADER_TAGS`), so scanning a study costs about 1 ms per file.
+study folder is ignored. Only the tags ctsam uses are parsed (see :data:`HEADER_TAGS`) and the pixel
+data is located but not read, so scanning costs about 2 ms per file; a file whose pixel data is
+missing or runs past the end of the file is flagged (:attr:`DicomHeader.pixel_problem`).
 
 Nothing patient-identifying is kept: :class:`DicomHeader` holds geometry, series identity and the
 acquisition facts listed in :data:`ACQUISITION_TAGS` (an allow-list), never names, IDs or dates of
@@ -120,6 +121,7 @@ class DicomHeader:
     rescale_slope: float
     rescale_intercept: float
     transfer_syntax_uid: str
+    pixel_problem: str | None = None
     acquisition: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -206,11 +208,15 @@ def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
             n_other += 1
             continue
         try:
-            headers.append(read_header(path, rel=rel))
+            header = read_header(path, rel=rel)
+            if not header.sop_class_uid:
+                raise ValueError("no SOP Class UID: the header is corrupt or truncated")
         except Exception as err:  # noqa: BLE001 - any parse failure means "unreadable file"
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             log.warning("skipping unreadable DICOM file %s (%s)", rel, reason)
             unreadable.append((rel, reason))
+            continue
+        headers.append(header)
     log.info(
         "found %d DICOM files below %s (%d unreadable, %d other files ignored)",
         len(headers),
@@ -225,7 +231,8 @@ def read_header(path: Path, *, rel: str | None = None) -> DicomHeader:
     """Read the tags ctsam needs from one DICOM file (no pixel data)."""
     import pydicom
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+    # values over 1 KiB (the pixel data) are deferred: not read, only located in the file
+    ds = pydicom.dcmread(path, defer_size=1024, specific_tags=[*HEADER_TAGS, "PixelData"])
     meta = getattr(ds, "file_meta", None)
     sop_class = _str(ds, "SOPClassUID") or _str(meta, "MediaStorageSOPClassUID")
     sop_instance = _str(ds, "SOPInstanceUID") or _str(meta, "MediaStorageSOPInstanceUID")
@@ -253,8 +260,27 @@ def read_header(path: Path, *, rel: str | None = None) -> DicomHeader:
         rescale_slope=_float(ds, "RescaleSlope", 1.0),
         rescale_intercept=_float(ds, "RescaleIntercept", 0.0),
         transfer_syntax_uid=_str(meta, "TransferSyntaxUID"),
+        pixel_problem=_pixel_problem(ds, path),
         acquisition={tag: _json_value(ds, tag) for tag in ACQUISITION_TAGS},
     )
+
+
+def _pixel_problem(ds: Any, path: Path) -> str | None:
+    """Why the file's pixel data cannot be complete (missing, or running past the end of the file)."""
+    if "PixelData" not in ds:
+        return "no pixel data (truncated file, or not an image)"
+    elem = ds.get_item("PixelData")
+    length = getattr(elem, "length", None)
+    tell = getattr(elem, "value_tell", None)
+    if length is None or tell is None or length == 0xFFFFFFFF:  # already read, or encapsulated
+        return None
+    if tell + length > path.stat().st_size:
+        return f"pixel data truncated ({path.stat().st_size - tell} of {length} bytes present)"
+    rows, cols, bits = _int(ds, "Rows"), _int(ds, "Columns"), _int(ds, "BitsAllocated")
+    frames, samples = _int(ds, "NumberOfFrames") or 1, _int(ds, "SamplesPerPixel") or 1
+    if rows and cols and bits and length < rows * cols * frames * samples * bits // 8:
+        return f"pixel data too short ({length} bytes for {rows}x{cols}x{frames} frames at {bits} bits)"
+    return None
 
 
 # ---------------------------------------------------------------------------- grouping
