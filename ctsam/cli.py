@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("model", "model"),
     ("demo-cohort", "demo_cohort"),
     ("cohort-status", "cohort"),
+    ("convert", "convert"),
 ]
 
 log = logging.getLogger("ctsam")
