@@ -22,6 +22,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo-cohort", "demo_cohort"),
     ("cohort-status", "cohort"),
     ("convert", "convert"),
+    ("train", "train"),
+    ("train-demo", "train_demo"),
+    ("evaluate", "evaluate"),
 ]
 
 log = logging.getLogger("ctsam")

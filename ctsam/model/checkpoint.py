@@ -384,7 +384,7 @@ def load_ctsam3d(path: str | os.PathLike[str], device: str | torch.device = "cpu
     Raises:
         CheckpointError: unreadable, unsafe or mismatched checkpoint (nothing in it is executed).
     """
-    path = Path(path)
+    path = resolve_model_path(path)
     kind = _sniff(path)
     model = load_published(path, config_path=config_path) if kind == "torch" else load_safetensors(path)
     log.info("loaded %s (%s, %.1f M parameters) from %s", model.variant, kind, model.n_parameters() / 1e6, path)
@@ -392,17 +392,61 @@ def load_ctsam3d(path: str | os.PathLike[str], device: str | torch.device = "cpu
 
 
 # ---------------------------------------------------------------- writing files
-def save_safetensors(model: CtSam3D, path: str | os.PathLike[str], *, sidecar: bool = True) -> Path:
-    """Write the model (ctsam key names) and its metadata atomically; optionally a JSON sidecar."""
+def save_safetensors(model: CtSam3D, path: str | os.PathLike[str], *, sidecar: bool = True,
+                     extra_metadata: Mapping[str, object] | None = None) -> Path:
+    """Write the model (ctsam key names) and its metadata atomically; optionally a JSON sidecar.
+
+    ``extra_metadata``: more JSON-serialisable entries (e.g. training provenance under ``training``),
+    stored in the header as key ``ctsam_<name>`` and in the sidecar beside the ModelMeta fields.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta_json = json.dumps(model.meta.to_dict(), sort_keys=True)
+    header = {SAFETENSORS_META_KEY: meta_json}
+    for name, value in (extra_metadata or {}).items():
+        header[f"{SAFETENSORS_META_KEY}_{name}"] = json.dumps(value, sort_keys=True)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={SAFETENSORS_META_KEY: meta_json})
+        save_file(tensors, str(tmp), metadata=header)
     if sidecar:
-        atomic_write_json(path.with_suffix(".json"), model.meta.to_dict())
+        atomic_write_json(path.with_suffix(".json"), {**model.meta.to_dict(), **dict(extra_metadata or {})})
+    return path
+
+
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict:
+    """The ctsam header entries of a safetensors file as a dict: ``meta`` plus each extra entry."""
+    from safetensors import safe_open
+
+    path = resolve_model_path(path)
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        header = fh.metadata() or {}
+    out = {}
+    for key, value in header.items():
+        if key == SAFETENSORS_META_KEY:
+            out["meta"] = json.loads(value)
+        elif key.startswith(SAFETENSORS_META_KEY + "_"):
+            out[key[len(SAFETENSORS_META_KEY) + 1:]] = json.loads(value)
+    return out
+
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
+    """A model path, or ``builtin:NAME`` -> the model ``NAME.safetensors`` shipped in
+    ``ctsam/resources/models/`` (e.g. ``builtin:demo_micro``)."""
+    text = str(spec)
+    if not text.startswith(BUILTIN_PREFIX):
+        return Path(spec)
+    name = text[len(BUILTIN_PREFIX):]
+    folder = Path(__file__).resolve().parents[1] / "resources" / "models"
+    path = folder / f"{name}.safetensors"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+        raise CheckpointError("unknown built-in model", path=text,
+                              expected=", ".join(BUILTIN_PREFIX + n for n in shipped) or "a shipped model",
+                              found=name, fix="pass a model file path, or one of the built-in names")
     return path
 
 

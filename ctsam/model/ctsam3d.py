@@ -45,6 +45,7 @@ class ModelMeta:
         source: file name of that source checkpoint.
         licence: licence note carried with the weights.
         dropped_keys: published state-dict keys deliberately not loaded, with the reason.
+        cpp_trained: whether the cross-patch network's weights were trained (``ctsam train --cpp``).
     """
 
     variant: str
@@ -56,6 +57,7 @@ class ModelMeta:
     source: str | None = None
     licence: str = LICENCE_NOTE
     dropped_keys: dict[str, str] = field(default_factory=dict)
+    cpp_trained: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

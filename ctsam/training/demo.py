@@ -1,0 +1,163 @@
+"""The shipped demo model: the ``micro`` variant trained on demo phantoms on CPU (``ctsam train-demo``).
+
+Data: the phantoms of ``ctsam demo-cohort`` (case ``k`` of cohort seed ``S`` is drawn from
+``default_rng([S, k])`` by :mod:`ctsam.demo.phantom`, exactly as :func:`ctsam.demo.cohort.write_case`
+draws it), written as NIfTI (CT in HU, ground truth, coarse labels) so training needs no DICOM decoding:
+
+* training: cohort seed ``train_seed`` (default 1), cases 1..``train_cases``;
+* validation during training: the next case of that cohort;
+* held-out evaluation: cohort seed 0, cases 1..``heldout_cases`` -- the default demo cohort of the
+  workflow (``workflow.demo.seed: 0``), so the demo runs on phantoms the model never saw.
+
+The run writes ``RUN_DIR/model.safetensors`` with its provenance (command, data seeds, steps, git
+commit, final losses, held-out Dice) in the header and the JSON sidecar; ``--install`` copies it to
+``ctsam/resources/models/demo_micro.safetensors`` (``builtin:demo_micro``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BUILTIN_NAME = "demo_micro"
+HELDOUT_SEED = 0
+
+
+def builtin_models_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "resources" / "models"
+
+
+def write_phantom_cases(folder: Path, *, seed: int, indices: list[int]) -> Path:
+    """Write demo phantoms ``(seed, k)`` as NIfTI into ``folder`` plus ``cases.tsv``; returns the TSV."""
+    from ctsam.demo.phantom import draw_spec, make_phantom
+    from ctsam.io.atomic import atomic_write_text
+    from ctsam.io.image import write_ct, write_labelmap
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["case_id\tct\tlabels\tcoarse"]
+    for k in indices:
+        case = f"demo-s{seed}-{k:03d}"
+        d = folder / case
+        if not (d / "coarse.nii.gz").is_file():
+            rng = np.random.default_rng([int(seed), int(k)])
+            spec = draw_spec(rng)
+            ph = make_phantom(spec, rng)
+            d.mkdir(parents=True, exist_ok=True)
+            write_ct(d / "ct.nii.gz", ph.ct)
+            write_labelmap(d / "truth.nii.gz", ph.truth)
+            write_labelmap(d / "coarse.nii.gz", ph.coarse)
+        lines.append(f"{case}\t{case}/ct.nii.gz\t{case}/truth.nii.gz\t{case}/coarse.nii.gz")
+    tsv = folder / "cases.tsv"
+    atomic_write_text(tsv, "\n".join(lines) + "\n")
+    return tsv
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10, check=False)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def demo_settings(steps: int, max_minutes: float, threads: int):
+    """Training settings of the demo model (CT-SAM3D recipe, scaled to a few hundred CPU steps)."""
+    from ctsam.training.loop import TrainSettings
+
+    return TrainSettings(variant="micro", steps=steps, batch_size=2, lr=2e-3, weight_decay=1e-4, warmup_steps=10,
+                         lr_decay_at=0.8, lr_decay_factor=0.1, rounds=3, seed=42, quality_weight=0.1, cpp=False,
+                         checkpoint_every=20, keep_checkpoints=2, val_every=40, val_samples=8, log_every=5,
+                         device="cpu", threads=threads, max_minutes=max_minutes)
+
+
+def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1, heldout_cases: int = 2,
+               steps: int = 300, max_minutes: float = 25.0, threads: int = 0, install: bool = False,
+               evaluate_heldout: bool = True, config: dict | None = None) -> dict:
+    """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo model."""
+    from ctsam.io.atomic import atomic_write_json
+    from ctsam.training.data import PatchSampler, prepare_case, read_table
+    from ctsam.training.evaluate import evaluate, format_summary
+    from ctsam.training.loop import Trainer
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    data = out / "data"
+    train_tsv = write_phantom_cases(data / "train", seed=train_seed, indices=list(range(1, train_cases + 1)))
+    val_tsv = write_phantom_cases(data / "val", seed=train_seed, indices=[train_cases + 1])
+    heldout_tsv = write_phantom_cases(data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)))
+    t_data = time.perf_counter() - t0
+    settings = demo_settings(steps, max_minutes, threads)
+    cache = out / "cache"
+    cases = [prepare_case(r, spacing_mm=settings.spacing_mm, cache_dir=cache) for r in read_table(train_tsv)]
+    val_cases = [prepare_case(r, spacing_mm=settings.spacing_mm, cache_dir=cache) for r in read_table(val_tsv)]
+    from ctsam.model.ctsam3d import ModelMeta
+
+    hu_window = ModelMeta(variant="micro").hu_window
+    sampler = PatchSampler(cases, hu_window=hu_window, seed=settings.seed, augment=settings.augment)
+    val_sampler = PatchSampler(val_cases, hu_window=hu_window, seed=settings.seed + 1, augment=None)
+    provenance = {
+        "command": " ".join(["ctsam", *sys.argv[1:]]) if sys.argv and "ctsam" in Path(sys.argv[0]).name
+        else f"ctsam train-demo --out {out} --steps {steps} --max-minutes {max_minutes}",
+        "data": {"generator": "ctsam.demo.phantom (ctsam demo-cohort phantoms)", "train_seed": train_seed,
+                 "train_cases": train_cases, "val": f"seed {train_seed} case {train_cases + 1}",
+                 "heldout_seed": HELDOUT_SEED, "heldout_cases": heldout_cases},
+        "git_commit": git_commit(),
+    }
+    import torch
+
+    trainer = Trainer(settings, sampler, out, val_sampler=val_sampler, provenance=provenance)
+    summary = trainer.run()
+    final = _final_losses(out / "metrics.jsonl")
+    extra = {"wall_s_train": summary["wall_s"], "stopped_early": summary["stopped_early"], "final_losses": final,
+             "wall_s_data": round(t_data, 1), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    model_path = out / "model.safetensors"
+    trainer.export(model_path, extra)
+    result = {"train": summary, "model": str(model_path)}
+    if evaluate_heldout:
+        model = trainer.model.eval()
+        rows = read_table(heldout_tsv, need_coarse=True)
+        ev = evaluate(model, rows, out / "eval", config=config, cache_dir=cache)
+        log.info("held-out evaluation:\n%s", format_summary(ev))
+        extra["heldout_eval"] = {k: ev[k] for k in ("dice_by_clicks", "noc85_mean", "noc90_mean", "coarse_dice_mean",
+                                                     "refined_dice_mean", "refined_better_fraction",
+                                                     "structures_automatic", "structures_interactive")}
+        trainer.export(model_path, extra)
+        result["eval"] = ev
+    extra["wall_s_total"] = round(time.perf_counter() - t0, 1)
+    trainer.export(model_path, extra)
+    atomic_write_json(out / "provenance.json", {**provenance, **extra, "steps_done": trainer.step})
+    if install:
+        dest = builtin_models_dir()
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_path, dest / f"{BUILTIN_NAME}.safetensors")
+        shutil.copyfile(model_path.with_suffix(".json"), dest / f"{BUILTIN_NAME}.json")
+        log.info("installed %s as builtin:%s", model_path, BUILTIN_NAME)
+    trainer.close()
+    return result
+
+
+def _final_losses(metrics_path: Path) -> dict:
+    import json
+
+    train = [json.loads(line) for line in metrics_path.read_text().splitlines() if '"train"' in line]
+    val = [json.loads(line) for line in metrics_path.read_text().splitlines() if '"val"' in line]
+    out = {}
+    if train:
+        last = train[-1]
+        tail = train[-5:]
+        out.update(step=last["step"], loss_mean_last_logs=round(float(np.mean([t["loss_mean"] for t in tail])), 4),
+                   first_loss_mean=round(float(train[0]["loss_mean"]), 4),
+                   train_dice_last=round(float(last["train_dice"]), 4))
+    if val:
+        out["val"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in val[-1].items() if k != "kind"}
+    return out

@@ -1,0 +1,259 @@
+"""``ctsam evaluate``: the interactive protocol and the automatic pipeline against ground truth.
+
+**Interactive protocol** (per case and structure, in the model frame): one 64^3 patch centred on the
+structure's most interior voxel; click 1 at that point, then each further click at the centre of the
+largest error region of the current prediction (:mod:`~ctsam.training.clicks`), the previous
+probabilities fed back as mask prompt; the encoder runs once per patch. Dice is measured inside the
+patch (a structure larger than the 96 mm patch is judged on its part inside it) after k = 1..K clicks.
+NoC@85 / NoC@90 = the first k with Dice >= 0.85 / 0.90, or K when never reached (standard convention;
+the table also tells whether it was reached).
+
+**Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine`` path
+(:func:`ctsam.seeding.seed_case`, :class:`ctsam.refine.RefineEngine` with the config's ``seed`` and
+``refine`` sections) on the CT grid; per structure, the refined mask (probability >= 0.5) and the
+coarse mask are compared with the ground truth (Dice on the CT grid, whole structure) for every
+structure of the ground truth (a structure missing from the coarse labels or not refined scores 0).
+
+Outputs in ``EVAL_DIR``: ``interactive.csv`` (case, structure, clicks, dice), ``noc.csv``,
+``automatic.csv`` (case, structure, coarse_dice, refined_dice), ``summary.json``, ``curve.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ctsam.training.clicks import ClickSequence, add_correction_clicks, start_sequences
+
+log = logging.getLogger(__name__)
+
+NOC_THRESHOLDS = (0.85, 0.90)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = int(a.sum()), int(b.sum())
+    if sa + sb == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(a, b).sum()) / (sa + sb)
+
+
+def click_curve(model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24) -> list[float]:
+    """Dice after 1..n_clicks simulated clicks on one patch.
+
+    Args:
+        model: a :class:`ctsam.model.CtSam3D` (any mode; run without gradients).
+        image: (S, S, S) float32 windowed patch, (z, y, x). target: (S, S, S) bool.
+
+    Returns:
+        ``n_clicks`` Dice values (after a correction-free prediction the later values repeat).
+    """
+    import torch
+
+    dev = model.device
+    cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.from_numpy(image[None, None].astype(np.float32)).to(dev)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    try:
+        with torch.inference_mode():
+            feats = model.encode(x)
+            seqs = start_sequences([target])
+            prev = None
+            for k in range(n_clicks):
+                pts, lab = ClickSequence.tensors(seqs)
+                res = model.decode(feats, pts, lab, prev)
+                prev = res["probs"].float()
+                pred = (prev[0, 0] > 0.5).cpu().numpy()
+                out.append(_dice(pred, target))
+                if k + 1 < n_clicks:
+                    add_correction_clicks(seqs, [pred], [target], max_points=max_points)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def noc(curve: list[float], threshold: float) -> tuple[int, bool]:
+    """(number of clicks to reach ``threshold``, reached?) -- len(curve) when never reached."""
+    for k, d in enumerate(curve, start=1):
+        if d >= threshold:
+            return k, True
+    return len(curve), False
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    n_clicks: int = 10
+    min_voxels: int = 20
+    spacing_mm: float = 1.5
+
+
+def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
+    """Click curves for every structure of a :class:`~ctsam.training.data.PreparedCase`."""
+    from ctsam.patching import crop_padded
+    from ctsam.seeding import interior_point
+    from ctsam.training.data import PAD_HU, window
+
+    rows = []
+    s = int(model.meta.patch_size)
+    for label in case.structure_labels:
+        mask = case.labels == label
+        centre = interior_point(mask, (1.0, 1.0, 1.0))
+        start = [c - s // 2 for c in centre]
+        hu = crop_padded(case.hu, start, (s, s, s), pad_value=np.int16(PAD_HU))
+        target = crop_padded(case.labels, start, (s, s, s), pad_value=0) == label
+        curve = click_curve(model, window(hu, model.meta.hu_window), target, n_clicks=settings.n_clicks)
+        rows.append({"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label,
+                     "curve": curve})
+    return rows
+
+
+def automatic_case(model, row, config: dict) -> list[dict]:
+    """Coarse vs refined Dice per structure for one table row through the real seed -> refine path."""
+    from ctsam.io.image import read_labelmap
+    from ctsam.predictor import PatchPredictor
+    from ctsam.refine import RefineEngine, RefineSettings
+    from ctsam.seeding import SeedSettings, seed_case
+    from ctsam.training.data import read_ct_any
+    from ctsam.volume import check_same_space
+
+    ct = read_ct_any(row.ct, case=row.case_id)
+    truth = read_labelmap(row.labels, case=row.case_id)
+    coarse = read_labelmap(row.coarse, case=row.case_id)
+    check_same_space(ct.geometry, truth.geometry, name_a="CT", name_b="ground truth", case=row.case_id)
+    check_same_space(ct.geometry, coarse.geometry, name_a="CT", name_b="coarse labels", case=row.case_id)
+    prompts = seed_case(coarse, SeedSettings.from_config(config.get("seed") or {}))
+    rs = RefineSettings.from_config(config.get("refine") or {})
+    predictor = PatchPredictor(model, device=model.device, amp_bf16=rs.amp_bf16, batch_size=rs.batch_size,
+                               cache_patches=rs.feature_cache_patches)
+    refined, timing = RefineEngine(predictor, rs).run(ct, prompts, case=row.case_id)
+    by_name = {sp.name: sp for sp in refined.structures}
+    coarse_idx = {n: i for i, n in coarse.labels.items()}
+    rows = []
+    for idx in truth.present_labels():
+        name = truth.labels[idx]
+        gt = truth.array == idx
+        co = coarse.array == coarse_idx[name] if name in coarse_idx else np.zeros_like(gt)
+        ref = np.zeros(ct.array.shape, dtype=bool)
+        sp = by_name.get(name)
+        if sp is not None:
+            ref[sp.slices] = sp.probs_u8 >= 128
+        rows.append({"case": row.case_id, "structure": name, "coarse_dice": _dice(co, gt), "refined_dice": _dice(ref, gt),
+                     "truth_ml": float(gt.sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
+    log.info("%s: automatic pipeline on %d structures in %.1f s", row.case_id, len(rows), timing.get("total_s", 0.0))
+    return rows
+
+
+def _plot(curve_mean: np.ndarray, coarse: float | None, refined: float | None, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ctsam.io.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    k = np.arange(1, len(curve_mean) + 1)
+    ax.plot(k, curve_mean, "o-", label="interactive (patch Dice)")
+    if coarse is not None:
+        ax.axhline(coarse, color="tab:gray", ls="--", label=f"coarse labels {coarse:.3f}")
+    if refined is not None:
+        ax.axhline(refined, color="tab:green", ls="-.", label=f"automatic seed->refine {refined:.3f}")
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean Dice")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(k)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | None = None,
+             settings: EvalSettings | None = None, cache_dir: str | os.PathLike[str] | None = None,
+             automatic: bool = True) -> dict:
+    """Run both protocols on table rows and write the outputs (see the module docstring); returns the summary."""
+    import pandas as pd
+
+    from ctsam.io.atomic import atomic_path, atomic_write_json
+    from ctsam.training.data import prepare_case
+
+    settings = settings or EvalSettings()
+    config = config or {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inter_rows, auto_rows, failed = [], [], {}
+    for row in rows:
+        try:
+            case = prepare_case(row, spacing_mm=float(model.meta.spacing_mm), cache_dir=cache_dir,
+                                min_voxels=settings.min_voxels)
+            inter_rows += interactive_case(model, case, settings)
+            if automatic and row.coarse is not None:
+                auto_rows += automatic_case(model, row, config)
+        except Exception as err:  # noqa: BLE001 - one bad case never stops the evaluation
+            log.error("%s: evaluation failed: %s", row.case_id, err)
+            failed[row.case_id] = f"{type(err).__name__}: {err}"
+    long = pd.DataFrame([{"case": r["case"], "structure": r["structure"], "clicks": k + 1, "dice": d}
+                         for r in inter_rows for k, d in enumerate(r["curve"])],
+                        columns=["case", "structure", "clicks", "dice"])
+    noc_rows = []
+    for r in inter_rows:
+        rec = {"case": r["case"], "structure": r["structure"], "dice_1": r["curve"][0], "dice_last": r["curve"][-1]}
+        for t in NOC_THRESHOLDS:
+            n, ok = noc(r["curve"], t)
+            rec[f"noc{int(round(t * 100))}"] = n
+            rec[f"reached{int(round(t * 100))}"] = ok
+        noc_rows.append(rec)
+    noc_df = pd.DataFrame(noc_rows)
+    auto_df = pd.DataFrame(auto_rows, columns=["case", "structure", "coarse_dice", "refined_dice", "truth_ml", "refined"])
+    for name, df in (("interactive.csv", long), ("noc.csv", noc_df), ("automatic.csv", auto_df)):
+        with atomic_path(out / name) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.4f")
+    curve_mean = (long.groupby("clicks")["dice"].mean().to_numpy() if len(long) else np.zeros(0))
+    summary = {
+        "cases": len(rows),
+        "failed": failed,
+        "structures_interactive": len(inter_rows),
+        "dice_by_clicks": [round(float(v), 4) for v in curve_mean],
+        "noc85_mean": float(noc_df["noc85"].mean()) if len(noc_df) else None,
+        "noc90_mean": float(noc_df["noc90"].mean()) if len(noc_df) else None,
+        "reached85_fraction": float(noc_df["reached85"].mean()) if len(noc_df) else None,
+        "reached90_fraction": float(noc_df["reached90"].mean()) if len(noc_df) else None,
+        "structures_automatic": len(auto_df),
+        "coarse_dice_mean": float(auto_df["coarse_dice"].mean()) if len(auto_df) else None,
+        "refined_dice_mean": float(auto_df["refined_dice"].mean()) if len(auto_df) else None,
+        "refined_better_fraction": float((auto_df["refined_dice"] > auto_df["coarse_dice"]).mean()) if len(auto_df) else None,
+        "model": {"variant": model.meta.variant, "source": model.meta.source},
+    }
+    atomic_write_json(out / "summary.json", summary)
+    if len(curve_mean):
+        _plot(curve_mean, summary["coarse_dice_mean"], summary["refined_dice_mean"], out / "curve.png",
+              f"{model.meta.variant}: {len(inter_rows)} structures, {len(rows)} cases")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable report lines (what ``ctsam evaluate`` prints)."""
+    lines = []
+    curve = summary.get("dice_by_clicks") or []
+    if curve:
+        lines.append("interactive mean Dice by clicks: " + "  ".join(f"{k}:{d:.3f}" for k, d in enumerate(curve, 1)))
+        lines.append(f"NoC@85 {summary['noc85_mean']:.2f} (reached {summary['reached85_fraction']:.0%}), "
+                     f"NoC@90 {summary['noc90_mean']:.2f} (reached {summary['reached90_fraction']:.0%}) "
+                     f"over {summary['structures_interactive']} structures")
+    if summary.get("coarse_dice_mean") is not None:
+        lines.append(f"automatic pipeline mean Dice: coarse {summary['coarse_dice_mean']:.3f} -> refined "
+                     f"{summary['refined_dice_mean']:.3f} over {summary['structures_automatic']} structures "
+                     f"(refined better for {summary['refined_better_fraction']:.0%})")
+    if summary.get("failed"):
+        lines.append(f"failed cases: {', '.join(sorted(summary['failed']))}")
+    return "\n".join(lines)

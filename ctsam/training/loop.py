@@ -1,0 +1,531 @@
+"""The training loop (``ctsam train``): iterative click training, AdamW with warm-up, exact resume, DDP.
+
+One optimisation step on a global batch of ``batch_size`` patches (each rank takes its equal share;
+gradients are averaged by DDP, so the result does not depend on the number of ranks):
+
+1. the patches are encoded once (with gradients, or without for ``finetune: decoder``);
+2. every patch gets its first click (most interior point, :mod:`~ctsam.training.clicks`);
+3. ``n`` correction rounds without gradients (``n`` drawn per step from ``[0, rounds)``): decode with the
+   clicks so far and the previous probabilities as mask prompt, then add one click at the centre of the
+   largest error region (at most ``max_points`` clicks);
+4. a final decode with gradients; loss = 0.2 focal + 0.8 Dice (CT-SAM3D) + ``quality_weight`` x MSE of
+   the quality head against the true IoU, + ``cpp_weight`` x heatmap MSE of the cross-patch network on
+   (patch, its predicted mask, a neighbouring patch) when ``cpp`` is on;
+5. gradient clipping (norm ``grad_clip``), AdamW step, learning-rate schedule (linear warm-up, then
+   x ``lr_decay_factor`` after ``lr_decay_at`` of the steps, like the published step schedule).
+
+Determinism and resume: the data of step ``s`` depend only on ``(seed, s)`` (:mod:`.data`); a checkpoint
+holds the weights (ctsam safetensors), the optimiser and scheduler state and the torch RNG states, so a
+resumed run reproduces the uninterrupted one exactly on the same hardware and thread count.
+
+Batch norm: the encoder stem's BatchNorm layers run with frozen statistics by default
+(``freeze_batchnorm``): with one or two 64^3 patches per GPU, batch statistics are noise, and frozen
+statistics keep a data-parallel run identical to a single-process run on the same global batch.
+With ``freeze_batchnorm: false`` under DDP on GPUs they become SyncBatchNorm.
+
+Outputs in ``RUN_DIR``: ``metrics.jsonl`` (one JSON line per logged step: ``kind`` train or val),
+``checkpoints/step_NNNNNN/`` (``model.safetensors`` + ``state.pt``), ``model.safetensors`` (final),
+``settings.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ctsam.errors import CheckpointError, ConfigError
+from ctsam.training import distributed
+from ctsam.training.data import AugmentSettings, PatchSample, PatchSampler
+
+log = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("all", "decoder")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training parameters (config section ``train``; CLI flags override). Defaults follow CT-SAM3D."""
+
+    variant: str = "micro"
+    init: str | None = None
+    finetune: str = "all"
+    steps: int = 1000
+    batch_size: int = 6
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    lr_decay_at: float = 0.8
+    lr_decay_factor: float = 0.1
+    grad_clip: float = 5.0
+    rounds: int = 5
+    max_points: int = 24
+    seed: int = 42
+    augment_probability: float = 0.6
+    translate_mm: float = 20.0
+    scale_min: float = 0.9
+    scale_max: float = 1.1
+    rotate_deg: float = 10.0
+    quality_weight: float = 0.1
+    cpp: bool = False
+    cpp_weight: float = 1.0
+    cpp_stride_voxels: int = 48
+    freeze_batchnorm: bool = True
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    val_every: int = 100
+    val_samples: int = 16
+    log_every: int = 10
+    amp: str = "auto"
+    device: str = "auto"
+    threads: int = 0
+    channels_last: bool = True
+    max_minutes: float = 0.0
+    spacing_mm: float = 1.5
+    min_structure_voxels: int = 20
+
+    def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE_MODES:
+            raise ConfigError("unknown fine-tuning mode", expected=" or ".join(FINETUNE_MODES), found=repr(self.finetune),
+                              fix="pass --finetune all|decoder")
+        if self.batch_size < 1 or self.steps < 1 or self.rounds < 1:
+            raise ConfigError("batch_size, steps and rounds must be >= 1",
+                              found=f"batch_size {self.batch_size}, steps {self.steps}, rounds {self.rounds}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError("unknown optimiser", expected="adamw or sgd", found=repr(self.optimizer))
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise ConfigError("unknown mixed-precision mode", expected="auto, off, bf16 or fp16", found=repr(self.amp))
+
+    @classmethod
+    def from_config(cls, section: dict, **overrides) -> "TrainSettings":
+        keys = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in (section or {}).items() if k in keys}
+        values.update({k: v for k, v in overrides.items() if v is not None and k in keys})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def augment(self) -> AugmentSettings | None:
+        if self.augment_probability <= 0:
+            return None
+        return AugmentSettings(probability=self.augment_probability, translate_mm=self.translate_mm,
+                               scale_range=(self.scale_min, self.scale_max), rotate_deg=self.rotate_deg)
+
+
+def lr_factor(step: int, settings: TrainSettings) -> float:
+    """Learning-rate multiplier for optimisation step ``step`` (0-based)."""
+    f = 1.0
+    if settings.warmup_steps > 0 and step < settings.warmup_steps:
+        f = (step + 1) / settings.warmup_steps
+    if step >= int(settings.lr_decay_at * settings.steps):
+        f *= settings.lr_decay_factor
+    return f
+
+
+def build_or_load_model(settings: TrainSettings):
+    """A fresh model of ``settings.variant`` (seeded), or the ``settings.init`` checkpoint in train mode."""
+    import torch
+
+    from ctsam.model import build_model, load_ctsam3d
+
+    if settings.init:
+        model = load_ctsam3d(settings.init)
+        if settings.variant and model.variant != settings.variant:
+            log.warning("--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant)
+    else:
+        torch.manual_seed(settings.seed)
+        model = build_model(settings.variant)
+    return model
+
+
+def _set_trainable(model, settings: TrainSettings) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if settings.finetune == "decoder":
+        model.image_encoder.requires_grad_(False)
+    if not settings.cpp:
+        model.cross_patch.requires_grad_(False)
+    if settings.quality_weight <= 0:
+        model.quality_head.requires_grad_(False)
+
+
+def set_train_mode(model, settings: TrainSettings) -> None:
+    """train() with the frozen parts in eval (frozen encoder; BatchNorm when ``freeze_batchnorm``)."""
+    import torch
+
+    model.train()
+    if settings.finetune == "decoder":
+        model.image_encoder.eval()
+    if settings.freeze_batchnorm:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+class _TrainForward:
+    """Builds the ``nn.Module`` whose forward runs click rounds and the graded decode (DDP wraps it)."""
+
+    @staticmethod
+    def make(model, settings: TrainSettings):
+        import torch
+        from torch import nn
+
+        from ctsam.training.clicks import ClickSequence, add_correction_clicks, start_sequences
+
+        class TrainForward(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, image, targets_np, n_rounds: int, neighbour=None):
+                m = self.model
+                if settings.finetune == "decoder":
+                    with torch.no_grad():
+                        feats = m.encode(image)
+                else:
+                    feats = m.encode(image)
+                seqs = start_sequences(targets_np)
+                prev = None
+                with torch.no_grad():
+                    for _ in range(n_rounds):
+                        pts, lab = ClickSequence.tensors(seqs)
+                        out = m.decode(feats, pts, lab, prev)
+                        prev = out["probs"].float()
+                        if settings.channels_last:
+                            prev = prev.contiguous(memory_format=torch.channels_last_3d)
+                        preds = list((prev[:, 0] > 0.5).cpu().numpy())
+                        add_correction_clicks(seqs, preds, targets_np, max_points=settings.max_points)
+                pts, lab = ClickSequence.tensors(seqs)
+                out = m.decode(feats, pts, lab, prev)
+                result = {"logits": out["logits"], "iou": out["iou"], "n_clicks": [len(s) for s in seqs]}
+                if neighbour is not None:
+                    mask_u = (out["probs"].detach() > 0.5).to(image.dtype)
+                    result["heatmap"] = m.cross_patch(image, mask_u, neighbour)
+                return result
+
+        return TrainForward()
+
+
+def _stack(arrays: list[np.ndarray], device, channels_last: bool):
+    import torch
+
+    t = torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32)).to(device)
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last_3d)
+    return t
+
+
+class Trainer:
+    """Runs :class:`TrainSettings` on a sampler, writing into ``out_dir`` (see the module docstring).
+
+    Args:
+        settings: training parameters.
+        sampler: training patches; ``val_sampler``: validation patches (no augmentation) or None.
+        out_dir: the run folder.
+        dist_info: this process's rank (default: detected from the environment).
+        provenance: extra facts stored with the final model (command, data...).
+    """
+
+    def __init__(self, settings: TrainSettings, sampler: PatchSampler, out_dir: str | os.PathLike[str], *,
+                 val_sampler: PatchSampler | None = None, dist_info: distributed.DistInfo | None = None,
+                 provenance: dict | None = None, model=None) -> None:
+        import torch
+
+        self.s = settings
+        self.sampler = sampler
+        self.val_sampler = val_sampler
+        self.out = Path(out_dir)
+        self.dist = dist_info or distributed.detect()
+        self.provenance = dict(provenance or {})
+        if settings.threads > 0:
+            torch.set_num_threads(settings.threads)
+        from ctsam.predictor import resolve_device
+
+        device = resolve_device(settings.device)
+        if device.type == "cuda" and self.dist.enabled:
+            device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        distributed.init(self.dist, device_type=device.type)
+        self.model = model if model is not None else build_or_load_model(settings)
+        self.model.to(device)
+        if settings.channels_last:
+            self.model.to(memory_format=torch.channels_last_3d)
+        _set_trainable(self.model, settings)
+        if self.dist.enabled and not settings.freeze_batchnorm and device.type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if settings.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, settings))
+        fwd = _TrainForward.make(self.model, settings)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.forward = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None,
+                               find_unused_parameters=False)
+        else:
+            self.forward = fwd
+        self.amp_dtype = None
+        if device.type == "cuda" and settings.amp in ("auto", "bf16"):
+            self.amp_dtype = torch.bfloat16
+        elif device.type == "cuda" and settings.amp == "fp16":
+            self.amp_dtype = torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.step = 0
+        self.last_metrics: dict = {}
+
+    # ---------------------------------------------------------------- one step
+    def _rounds_for(self, step: int) -> int:
+        return int(np.random.default_rng([self.s.seed, int(step), 7]).integers(0, self.s.rounds))
+
+    def train_step(self, batch: list[PatchSample], step: int) -> dict:
+        """One optimisation step on this rank's share of the global batch; returns its metrics."""
+        import contextlib
+
+        import torch
+
+        from ctsam.training.clicks import first_click
+        from ctsam.training.losses import gaussian_heatmap, heatmap_loss, segmentation_loss
+
+        s = self.s
+        set_train_mode(self.model, s)
+        image = _stack([b.image for b in batch], self.device, s.channels_last)
+        target = torch.from_numpy(np.stack([b.target for b in batch])[:, None]).to(self.device)
+        targets_np = [b.target for b in batch]
+        neighbour = None
+        if s.cpp:
+            zeros = np.zeros_like(batch[0].image)
+            neighbour = _stack([b.neighbour_image if b.neighbour_image is not None else zeros for b in batch],
+                               self.device, s.channels_last)
+        n_rounds = self._rounds_for(step)
+        autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = self.forward(image, targets_np, n_rounds, neighbour)
+        logits = out["logits"][:, 0:1].float()
+        seg = segmentation_loss(logits, target)
+        loss = seg
+        metrics = {"seg_loss": float(seg.detach())}
+        with torch.no_grad():
+            pred = logits.detach() > 0
+            inter = (pred & target).flatten(1).sum(1).float()
+            union = (pred | target).flatten(1).sum(1).float()
+            iou_true = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+            dice = torch.where(union + inter > 0, 2 * inter / (union + inter).clamp_min(1), torch.ones_like(union))
+        if s.quality_weight > 0:
+            q = ((out["iou"][:, 0].float() - iou_true) ** 2).mean()
+            loss = loss + s.quality_weight * q
+            metrics["quality_loss"] = float(q.detach())
+        if s.cpp:
+            pts = []
+            for b in batch:
+                pts.append(first_click(b.neighbour_target)[0] if b.neighbour_target is not None else None)
+            valid = torch.tensor([p is not None for p in pts], device=self.device)
+            tgt = gaussian_heatmap(pts, image.shape[-1], device=self.device)
+            c = heatmap_loss(out["heatmap"], tgt, valid)
+            loss = loss + s.cpp_weight * c
+            metrics["cpp_loss"] = float(c.detach())
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, s.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        metrics.update(loss=float(loss.detach()), grad_norm=float(grad_norm), train_dice=float(dice.mean()),
+                       rounds=n_rounds, clicks=float(np.mean(out["n_clicks"])),
+                       lr=float(self.optimizer.param_groups[0]["lr"]))
+        return metrics
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> dict:
+        """Mean patch Dice after 1 click and after ``rounds`` clicks on the fixed validation patches."""
+        from ctsam.training.evaluate import click_curve
+
+        if self.val_sampler is None or self.s.val_samples <= 0:
+            return {}
+        self.model.eval()
+        curves = []
+        for i in range(self.s.val_samples):
+            smp = self.val_sampler.sample(0, i)
+            curves.append(click_curve(self.model, smp.image, smp.target, n_clicks=self.s.rounds,
+                                      max_points=self.s.max_points))
+        c = np.array(curves)
+        return {"val_dice_1click": float(c[:, 0].mean()), f"val_dice_{self.s.rounds}clicks": float(c[:, -1].mean())}
+
+    # ---------------------------------------------------------------- checkpoints
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def _core_model(self):
+        return self.model
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_NNNNNN/`` atomically (rank 0 only); keep the last ``keep_checkpoints``."""
+        import torch
+
+        from ctsam.model import save_safetensors
+
+        final = self.ckpt_dir / f"step_{self.step:06d}"
+        if not self.dist.is_main:
+            return final
+        tmp = self.ckpt_dir / f".tmp-step_{self.step:06d}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_safetensors(self._export_model_view(), tmp / "model.safetensors", sidecar=False)
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "settings_json": json.dumps(self.s.to_dict(), sort_keys=True),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        torch.save(state, tmp / "state.pt")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        done = sorted(p for p in self.ckpt_dir.glob("step_*") if (p / "state.pt").is_file())
+        for old in done[: max(0, len(done) - max(1, self.s.keep_checkpoints))]:
+            shutil.rmtree(old)
+        log.info("checkpoint %s", final)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.ckpt_dir.glob("step_*") if (p / "state.pt").is_file())
+        return done[-1] if done else None
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore weights, optimiser, scheduler and RNG state from a checkpoint folder."""
+        import torch
+
+        from ctsam.model import load_ctsam3d
+
+        path = Path(path)
+        try:
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise CheckpointError("training checkpoint is unreadable", path=path / "state.pt",
+                                  found=f"{type(err).__name__}: {str(err)[:200]}",
+                                  fix="delete this checkpoint folder to resume from the previous one") from err
+        saved = json.loads(state["settings_json"])
+        for key in ("variant", "batch_size", "steps", "seed", "finetune", "cpp", "rounds"):
+            if saved.get(key) != self.s.to_dict().get(key):
+                raise CheckpointError("training checkpoint was written with other settings", path=path,
+                                      expected=f"{key} = {self.s.to_dict().get(key)!r}", found=repr(saved.get(key)),
+                                      fix="resume with the same settings, or start a new --out folder")
+        loaded = load_ctsam3d(path / "model.safetensors")
+        with torch.no_grad():
+            for (k, p), (k2, q) in zip(self.model.state_dict().items(), loaded.state_dict().items()):
+                if k != k2:
+                    raise CheckpointError("checkpoint keys do not match the model", path=path, found=f"{k} vs {k2}")
+                p.copy_(q)
+        self.model.meta = loaded.meta
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _export_model_view(self):
+        import dataclasses as dc
+
+        m = self.model
+        m.meta = dc.replace(m.meta, cpp_trained=bool(self.s.cpp or m.meta.cpp_trained), source="ctsam train",
+                            sha256=None)
+        return m
+
+    # ---------------------------------------------------------------- the run
+    def _log_metrics(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        from ctsam.io.atomic import _nan_to_none  # noqa: PLC2701 - same JSON convention as atomic_write_json
+
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(_nan_to_none(record), sort_keys=True) + "\n")
+
+    def run(self, *, resume: bool = True, until_step: int | None = None) -> dict:
+        """Train from the latest checkpoint (when ``resume``) to ``steps`` (or ``until_step``)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume and (ck := self.latest_checkpoint()) is not None:
+            self.load_checkpoint(ck)
+        elif self.dist.is_main:
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        if self.dist.is_main:
+            (self.out / "settings.json").write_text(json.dumps(self.s.to_dict(), indent=2, sort_keys=True) + "\n")
+        stop = min(self.s.steps, until_step if until_step is not None else self.s.steps)
+        t_start = time.perf_counter()
+        t_log = time.perf_counter()
+        recent: list[float] = []
+        stopped_early = False
+        while self.step < stop:
+            batch = self.sampler.batch(self.step, self.s.batch_size, self.dist.rank, self.dist.world_size)
+            metrics = self.train_step(batch, self.step)
+            self.step += 1
+            recent.append(metrics["loss"])
+            self.last_metrics = metrics
+            if self.step % max(1, self.s.log_every) == 0 or self.step == stop:
+                dt = time.perf_counter() - t_log
+                t_log = time.perf_counter()
+                rec = {"kind": "train", "step": self.step, **metrics, "loss_mean": float(np.mean(recent)),
+                       "s_per_step": dt / max(1, len(recent))}
+                self._log_metrics(rec)
+                log.info("step %d/%d loss %.4f (mean %.4f) dice %.3f lr %.2e %.2f s/step", self.step, self.s.steps,
+                         metrics["loss"], rec["loss_mean"], metrics["train_dice"], metrics["lr"], rec["s_per_step"])
+                recent = []
+            if self.s.val_every > 0 and self.step % self.s.val_every == 0 and self.dist.is_main:
+                val = self.validate()
+                if val:
+                    self._log_metrics({"kind": "val", "step": self.step, **val})
+                    log.info("step %d validation: %s", self.step, ", ".join(f"{k} {v:.3f}" for k, v in val.items()))
+            out_of_time = self.s.max_minutes > 0 and (time.perf_counter() - t_start) / 60 >= self.s.max_minutes
+            if self.step % max(1, self.s.checkpoint_every) == 0 or self.step == stop or out_of_time:
+                self.save_checkpoint()
+                distributed.barrier(self.dist)
+            if out_of_time and self.step < stop:
+                log.warning("stopping at step %d: max_minutes %.1f reached", self.step, self.s.max_minutes)
+                stopped_early = True
+                break
+        wall = time.perf_counter() - t_start
+        summary = {"steps_done": self.step, "wall_s": round(wall, 1), "stopped_early": stopped_early,
+                   "final_metrics": self.last_metrics}
+        return summary
+
+    def export(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
+        """Write the current weights as a ctsam safetensors model with training provenance (rank 0)."""
+        from ctsam.model import save_safetensors
+
+        training = {**self.provenance, **(extra or {}), "settings": self.s.to_dict(), "steps_done": self.step}
+        return save_safetensors(self._export_model_view(), path, extra_metadata={"training": training})
+
+    def close(self) -> None:
+        distributed.shutdown(self.dist)
