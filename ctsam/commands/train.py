@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label column of the TSV (default: labels, truth_labels, label or truth)")
     parser.add_argument("--cache-dir", default=None, help="model-frame cache (default RUN_DIR/cache)")
     parser.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only resample the cases into the model-frame cache, then exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     rows = read_table(args.data, ct_column=args.ct_column, label_column=args.label_column)
     cases = [prepare_case(r, spacing_mm=spacing, cache_dir=cache, min_voxels=settings.min_structure_voxels)
              for r in rows]
+    if args.prepare_only:
+        log.info("prepared %d cases in %s", len(cases), cache)
+        return 0
     sampler = PatchSampler(cases, hu_window=model.meta.hu_window, seed=settings.seed, augment=settings.augment,
                            neighbour_stride=settings.cpp_stride_voxels if settings.cpp else 0)
     val_sampler = None
