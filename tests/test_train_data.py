@@ -140,3 +140,20 @@ def test_table_and_cache(tmp_path):
         read_table(tmp_path / "bad.tsv")
     with pytest.raises(InputDataError, match="not found"):
         read_table(tmp_path / "missing.tsv")
+
+
+def test_labels_on_a_flipped_grid_are_resampled_not_refused():
+    from ctsam.errors import SpaceMismatchError
+    from ctsam.training.data import align_labels
+
+    lab = np.zeros((4, 5, 6), np.uint8)
+    lab[1:3, 1:4, 2:5] = 3
+    g = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 1.0, 2.0), origin_xyz_mm=(0.0, 0.0, 0.0))
+    flipped = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 1.0, 2.0), origin_xyz_mm=(0.0, 4.0, 0.0),
+                       direction=((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)))
+    on_flipped = LabelMap(lab[:, ::-1, :].copy(), flipped, {3: "liver"})
+    aligned = align_labels(on_flipped, g)
+    assert aligned.geometry == g and np.array_equal(aligned.array, lab)
+    far = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 1.0, 2.0), origin_xyz_mm=(50.0, 0.0, 0.0))
+    with pytest.raises(SpaceMismatchError, match="not on the same voxel grid"):
+        align_labels(LabelMap(lab, far, {3: "liver"}), g)

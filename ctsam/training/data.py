@@ -157,13 +157,37 @@ def cache_key(row: CaseRow, spacing_mm: float, min_voxels: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _world_box(g: Geometry) -> np.ndarray:
+    from ctsam.patching import _corner_indices_xyz
+
+    w = g.index_to_world(_corner_indices_xyz(g.shape_zyx))
+    return np.stack([w.min(axis=0), w.max(axis=0)])
+
+
+def align_labels(labelmap: LabelMap, geometry: Geometry, *, case: str | None = None,
+                 what: str = "label map") -> LabelMap:
+    """The label map on ``geometry``'s grid: unchanged when already there; resampled (nearest neighbour)
+    when it covers the same world box on another grid (e.g. a DICOM conversion that flipped an axis);
+    otherwise :class:`~ctsam.errors.SpaceMismatchError` printing both geometries."""
+    from ctsam.patching import resample
+    from ctsam.volume import check_same_space
+
+    if labelmap.geometry.same_space(geometry):
+        return labelmap
+    tol = max(max(geometry.spacing_xyz_mm), max(labelmap.geometry.spacing_xyz_mm))
+    if np.abs(_world_box(labelmap.geometry) - _world_box(geometry)).max() > tol:
+        check_same_space(geometry, labelmap.geometry, name_a="CT", name_b=what, case=case)
+    log.info("%s: %s is on another grid covering the same region; resampling it (nearest neighbour)", case, what)
+    arr = resample(labelmap.array, labelmap.geometry, geometry, linear=False, default=0, dtype=np.float32)
+    return LabelMap(np.rint(arr).astype(labelmap.array.dtype), geometry, dict(labelmap.labels))
+
+
 def to_model_frame(ct: CTVolume, labelmap: LabelMap, spacing_mm: float, *,
                    case: str | None = None) -> tuple[Geometry, np.ndarray, np.ndarray]:
     """Resample a CT (linear, pad -1024) and its label map (nearest, pad 0) onto the model frame."""
     from ctsam.patching import model_frame_for, resample
-    from ctsam.volume import check_same_space
 
-    check_same_space(ct.geometry, labelmap.geometry, name_a="CT", case=case)
+    labelmap = align_labels(labelmap, ct.geometry, case=case)
     frame = model_frame_for(ct.geometry, spacing_mm)
     hu = resample(ct.array, ct.geometry, frame, linear=True, default=PAD_HU, dtype=np.float32)
     hu = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)

@@ -120,14 +120,13 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     from ctsam.predictor import PatchPredictor
     from ctsam.refine import RefineEngine, RefineSettings
     from ctsam.seeding import SeedSettings, seed_case
-    from ctsam.training.data import read_ct_any
-    from ctsam.volume import check_same_space
+    from ctsam.training.data import align_labels, read_ct_any
 
     ct = read_ct_any(row.ct, case=row.case_id)
     truth = read_labelmap(row.labels, case=row.case_id)
     coarse = read_labelmap(row.coarse, case=row.case_id)
-    check_same_space(ct.geometry, truth.geometry, name_a="CT", name_b="ground truth", case=row.case_id)
-    check_same_space(ct.geometry, coarse.geometry, name_a="CT", name_b="coarse labels", case=row.case_id)
+    truth = align_labels(truth, ct.geometry, case=row.case_id, what="ground truth")
+    coarse = align_labels(coarse, ct.geometry, case=row.case_id, what="coarse labels")
     prompts = seed_case(coarse, SeedSettings.from_config(config.get("seed") or {}))
     rs = RefineSettings.from_config(config.get("refine") or {})
     predictor = PatchPredictor(model, device=model.device, amp_bf16=rs.amp_bf16, batch_size=rs.batch_size,
