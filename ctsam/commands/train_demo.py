@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop training after this many minutes, checkpointing first (default 25)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="skip training: evaluate RUN_DIR/model.safetensors and record the figures in it")
     parser.add_argument("--install", action="store_true",
                         help="copy the model to ctsam/resources/models/demo_micro.safetensors (builtin:demo_micro)")
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = train_demo(args.out, train_cases=args.train_cases, train_seed=args.train_seed,
                         heldout_cases=args.heldout_cases, steps=args.steps, max_minutes=args.max_minutes,
-                        threads=args.threads, install=args.install, evaluate_heldout=not args.no_eval,
+                        threads=args.threads, install=args.install, evaluate_heldout=not args.no_eval, eval_only=args.eval_only,
                         config=load_config(args.config))
     if "eval" in result:
         sys.stdout.write(format_summary(result["eval"]) + "\n")

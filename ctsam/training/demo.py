@@ -82,11 +82,9 @@ def demo_settings(steps: int, max_minutes: float, threads: int):
 
 def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1, heldout_cases: int = 2,
                steps: int = 300, max_minutes: float = 25.0, threads: int = 0, install: bool = False,
-               evaluate_heldout: bool = True, config: dict | None = None) -> dict:
+               evaluate_heldout: bool = True, eval_only: bool = False, config: dict | None = None) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo model."""
-    from ctsam.io.atomic import atomic_write_json
     from ctsam.training.data import PatchSampler, prepare_case, read_table
-    from ctsam.training.evaluate import evaluate, format_summary
     from ctsam.training.loop import Trainer
 
     t0 = time.perf_counter()
@@ -113,37 +111,52 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
                  "heldout_seed": HELDOUT_SEED, "heldout_cases": heldout_cases},
         "git_commit": git_commit(),
     }
-    import torch
-
-    trainer = Trainer(settings, sampler, out, val_sampler=val_sampler, provenance=provenance)
-    summary = trainer.run()
-    final = _final_losses(out / "metrics.jsonl")
-    extra = {"wall_s_train": summary["wall_s"], "stopped_early": summary["stopped_early"], "final_losses": final,
-             "wall_s_data": round(t_data, 1), "torch": torch.__version__, "threads": torch.get_num_threads()}
     model_path = out / "model.safetensors"
-    trainer.export(model_path, extra)
-    result = {"train": summary, "model": str(model_path)}
-    if evaluate_heldout:
-        model = trainer.model.eval()
-        rows = read_table(heldout_tsv, need_coarse=True)
-        ev = evaluate(model, rows, out / "eval", config=config, cache_dir=cache)
-        log.info("held-out evaluation:\n%s", format_summary(ev))
-        extra["heldout_eval"] = {k: ev[k] for k in ("dice_by_clicks", "noc85_mean", "noc90_mean", "coarse_dice_mean",
-                                                     "refined_dice_mean", "refined_better_fraction",
-                                                     "structures_automatic", "structures_interactive")}
+    result: dict = {"model": str(model_path)}
+    if not eval_only:
+        import torch
+
+        trainer = Trainer(settings, sampler, out, val_sampler=val_sampler, provenance=provenance)
+        summary = trainer.run()
+        final = _final_losses(out / "metrics.jsonl")
+        extra = {"wall_s_train": summary["wall_s"], "stopped_early": summary["stopped_early"], "final_losses": final,
+                 "wall_s_data": round(t_data, 1), "torch": torch.__version__, "threads": torch.get_num_threads()}
         trainer.export(model_path, extra)
-        result["eval"] = ev
-    extra["wall_s_total"] = round(time.perf_counter() - t0, 1)
-    trainer.export(model_path, extra)
-    atomic_write_json(out / "provenance.json", {**provenance, **extra, "steps_done": trainer.step})
+        trainer.close()
+        result["train"] = summary
+    if evaluate_heldout:
+        result["eval"] = evaluate_and_record(model_path, heldout_tsv, out / "eval", config=config, cache_dir=cache)
     if install:
         dest = builtin_models_dir()
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model_path, dest / f"{BUILTIN_NAME}.safetensors")
         shutil.copyfile(model_path.with_suffix(".json"), dest / f"{BUILTIN_NAME}.json")
         log.info("installed %s as builtin:%s", model_path, BUILTIN_NAME)
-    trainer.close()
     return result
+
+
+def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config: dict | None,
+                        cache_dir: Path | None) -> dict:
+    """Evaluate a model file on held-out cases and add the figures to its training provenance."""
+    from ctsam.io.atomic import atomic_write_json
+    from ctsam.model import load_ctsam3d, save_safetensors
+    from ctsam.model.checkpoint import read_safetensors_metadata
+    from ctsam.training.data import read_table
+    from ctsam.training.evaluate import evaluate, format_summary
+
+    t0 = time.perf_counter()
+    model = load_ctsam3d(model_path)
+    ev = evaluate(model, read_table(table, need_coarse=True), eval_dir, config=config, cache_dir=cache_dir)
+    log.info("held-out evaluation:\n%s", format_summary(ev))
+    training = read_safetensors_metadata(model_path).get("training", {})
+    training["heldout_eval"] = {k: ev[k] for k in ("dice_by_clicks", "noc85_mean", "noc90_mean", "reached85_fraction",
+                                                   "reached90_fraction", "coarse_dice_mean", "refined_dice_mean",
+                                                   "refined_better_fraction", "structures_automatic",
+                                                   "structures_interactive", "cases")}
+    training["heldout_eval"]["wall_s"] = round(time.perf_counter() - t0, 1)
+    save_safetensors(model, model_path, extra_metadata={"training": training})
+    atomic_write_json(model_path.parent / "provenance.json", training)
+    return ev
 
 
 def _final_losses(metrics_path: Path) -> dict:

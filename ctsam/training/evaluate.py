@@ -42,41 +42,51 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def click_curve(model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24) -> list[float]:
-    """Dice after 1..n_clicks simulated clicks on one patch.
+    """Dice after 1..n_clicks simulated clicks on one patch (see :func:`click_curves`)."""
+    return click_curves(model, [image], [target], n_clicks=n_clicks, max_points=max_points)[0]
+
+
+def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, n_clicks: int = 10,
+                 max_points: int = 24, batch_size: int = 8) -> list[list[float]]:
+    """Dice after 1..n_clicks simulated clicks for each patch, ``batch_size`` patches per network call.
 
     Args:
-        model: a :class:`ctsam.model.CtSam3D` (any mode; run without gradients).
-        image: (S, S, S) float32 windowed patch, (z, y, x). target: (S, S, S) bool.
+        model: a :class:`ctsam.model.CtSam3D` (any mode; run without gradients, mode restored).
+        images: (S, S, S) float32 windowed patches, (z, y, x). targets: (S, S, S) bool masks.
 
     Returns:
-        ``n_clicks`` Dice values (after a correction-free prediction the later values repeat).
+        One list of ``n_clicks`` Dice values per patch (once a prediction is exact, later values repeat).
     """
     import torch
 
     dev = model.device
     cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
-    x = torch.from_numpy(image[None, None].astype(np.float32)).to(dev)
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
     model.eval()
-    out: list[float] = []
+    curves: list[list[float]] = []
     try:
         with torch.inference_mode():
-            feats = model.encode(x)
-            seqs = start_sequences([target])
-            prev = None
-            for k in range(n_clicks):
-                pts, lab = ClickSequence.tensors(seqs)
-                res = model.decode(feats, pts, lab, prev)
-                prev = res["probs"].float()
-                pred = (prev[0, 0] > 0.5).cpu().numpy()
-                out.append(_dice(pred, target))
-                if k + 1 < n_clicks:
-                    add_correction_clicks(seqs, [pred], [target], max_points=max_points)
+            for i in range(0, len(images), batch_size):
+                imgs, tgts = images[i: i + batch_size], targets[i: i + batch_size]
+                x = torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32)).to(dev)
+                if cl:
+                    x = x.contiguous(memory_format=torch.channels_last_3d)
+                feats = model.encode(x)
+                seqs = start_sequences(tgts)
+                prev = None
+                chunk = [[] for _ in tgts]
+                for k in range(n_clicks):
+                    pts, lab = ClickSequence.tensors(seqs)
+                    prev = model.decode(feats, pts, lab, prev)["probs"].float()
+                    preds = list((prev[:, 0] > 0.5).cpu().numpy())
+                    for c, p, t in zip(chunk, preds, tgts):
+                        c.append(_dice(p, t))
+                    if k + 1 < n_clicks:
+                        add_correction_clicks(seqs, preds, tgts, max_points=max_points)
+                curves += chunk
     finally:
         model.train(was_training)
-    return out
+    return curves
 
 
 def noc(curve: list[float], threshold: float) -> tuple[int, bool]:
@@ -100,18 +110,19 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
     from ctsam.seeding import interior_point
     from ctsam.training.data import PAD_HU, window
 
-    rows = []
     s = int(model.meta.patch_size)
+    labels, images, targets = [], [], []
     for label in case.structure_labels:
         mask = case.labels == label
         centre = interior_point(mask, (1.0, 1.0, 1.0))
         start = [c - s // 2 for c in centre]
         hu = crop_padded(case.hu, start, (s, s, s), pad_value=np.int16(PAD_HU))
-        target = crop_padded(case.labels, start, (s, s, s), pad_value=0) == label
-        curve = click_curve(model, window(hu, model.meta.hu_window), target, n_clicks=settings.n_clicks)
-        rows.append({"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label,
-                     "curve": curve})
-    return rows
+        labels.append(label)
+        images.append(window(hu, model.meta.hu_window))
+        targets.append(crop_padded(case.labels, start, (s, s, s), pad_value=0) == label)
+    curves = click_curves(model, images, targets, n_clicks=settings.n_clicks)
+    return [{"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label, "curve": c}
+            for label, c in zip(labels, curves)]
 
 
 def automatic_case(model, row, config: dict) -> list[dict]:
