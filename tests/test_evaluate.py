@@ -79,3 +79,25 @@ def test_evaluate_command_reports_bad_table(tmp_path):
     (tmp_path / "t.tsv").write_text("case_id\tct\nx\ty\n")
     assert main(["evaluate", "--data", str(tmp_path / "t.tsv"), "--checkpoint", "builtin:nope", "-o",
                  str(tmp_path / "o")]) == 2
+
+
+def test_shipped_demo_model_loads_with_provenance():
+    from ctsam.model import load_ctsam3d
+    from ctsam.model.checkpoint import read_safetensors_metadata, resolve_model_path
+
+    path = resolve_model_path("builtin:demo_micro")
+    assert path.is_file() and path.stat().st_size < 8_000_000
+    model = load_ctsam3d("builtin:demo_micro")
+    assert model.variant == "micro"
+    training = read_safetensors_metadata(path)["training"]
+    for key in ("command", "data", "settings", "steps_done", "final_losses", "heldout_eval"):
+        assert key in training, key
+    assert training["data"]["heldout_seed"] != training["data"]["train_seed"]
+
+
+def test_unknown_builtin_model_is_refused():
+    from ctsam.errors import CheckpointError
+    from ctsam.model.checkpoint import resolve_model_path
+
+    with pytest.raises(CheckpointError, match="unknown built-in model"):
+        resolve_model_path("builtin:no_such_model")
