@@ -18,6 +18,11 @@ from ctsam import __version__
 
 # (sub-command, module under ctsam.commands). Add one line per new command.
 COMMANDS: list[tuple[str, str]] = [
+    ("fuse", "fuse"),
+    ("qc", "qc"),
+    ("report", "report"),
+    ("manifest", "manifest"),
+    ("export-seg", "export_seg"),
 ]
 
 log = logging.getLogger("ctsam")
