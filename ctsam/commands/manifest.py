@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         sidecars += [p for p in found["sidecars"] if str(p) not in sidecars]
         benchmarks += [p for p in found["benchmarks"] if str(p) not in benchmarks]
     doc = build_manifest(
-        case=args.case,
+        case=args.case or (Path(args.case_dir).name if args.case_dir else None),
         inputs=args.inputs,
         outputs=outputs,
         checkpoints=args.checkpoints,

@@ -39,15 +39,21 @@ def read_failures(path: str | os.PathLike[str]) -> list[dict]:
 
 
 def _focus(doc: dict) -> tuple[str | None, np.ndarray | None]:
-    """The structure the snapshot should pass through, and its LPS centroid: the most severely
-    flagged structure (largest first on ties); without flags, the voxel-weighted centre of all."""
+    """The structure the snapshot should pass through, and its LPS centroid: the structure with
+    the most severe flag other than ``truncated`` (which whole-body scans raise everywhere), ties
+    broken by score then size; without such flags, the voxel-weighted centre of all structures."""
     structs = [s for s in doc["structures"] if s.get("centroid_lps_mm") is not None and s.get("voxels")]
     if not structs:
         return None, None
-    flagged = [s for s in structs if s.get("severity_score")]
-    if flagged:
-        s = max(flagged, key=lambda s: (s["severity_score"], s["voxels"]))
-        return s["name"], np.asarray(s["centroid_lps_mm"], dtype=float)
+    rank = {"info": 1, "warning": 2, "error": 3}
+
+    def key(s):
+        fl = [f for f in s.get("flags") or [] if f["flag"] != "truncated"]
+        return (max((rank.get(f["severity"], 0) for f in fl), default=0), len(fl), s["voxels"])
+
+    best = max(structs, key=key)
+    if key(best)[0] > 0:
+        return best["name"], np.asarray(best["centroid_lps_mm"], dtype=float)
     w = np.array([s["voxels"] for s in structs], dtype=float)
     c = np.array([s["centroid_lps_mm"] for s in structs], dtype=float)
     return None, (c * w[:, None]).sum(axis=0) / w.sum()

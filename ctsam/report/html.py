@@ -30,6 +30,8 @@ h3 { font-size: 15px; margin: 16px 0 8px; }
 .card .v { font-size: 24px; font-weight: 600; }
 .card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
+table.compact { width: auto; min-width: 40%; }
+table.flags td:first-child { width: 34%; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: var(--bg); font-weight: 600; position: sticky; top: 38px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -105,6 +107,22 @@ def _flag_summary(flags: list[dict], limit: int = 6) -> str:
     return "<br>".join(parts)
 
 
+def _grouped(flags: list[dict], max_rows: int = 4) -> list[tuple[str, dict, int]]:
+    """Rows for a case's flag table, most severe first: one row per flag, except that a flag kind
+    raised for more than ``max_rows`` structures becomes a single row listing them."""
+    by_kind: dict[tuple[str, str], list[dict]] = {}
+    for f in flags:
+        by_kind.setdefault((f["flag"], f["severity"]), []).append(f)
+    rows = []
+    for (kind, sev), fs in by_kind.items():
+        fs = sorted(fs, key=lambda f: f["structure"])
+        if len(fs) > max_rows:
+            rows.append((", ".join(f["structure"] for f in fs), fs[0], len(fs)))
+        else:
+            rows.extend((f["structure"], f, 1) for f in fs)
+    return sorted(rows, key=lambda r: (-_rank(r[1]["severity"]), r[2] > 1, r[1]["flag"], r[0]))
+
+
 def _rank(sev: str) -> int:
     return {"info": 1, "warning": 2, "error": 3}.get(sev, 0)
 
@@ -121,8 +139,8 @@ def render_html(data: ReportData) -> str:
     w(f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>")
     w(f"<header><h1>{_e(data.title)}</h1><p>results folder <code style='background:#2c3646;color:#fff'>{_e(data.results_name)}</code>"
       f" · {len(data.cases)} cases · ctsam {_e(__version__)}</p></header>")
-    w("<nav><a href='#summary'>Summary</a><a href='#flagged'>Flagged cases</a><a href='#structures'>Structures</a>"
-      "<a href='#cases'>Case snapshots</a><a href='#provenance'>Provenance</a><a href='#failed'>Failed cases</a></nav><main>")
+    w("<nav><a href='#summary'>Summary</a><a href='#flagged'>Flagged cases</a>"
+      "<a href='#cases'>Case snapshots</a><a href='#structures'>Structures</a><a href='#provenance'>Provenance</a><a href='#failed'>Failed cases</a></nav><main>")
 
     # summary
     w("<section id='summary'><h2>Summary</h2><div class='cards'>")
@@ -137,7 +155,7 @@ def render_html(data: ReportData) -> str:
         w(f"<div class='card'><div class='v'>{v}</div><div class='k'>{_e(k)}</div></div>")
     w("</div>")
     if kinds:
-        w("<h3>Flags by kind</h3><table><tr><th>flag</th><th class='num'>structures flagged</th><th class='num'>cases</th></tr>")
+        w("<h3>Flags by kind</h3><table class='compact'><tr><th>flag</th><th class='num'>structures flagged</th><th class='num'>cases</th></tr>")
         for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])):
             ncase = sum(1 for c in data.cases if any(f["flag"] == k for f in c.flags))
             w(f"<tr><td>{_e(k)}</td><td class='num'>{n}</td><td class='num'>{ncase}</td></tr>")
@@ -161,23 +179,6 @@ def render_html(data: ReportData) -> str:
         w("<p>No case has a QC flag.</p>")
     w("</section>")
 
-    # structure summary
-    w("<section id='structures'><h2>Per-structure summary across cases</h2>")
-    if data.structure_summary:
-        w("<table><tr><th>structure</th><th class='num'>cases</th><th class='num'>refined</th><th class='num'>median volume (ml)</th>"
-          "<th class='num'>median Dice</th><th class='num'>median HD95 (mm)</th><th class='num'>median NSD</th><th class='num'>flags</th></tr>")
-        for r in data.structure_summary:
-            w(
-                f"<tr><td>{_e(r['structure'])}</td><td class='num'>{r['cases']}</td><td class='num'>{r['refined']}</td>"
-                f"<td class='num'>{_num(r['volume_ml'], '{:.1f}')}</td><td class='num'>{_num(r['dice'])}</td>"
-                f"<td class='num'>{_num(r['hd95_mm'], '{:.1f}')}</td><td class='num'>{_num(r['nsd'])}</td><td class='num'>{r['flags']}</td></tr>"
-            )
-        w("</table><p class='small muted'>Dice, HD95 and NSD compare each final structure with its coarse mask "
-          "(pinned MONAI definitions, see qc.json <code>definitions</code>).</p>")
-    else:
-        w("<p>No structures.</p>")
-    w("</section>")
-
     # cases
     w("<section id='cases'><h2>Case snapshots</h2>")
     if data.n_snapshots_omitted:
@@ -197,13 +198,32 @@ def render_html(data: ReportData) -> str:
         elif c.snapshot_note:
             w(f"<p class='small muted'>{_e(c.snapshot_note)}</p>")
         if c.flags:
-            w("<details open><summary>flags</summary><table><tr><th>structure</th><th>flag</th><th>severity</th><th>detail</th></tr>")
-            for f in sorted(c.flags, key=lambda f: (-_rank(f["severity"]), f["structure"], f["flag"])):
-                w(f"<tr><td>{_e(f['structure'])}</td><td>{_e(f['flag'])}</td><td>{_badge(f['severity'])}</td><td class='small'>{_e(f['message'])}</td></tr>")
+            w("<details open><summary>flags</summary><table class='flags'><tr><th>structure</th><th>flag</th><th>severity</th><th>detail</th></tr>")
+            for structures, f, n in _grouped(c.flags):
+                detail = _e(f["message"]) if n == 1 else f"{n} structures, e.g. {_e(f['structure'])}: {_e(f['message'])}"
+                w(f"<tr><td class='small'>{_e(structures)}</td><td>{_e(f['flag'])}</td><td>{_badge(f['severity'])}</td><td class='small'>{detail}</td></tr>")
             w("</table></details>")
         w("</div>")
     if not ordered:
         w("<p>No cases.</p>")
+    w("</section>")
+
+    # structure summary
+    w("<section id='structures'><h2>Per-structure summary across cases</h2>")
+    if data.structure_summary:
+        w(f"<details><summary>{len(data.structure_summary)} structures: cases, refined count, medians of volume, Dice, HD95, NSD "
+          "and flag counts (click to expand)</summary><table><tr><th>structure</th><th class='num'>cases</th><th class='num'>refined</th><th class='num'>median volume (ml)</th>"
+          "<th class='num'>median Dice</th><th class='num'>median HD95 (mm)</th><th class='num'>median NSD</th><th class='num'>flags</th></tr>")
+        for r in data.structure_summary:
+            w(
+                f"<tr><td>{_e(r['structure'])}</td><td class='num'>{r['cases']}</td><td class='num'>{r['refined']}</td>"
+                f"<td class='num'>{_num(r['volume_ml'], '{:.1f}')}</td><td class='num'>{_num(r['dice'])}</td>"
+                f"<td class='num'>{_num(r['hd95_mm'], '{:.1f}')}</td><td class='num'>{_num(r['nsd'])}</td><td class='num'>{r['flags']}</td></tr>"
+            )
+        w("</table></details><p class='small muted'>Dice, HD95 and NSD compare each final structure with its coarse mask "
+          "(pinned MONAI definitions, see qc.json <code>definitions</code>).</p>")
+    else:
+        w("<p>No structures.</p>")
     w("</section>")
 
     # provenance
@@ -211,7 +231,7 @@ def render_html(data: ReportData) -> str:
     w("<section id='provenance'><h2>Run provenance</h2>")
     if p.get("n_manifests"):
         w(f"<p>{p['n_manifests']} of {len(data.cases)} cases have a <code>manifest.json</code>.</p>")
-        w("<table><tr><th>item</th><th>value</th><th class='num'>cases</th></tr>")
+        w("<table class='compact'><tr><th>item</th><th>value</th><th class='num'>cases</th></tr>")
         for key, label in (("config_digest", "config digest"), ("ctsam_version", "ctsam version"), ("checkpoints", "checkpoint sha256")):
             for value, n in p.get(key, {}).items():
                 w(f"<tr><td>{_e(label)}</td><td><code>{_e(value)}</code></td><td class='num'>{n}</td></tr>")
@@ -219,13 +239,13 @@ def render_html(data: ReportData) -> str:
         if any(len(p.get(k, {})) > 1 for k in ("config_digest", "ctsam_version", "checkpoints")):
             w("<p><span class='badge b-warning'>mixed</span> cases were processed with different configs, versions or weights.</p>")
         if p.get("software"):
-            w("<h3>Software</h3><table><tr><th>package</th><th>versions (cases)</th></tr>")
+            w("<h3>Software</h3><table class='compact'><tr><th>package</th><th>versions (cases)</th></tr>")
             for pkg, versions in p["software"].items():
                 vs = ", ".join(f"{_e(v)} ({n})" for v, n in versions.items())
                 w(f"<tr><td>{_e(pkg)}</td><td>{vs}</td></tr>")
             w("</table>")
         if p.get("stages"):
-            w("<h3>Stage timings</h3><table><tr><th>stage</th><th class='num'>cases</th><th class='num'>median wall (s)</th>"
+            w("<h3>Stage timings</h3><table class='compact'><tr><th>stage</th><th class='num'>cases</th><th class='num'>median wall (s)</th>"
               "<th class='num'>max wall (s)</th><th class='num'>max RSS (MB)</th></tr>")
             for stage, t in p["stages"].items():
                 w(f"<tr><td>{_e(stage)}</td><td class='num'>{t['cases']}</td><td class='num'>{_num(t['median_wall_s'], '{:.1f}')}</td>"
@@ -238,7 +258,9 @@ def render_html(data: ReportData) -> str:
     # failures
     w("<section id='failed'><h2>Failed cases</h2>")
     if data.failures or data.unreadable:
-        cols = sorted({k for f in data.failures for k in f if k not in ("case",)})
+        cols: list[str] = []
+        for f in data.failures:
+            cols += [k for k in f if k != "case" and k not in cols]
         w("<table><tr><th>case</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr>")
         for f in data.failures:
             w(f"<tr><td>{_e(f.get('case'))}</td>" + "".join(f"<td class='small'>{_e(f.get(c))}</td>" for c in cols) + "</tr>")

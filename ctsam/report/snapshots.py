@@ -94,7 +94,7 @@ def render_snapshot(
     *,
     focus_world_xyz: np.ndarray | None = None,
     title: str = "",
-    dpi: int = 72,
+    dpi: int = 96,
 ) -> bytes:
     """PNG bytes: three orthogonal slices through ``focus_world_xyz`` (default: volume centre).
 
@@ -129,38 +129,42 @@ def render_snapshot(
         ("sagittal", cv.array[:, :, i], lv.array[:, :, i], (0, ny * sy, 0, nz * sz), "lower", "A ← → P", "S ↑ ↓ I"),
     ]
     seen: dict[int, int] = {}
-    fig, axes = plt.subplots(
-        1, 4, figsize=(13.5, 4.4), dpi=dpi, gridspec_kw={"width_ratios": [1, 1, 1, 0.62]}, constrained_layout=True
-    )
-    for ax, (name, c2, l2, extent, origin, xl, yl) in zip(axes[:3], panels):
-        ax.imshow(_overlay(np.asarray(c2), np.asarray(l2), lut), extent=extent, origin=origin, interpolation="nearest")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel(xl, fontsize=8)
-        ax.set_ylabel(yl, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        vals, counts = np.unique(np.asarray(l2), return_counts=True)
+    for panel in panels:
+        vals, counts = np.unique(np.asarray(panel[2]), return_counts=True)
         for v, n in zip(vals, counts):
             if v:
                 seen[int(v)] = seen.get(int(v), 0) + int(n)
+    top = sorted(seen, key=lambda v: (-seen[v], v))[:MAX_LEGEND]
+    # height: the tallest panel at ~3.4 in wide, and room for the legend entries
+    ratios = [abs((e[2] - e[3]) / (e[1] - e[0])) for e in (p[3] for p in panels)]
+    height_in = float(np.clip(max(3.4 * max(ratios) + 1.0, 1.3 + 0.2 * len(top)), 3.0, 7.0))
+    fig, axes = plt.subplots(
+        1, 4, figsize=(13.0, height_in), dpi=dpi, gridspec_kw={"width_ratios": [1, 1, 1, 0.62]}, constrained_layout=True
+    )
+    for ax, (name, c2, l2, extent, origin, xl, yl) in zip(axes[:3], panels):
+        ax.imshow(_overlay(np.asarray(c2), np.asarray(l2), lut), extent=extent, origin=origin, interpolation="nearest")
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel(xl, fontsize=9)
+        ax.set_ylabel(yl, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
     legend_ax = axes[3]
     legend_ax.axis("off")
-    top = sorted(seen, key=lambda v: (-seen[v], v))[:MAX_LEGEND]
     handles = [Patch(facecolor=lut[v], edgecolor="none", label=label_names.get(v, f"label_{v}")) for v in sorted(top)]
     if handles:
         extra = len(seen) - len(top)
         legend_ax.legend(
             handles=handles,
             loc="upper left",
-            fontsize=8,
+            fontsize=9,
             frameon=False,
-            title=f"labels in view" + (f" (+{extra} more)" if extra > 0 else ""),
+            title="labels in view" + (f" (+{extra} more)" if extra > 0 else ""),
             title_fontsize=9,
         )
     else:
         legend_ax.text(0, 1, "no labels in these slices", va="top", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=11)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
