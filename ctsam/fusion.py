@@ -238,6 +238,41 @@ def _member_mask(coarse: np.ndarray, box: tuple[slice, ...], members: list[int])
     return np.isin(crop, members)
 
 
+def _restrict_to_margin(
+    cand: np.ndarray,
+    region: tuple[slice, ...],
+    coarse: np.ndarray,
+    box: tuple[slice, ...],
+    members: list[int],
+    spacing_zyx: np.ndarray,
+    margin_mm: float,
+) -> None:
+    """Clear candidates (in place) farther than ``margin_mm`` from the structure's coarse mask.
+
+    Distances are Euclidean in mm between voxel centres (as ``distance_transform_edt`` with the
+    spacing), but only the candidates outside the coarse mask -- a thin shell -- are measured, by a
+    KD-tree over the coarse mask's edge voxels (the nearest mask voxel of an outside point is always
+    an edge voxel).
+    """
+    from scipy.spatial import cKDTree
+
+    from ctsam.qc.metrics import edge_voxels
+
+    inside = _member_mask(coarse, region, members)
+    outside = cand & ~inside
+    if not outside.any():
+        return
+    edges = np.argwhere(edge_voxels(_member_mask(coarse, box, members)))
+    origin_edge = np.array([b.start for b in box], dtype=float)
+    origin_reg = np.array([r.start for r in region], dtype=float)
+    pts = np.argwhere(outside)
+    d = cKDTree((edges + origin_edge) * spacing_zyx).query(
+        (pts + origin_reg) * spacing_zyx, k=1, distance_upper_bound=margin_mm * (1 + 1e-9) + 1e-9
+    )[0]
+    far = pts[~(d <= margin_mm + 1e-9)]
+    cand[tuple(far.T)] = False
+
+
 def threshold_u8(threshold: float) -> int:
     """uint8 probability threshold equivalent to ``p >= threshold`` for p = u8 / 255."""
     return int(min(255, max(1, math.ceil(threshold * 255.0 - 1e-9))))
@@ -374,21 +409,15 @@ def fuse(
     for out in sorted(accepted, key=lambda n: report[n].index):
         rec, s = report[out], refined_by_out[out]
         region = s.slices
-        allowed = None
         if out in members:
-            grown = _grow(member_box[out], margin_vox, shape)
-            region = _intersect(region, grown)
+            region = _intersect(region, _grow(member_box[out], margin_vox, shape))
             if region is None:
                 continue
-            cmask = _member_mask(coarse.array, grown, members[out])
-            dist = ndimage.distance_transform_edt(~cmask, sampling=spacing_zyx)
-            allowed = dist[_sub(region, grown)] <= margin_mm
-            del dist, cmask
         p = s.probs_u8[_sub(region, s.slices)]
         best_view = best[region]  # type: ignore[index]
         cand = (p >= t_u8) & (p > best_view)
-        if allowed is not None:
-            cand &= allowed
+        if out in members:
+            _restrict_to_margin(cand, region, coarse.array, member_box[out], members[out], spacing_zyx, margin_mm)
         out_arr[region][cand] = rec.index
         best_view[cand] = p[cand]
         claim_box[out] = region

@@ -253,3 +253,19 @@ def test_cli_fuse_writes_labels_sidecar_deterministically(tmp_path):
     out = tmp_path / "coarse_only.nii.gz"
     assert main(["fuse", str(coarse), "-o", str(out)]) == 0
     assert np.count_nonzero(read_labelmap(out).array == liver_idx) == 8 * 8 * 8
+
+
+def test_margin_rule_equals_distance_transform_definition(rng):
+    """Refined voxels kept = p >= t within margin_mm (EDT with spacing) of the coarse mask."""
+    from scipy import ndimage
+
+    a = np.zeros(SHAPE, np.uint8)
+    z, y, x = np.indices(SHAPE)
+    a[((z - 12) / 6.0) ** 2 + ((y - 14) / 7.0) ** 2 + ((x - 16) / 8.0) ** 2 <= 1] = 2
+    coarse = LabelMap(a, GEOM, dict(COARSE_LABELS))
+    probs = np.where(rng.random(SHAPE) < 0.35, 230, 0).astype(np.uint8)
+    probs[a == 2] = 240  # keep the volume ratio plausible
+    refined = RefinedCase(GEOM, [structure("liver", (0, 0, 0), probs)])
+    out = fuse(coarse, refined, vocab(), cfg(dilation_margin_mm=4.0, max_volume_ratio=100.0, fill_holes="none")).labelmap.array
+    dist = ndimage.distance_transform_edt(a != 2, sampling=GEOM.spacing_xyz_mm[::-1])
+    assert np.array_equal(out == 1, (probs >= 128) & (dist <= 4.0))

@@ -174,10 +174,21 @@ def _points_mm(mask: np.ndarray, spacing_zyx_mm: tuple[float, float, float]) -> 
     return np.argwhere(mask).astype(np.float64) * np.asarray(spacing_zyx_mm, dtype=np.float64)
 
 
+def _workers() -> int:
+    """CPUs this process may use (respects SLURM/cgroup CPU sets)."""
+    import os
+
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _nearest(from_pts: np.ndarray, to_pts: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance from each of ``from_pts`` to the nearest of ``to_pts`` (mm)."""
     from scipy.spatial import cKDTree
 
-    return cKDTree(to_pts, leafsize=32).query(from_pts, k=1)[0]
+    return cKDTree(to_pts, leafsize=32).query(from_pts, k=1, workers=_workers())[0]
 
 
 # ---------------------------------------------------------------------------------------- metrics
