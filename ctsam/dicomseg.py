@@ -10,7 +10,8 @@ files are never modified.
 
 The SEG carries the source's patient and study modules (so PACS files it with the right study); it
 is meant for clinical systems, not for tables or logs. Identical inputs give identical bytes: UIDs
-are derived from content hashes and the content date/time are copied from the source series.
+are derived from content hashes, and the dates/times highdicom would set to "now" are copied from
+the source series.
 """
 
 from __future__ import annotations
@@ -226,6 +227,14 @@ def build_segmentation(labelmap: LabelMap, datasets: list, *, case: str | None =
     ):
         if key in seg:
             setattr(seg, key, value)
+    # highdicom draws a random dimension organisation UID and stamps "now" on its own equipment entry
+    dim_uid = _uid("dimension-organization", content)
+    for item in list(seg.get("DimensionOrganizationSequence", [])) + list(seg.get("DimensionIndexSequence", [])):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = dim_uid
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time_.split(".")[0]
     return seg
 
 
