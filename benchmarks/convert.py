@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -44,6 +45,29 @@ def dcm2niix_binary() -> str:
     except ImportError:
         sys.exit("dcm2niix is not installed (pip install dcm2niix, part of ctsam[dev])")
     return str(Path(dcm2niix.__file__).parent / "dcm2niix")
+
+
+def ctsam_phases(study: Path, env: dict[str, str]) -> str:
+    """Run ctsam once at INFO level and return its phase timings (the rest of the wall time is start-up)."""
+    with tempfile.TemporaryDirectory(prefix="ctsam-bench-") as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "ctsam", "convert", str(study), "-o", str(Path(tmp) / "ct.nii.gz")],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        wall = time.perf_counter() - t0
+    match = re.search(r"\(scan\+select ([\d.]+) s, decode ([\d.]+) s, write ([\d.]+) s\)", proc.stderr)
+    if not match:
+        return "(phase line not found)"
+    scan, decode, write = (float(v) for v in match.groups())
+    startup = wall - scan - decode - write
+    return (
+        f"wall {wall:.2f} s = start-up/imports {startup:.2f} + scan headers & select {scan:.2f} "
+        f"+ decode & HU {decode:.2f} + write .nii.gz {write:.2f}"
+    )
 
 
 def main() -> None:
@@ -97,6 +121,8 @@ def main() -> None:
             f"{max(rss[name]):9.1f} {size[name] / 1e6:10.1f}"
         )
     ours = "ctsam convert (gzip 1)"
+    print()
+    print("ctsam phases (one more run, from its INFO log):", ctsam_phases(study, env))
     print()
     for base in list(tools)[1:]:
         print(
