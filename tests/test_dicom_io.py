@@ -141,7 +141,9 @@ def test_header_flags_truncated_or_missing_pixel_data(tmp_path):
     assert h.ipp_xyz_mm is not None and "no pixel data" in h.pixel_problem
 
 
-@pytest.mark.parametrize(("signed", "bits_stored", "value"), [(False, 12, 0xF123), (True, 12, 0x0923), (True, 16, -5), (False, 16, 60000)])
+@pytest.mark.parametrize(
+    ("signed", "bits_stored", "value"), [(False, 12, 0xF123), (True, 12, 0x0923), (True, 16, -5), (False, 16, 60000)]
+)
 def test_fast_native_read_equals_pydicom(tmp_path, signed, bits_stored, value):
     from pydicom.pixels import pixel_array
 

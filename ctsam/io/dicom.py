@@ -326,7 +326,10 @@ def group_series(headers: list[DicomHeader]) -> list[SeriesGroup]:
         for acq, part in parts.items():
             digest_src = repr(fkey if len(parts) == 1 else (fkey, acq)).encode()
             key = "auto-" + hashlib.sha256(digest_src).hexdigest()[:12]
-            how = "frame of reference / orientation / rows x columns / series number and description (no SeriesInstanceUID)"
+            how = (
+                "frame of reference / orientation / rows x columns / series number and description "
+                "(no SeriesInstanceUID)"
+            )
             if len(parts) > 1:
                 how += f", AcquisitionNumber {acq}"
             groups.append(SeriesGroup(key, how, sorted(part, key=lambda h: h.rel)))
