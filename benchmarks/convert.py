@@ -84,7 +84,7 @@ def main() -> None:
 
     tools = {
         "ctsam convert (gzip 1)": lambda out: (
-            [sys.executable, "-m", "ctsam", "-q", "convert", str(study), "-o", str(out / "ct.nii.gz")],
+            [sys.executable, "-m", "ctsam", "convert", "-q", str(study), "-o", str(out / "ct.nii.gz")],
             out / "ct.nii.gz",
         ),
         "dcm2niix -z y (gzip 6, default)": lambda out: (

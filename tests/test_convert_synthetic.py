@@ -429,3 +429,14 @@ def test_cli_tilt_flag_overrides_config(tmp_path):
     assert read_ct(out).geometry.shape_zyx == (5, 20, 16)
     args = ["convert", str(tmp_path / "s"), "-o", str(out), "--config", str(cfg), "-q"]
     assert cli_main([*args, "--tilt", "error"]) == 2
+
+
+def test_sidecar_summarises_values_that_vary_per_slice(tmp_path):
+    s = write_series(tmp_path / "s", n_slices=3)
+    for k, path in enumerate(s.paths):
+        ds = pydicom.dcmread(path)
+        ds.XRayTubeCurrent = 100 + 10 * k
+        ds.save_as(path)
+    res = convert_study(tmp_path / "s", None)
+    assert res.sidecar["dicom"]["XRayTubeCurrent"] == {"varies_per_slice": True, "min": 100, "max": 120}
+    assert res.sidecar["dicom"]["KVP"] == 120.0
