@@ -441,7 +441,10 @@ def fuse(
                 view[unl] = rec.index
                 rec.filled_from_coarse_voxels = n
 
-    counts = np.bincount(out_arr.ravel(), minlength=max_index + 1)
+    counts = np.zeros(max_index + 1, dtype=np.int64)
+    step = max(1, (1 << 23) // max(1, shape[1] * shape[2]))  # ~8 M voxels per slab: bincount widens to int64
+    for z0 in range(0, shape[0], step):
+        counts += np.bincount(out_arr[z0 : z0 + step].ravel(), minlength=max_index + 1)
     for rec in report.values():
         rec.final_voxels = int(counts[rec.index])
     t_end = time.perf_counter()
