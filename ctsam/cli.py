@@ -20,6 +20,7 @@ from ctsam import __version__
 COMMANDS: list[tuple[str, str]] = [
     ("demo-cohort", "demo_cohort"),
     ("cohort-status", "cohort"),
+    ("import-ct", "import_ct"),
 ]
 
 log = logging.getLogger("ctsam")
