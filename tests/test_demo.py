@@ -41,12 +41,9 @@ def test_label_table_uses_totalsegmentator_ids():
 
 def test_label_table_matches_ctsam_labels_catalogue():
     labels = pytest.importorskip("ctsam.labels", reason="ctsam.labels (coarse stage) not merged yet")
-    catalogue = getattr(labels, "TOTALSEG_CLASSES", None) or getattr(labels, "TOTAL_CLASSES", None)
-    if catalogue is None:
-        pytest.skip("ctsam.labels has no TotalSegmentator class table under a known name")
-    catalogue = dict(catalogue)
+    catalogue = labels.ts_total_labels()  # TotalSegmentator v2 'total': {id: name}
     for idx, name in label_table().items():
-        assert catalogue.get(idx, catalogue.get(name)) in (name, idx)
+        assert catalogue[idx] == name
 
 
 def test_phantom_has_required_structures_with_plausible_hu(phantom):
