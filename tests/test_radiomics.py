@@ -276,7 +276,8 @@ def test_a_dying_worker_fails_only_its_tasks():
     out = list(run_tasks(_die_on_three, range(8), workers=2, on_crash=lambda t, e: ("crashed", t)))
     assert sorted(t for _, t in out) == list(range(8))
     assert ("crashed", 3) in out
-    assert sum(s == "ok" for s, _ in out) >= 5  # only tasks in flight with the crash may be lost
+    # only tasks in flight with the crash (at most 2 per worker) may be lost; the pool restarts for the rest
+    assert sum(s == "ok" for s, _ in out) >= 8 - 2 * 2
 
 
 # ----------------------------------------------------------------------------- CLI

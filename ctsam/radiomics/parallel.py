@@ -112,7 +112,7 @@ def _run_pool(fn, tasks: Iterator, workers: int, on_crash) -> Iterator:
                 if broken:
                     log.error("a radiomics worker process died; %d task(s) in flight marked failed", len(pending) + 1)
                     for task in pending.values():
-                        yield on_crash(task, BrokenProcessPool("a worker process died while this task was queued"))
+                        yield on_crash(task, BrokenProcessPool("a worker process died while this task was in flight"))
                     pending.clear()
             finally:
                 pool.shutdown(wait=not broken, cancel_futures=True)
