@@ -13,7 +13,9 @@ label map. Settings: TotalSegmentator's ``--radiomics`` (shape + firstorder, res
 * ctsam: ``extract_case`` (reads the CT and label map, bounding-box crops, N worker processes).
 
 Runs alternate (baseline, ctsam for each N) ``--repeats`` times; the best time of each is used.
-The machine load average is printed: on a shared machine timings are noisy.
+Wall time and CPU time (this process + worker processes) are both reported, with the load average:
+on a shared machine wall times are noisy, and Linux's autogroup scheduler gives a busy machine's
+sessions equal CPU shares, so extra worker processes only shorten wall time when cores are free.
 
     PYTHONPATH=. python benchmarks/radiomics.py [--workers 1 2] [--repeats 1] [--baseline files|memory]
 """
@@ -41,6 +43,12 @@ def _default_data() -> Path:
 
 #: whole-volume mask images for ``--baseline memory`` (read before timing starts)
 _MASK_CACHE: dict = {}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system), in seconds."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def write_masks(labels_path: Path, names: dict[int, str], out_dir: Path) -> dict[str, Path]:
@@ -151,27 +159,34 @@ def main() -> int:
             _MASK_CACHE.update({p: sitk.ReadImage(str(p)) for p in masks.values()})
         print(f"structures: {len(masks)}")
         times: dict[str, list[float]] = {"baseline": []}
+        cpu: dict[str, list[float]] = {"baseline": []}
         results: dict[str, dict] = {}
         loads = []
         for rep in range(args.repeats):
+            c0 = cpu_seconds()
             res, sec = baseline(ct_path, masks, params.path, args.baseline)
+            cpu["baseline"].append(cpu_seconds() - c0)
             times["baseline"].append(sec)
             results["baseline"] = res
             loads.append(os.getloadavg()[0])
-            print(f"  run {rep + 1}: baseline {sec:7.2f} s (load {loads[-1]:.2f})")
+            print(f"  run {rep + 1}: baseline {sec:7.2f} s, {cpu['baseline'][-1]:6.2f} CPU s (load {loads[-1]:.2f})")
             for w in args.workers:
+                c0 = cpu_seconds()
                 res, sec, feats = run_ctsam(ct_path, labels_path, params, w)
                 key = f"ctsam x{w}"
+                cpu.setdefault(key, []).append(cpu_seconds() - c0)
                 times.setdefault(key, []).append(sec)
                 results[key] = res
                 loads.append(os.getloadavg()[0])
-                print(f"  run {rep + 1}: {key:8s} {sec:7.2f} s (load {loads[-1]:.2f}; read {feats.timings_s['read']:.2f} s)")
+                print(f"  run {rep + 1}: {key:8s} {sec:7.2f} s, {cpu[key][-1]:6.2f} CPU s (load {loads[-1]:.2f})")
 
     base = min(times["baseline"])
     print()
-    print(f"{'method':<12} {'best s':>8} {'median s':>9} {'speed-up':>9}  values vs baseline")
+    base_cpu = min(cpu["baseline"])
+    print(f"{'method':<12} {'best s':>8} {'median s':>9} {'speed-up':>9} {'CPU s':>7} {'CPU ratio':>9}  values vs baseline")
     for key, ts in times.items():
-        line = f"{key:<12} {min(ts):8.2f} {statistics.median(ts):9.2f} {base / min(ts):8.2f}x"
+        line = (f"{key:<12} {min(ts):8.2f} {statistics.median(ts):9.2f} {base / min(ts):8.2f}x "
+                f"{min(cpu[key]):7.2f} {base_cpu / min(cpu[key]):8.2f}x")
         if key != "baseline":
             worst, where, n, mismatched = compare(results["baseline"], results[key])
             line += f"  max rel diff {worst:.1e} over {n} values" + (f" (at {where})" if where else "")
@@ -181,6 +196,8 @@ def main() -> int:
     ok = sum(1 for v in results["baseline"].values() if not isinstance(v, str))
     print(f"structures extracted by the baseline: {ok}/{len(results['baseline'])}; "
           f"load average during runs: {np.mean(loads):.2f} (min {min(loads):.2f}, max {max(loads):.2f})")
+    print("speed-up = baseline wall time / method wall time (best of runs); CPU ratio = baseline CPU s / method CPU s "
+          "(process + worker processes; independent of how busy the machine is)")
     return 0
 
 
