@@ -161,6 +161,14 @@ def test_structure_selection_and_unknown_names(tmp_path, synthetic_case):
         extract_case(ct_path, lab_path, params, case="syn", structures=["kidney"])
 
 
+def test_structure_that_cannot_be_prepared_is_reported(tmp_path, synthetic_case):
+    ct_path, lab_path = synthetic_case
+    params = _params_file(tmp_path, "p2d", {"resampledPixelSpacing": [2.0, 2.0]}, classes=("firstorder",))
+    features = extract_case(ct_path, lab_path, params, case="syn", structures=["liver", "gland"])
+    assert [r.status for r in features.results] == ["failed", "failed"]
+    assert all("could not prepare the crop" in r.reason and "3 values" in r.reason for r in features.results)
+
+
 def test_case_level_input_errors(tmp_path, synthetic_case):
     ct_path, lab_path = synthetic_case
     params = load_params("totalseg")

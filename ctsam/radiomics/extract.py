@@ -198,43 +198,53 @@ def plan_tasks(
     ct = images.ct if ct is None else ct
     ct_arr = sitk.GetArrayViewFromImage(ct)
     lab_arr = sitk.GetArrayViewFromImage(images.labels)
-    settings = params.settings
-    pad = int(settings.get("padDistance", 5))
+    pad = int(params.settings.get("padDistance", 5))
     base_overrides = {"label": 1, "additionalInfo": False, "normalize": False}
     rs = params.resampled_spacing_xyz_mm
-    ct_spacing = np.array(ct.GetSpacing())
     margin = margin_voxels_zyx(margin_mm, images.labels.GetSpacing())
     present = [(lab, name) for lab, name in selected if lab in extents]
     for label, name in sorted(present, key=lambda p: (-extents[p[0]].n_voxels, p[0])):
         ext = extents[label]
         common = dict(label=label, name=name, n_voxels=ext.n_voxels, params=params.params,
                       params_sha256=params.sha256)
-        eff = None if rs is None else effective_resampled_spacing(rs, images.labels.GetSpacing(), ext.box.size_xyz)
-        if eff is not None and not np.allclose(ct_spacing, eff):
-            grid = resample_grid(images.labels, ext.box.start_xyz, ext.box.size_xyz, rs, pad_distance=pad)
-            mask = _resample_labels_nearest(images.labels, grid)
-            ct_box = input_box_for_grid(ct, grid, max(INTERPOLATION_MARGIN_VOXELS, max(margin)))
-            yield StructureTask(
-                **common,
-                overrides={**base_overrides, "resampledPixelSpacing": None, "preCrop": False},
-                image_zyx=np.ascontiguousarray(ct_arr[ct_box.slices]),
-                image_geometry=_crop_geometry(ct, ct_box.start_xyz),
-                mask_zyx=(sitk.GetArrayViewFromImage(mask) == label).astype(np.uint8),
-                mask_geometry=CropGeometry(grid.spacing_xyz_mm, grid.origin_xyz_mm, grid.direction),
-                grid=grid,
-                interpolator=settings.get("interpolator", "sitkBSpline"),
-            )
-        else:
-            # no resampling, or to the CT's own spacing: pyradiomics crops [bbox - padDistance, bbox + padDistance]
-            box = ext.box.grow(tuple(max(m, pad + 1) for m in margin), tuple(lab_arr.shape))
-            yield StructureTask(
-                **common,
-                overrides=base_overrides,
-                image_zyx=np.ascontiguousarray(ct_arr[box.slices]),
-                image_geometry=_crop_geometry(ct, box.start_xyz),
-                mask_zyx=(lab_arr[box.slices] == label).astype(np.uint8),
-                mask_geometry=_crop_geometry(images.labels, box.start_xyz),
-            )
+        try:
+            yield _plan_one(images, ct, ct_arr, lab_arr, ext, common, params, rs, pad, margin, base_overrides)
+        except Exception as err:  # noqa: BLE001 - one structure that cannot be cropped is a failed structure
+            reason = f"could not prepare the crop ({type(err).__name__}: {err})"[:500]
+            yield StructureTask(**common, planning_error=reason)
+
+
+def _plan_one(images, ct, ct_arr, lab_arr, ext, common, params, rs, pad, margin, base_overrides) -> StructureTask:
+    import SimpleITK as sitk
+
+    label = ext.label
+    settings = params.settings
+    ct_spacing = np.array(ct.GetSpacing())
+    eff = None if rs is None else effective_resampled_spacing(rs, images.labels.GetSpacing(), ext.box.size_xyz)
+    if eff is not None and not np.allclose(ct_spacing, eff):
+        grid = resample_grid(images.labels, ext.box.start_xyz, ext.box.size_xyz, rs, pad_distance=pad)
+        mask = _resample_labels_nearest(images.labels, grid)
+        ct_box = input_box_for_grid(ct, grid, max(INTERPOLATION_MARGIN_VOXELS, max(margin)))
+        return StructureTask(
+            **common,
+            overrides={**base_overrides, "resampledPixelSpacing": None, "preCrop": False},
+            image_zyx=np.ascontiguousarray(ct_arr[ct_box.slices]),
+            image_geometry=_crop_geometry(ct, ct_box.start_xyz),
+            mask_zyx=(sitk.GetArrayViewFromImage(mask) == label).astype(np.uint8),
+            mask_geometry=CropGeometry(grid.spacing_xyz_mm, grid.origin_xyz_mm, grid.direction),
+            grid=grid,
+            interpolator=settings.get("interpolator", "sitkBSpline"),
+        )
+    # no resampling, or to the CT's own spacing: pyradiomics crops [bbox - padDistance, bbox + padDistance]
+    box = ext.box.grow(tuple(max(m, pad + 1) for m in margin), tuple(lab_arr.shape))
+    return StructureTask(
+        **common,
+        overrides=base_overrides,
+        image_zyx=np.ascontiguousarray(ct_arr[box.slices]),
+        image_geometry=_crop_geometry(ct, box.start_xyz),
+        mask_zyx=(lab_arr[box.slices] == label).astype(np.uint8),
+        mask_geometry=_crop_geometry(images.labels, box.start_xyz),
+    )
 
 
 def _resample_labels_nearest(labels, grid):

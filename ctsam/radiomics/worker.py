@@ -60,6 +60,7 @@ class StructureTask:
             ``grid`` is set -- the label map already resampled (nearest neighbour) onto ``grid``.
         grid: the resampling grid (``grid.ResampleGrid``) or None: no resampling by ctsam.
         interpolator: SimpleITK interpolator name for the CT when ``grid`` is set.
+        planning_error: set when the parent could not prepare the crop; the task then fails at once.
     """
 
     label: int
@@ -74,6 +75,7 @@ class StructureTask:
     mask_geometry: CropGeometry | None = None
     grid: Any = None
     interpolator: str | int = "sitkBSpline"
+    planning_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ def resample_onto_grid(image, grid, interpolator):
 def extract_structure(task: StructureTask) -> StructureResult:
     """Extract one structure's features; any exception becomes a ``failed`` result with its reason."""
     t0 = time.perf_counter()
+    if task.planning_error:
+        return StructureResult(task.label, task.name, task.n_voxels, STATUS_FAILED, task.planning_error)
     try:
         import numpy as np
 
