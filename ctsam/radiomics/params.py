@@ -93,7 +93,7 @@ def load_params(name_or_path: str | os.PathLike[str] | None = None) -> Radiomics
         raise ConfigError("radiomics parameter file must hold a mapping", path=path, found=type(params).__name__)
     extractor = build_extractor(params, source=path)
     for key in _CONTROLLED:
-        if key in params.get("setting", {}) or {}:
+        if key in (params.get("setting") or {}):
             log.warning("%s: setting '%s' is ignored: ctsam extracts every structure as a binary mask", path, key)
     return RadiomicsParams(
         path=path,
