@@ -22,6 +22,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("cohort-status", "cohort"),
     ("import-ct", "import_ct"),
     ("convert", "convert"),
+    ("radiomics", "radiomics"),
+    ("radiomics-cohort", "radiomics_cohort"),
 ]
 
 log = logging.getLogger("ctsam")
