@@ -80,19 +80,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: torch.device, reps: int) -> tuple[float, float]:
-    """(median seconds, peak MiB) of ``fn()`` after one warm-up call."""
-    fn()
+def timed(fn, device: torch.device, reps: int) -> tuple[float, float, object]:
+    """(median seconds, peak MiB, last result) of ``fn()`` after one warm-up call."""
+    result = fn()
     _sync(device)
     times, peak = [], 0.0
     for _ in range(reps):
+        del result
         with PeakMemory(device) as mem:
             t0 = time.perf_counter()
-            fn()
+            result = fn()
             _sync(device)
             times.append(time.perf_counter() - t0)
         peak = max(peak, mem.peak_mib)
-    return statistics.median(times), peak
+    return statistics.median(times), peak, result
 
 
 def prompts(b: int, device: torch.device, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,32 +108,30 @@ def bench_variant(model, args, device: torch.device, batches: list[int], reps: i
     image = torch.rand(1, 1, S, S, S, generator=gen).to(device)
     n_params = model.n_parameters() / 1e6
     with torch.inference_mode():
-        t_enc, m_enc = timed(lambda: model.encode(image), device, reps)
-        feats = model.encode(image)
+        t_enc, m_enc, feats = timed(lambda: model.encode(image), device, reps)
         print(f"\n{model.variant} ({n_params:.2f} M parameters, {device.type}, {torch.get_num_threads()} CPU threads)")
         print(f"  encode  B=1: {t_enc * 1e3:9.1f} ms   peak {m_enc:8.1f} MiB")
         base = None
         for b in batches:
             pts, labels, prev = prompts(b, device, gen)
-            t_dec, m_dec = timed(lambda: model.decode(feats, pts, labels, prev), device, reps)
+            t_dec, m_dec, _ = timed(lambda: model.decode(feats, pts, labels, prev), device, reps)
             rate = b / t_dec
             base = base or rate
             print(f"  decode  B={b:<3d} {t_dec * 1e3:9.1f} ms   peak {m_dec:8.1f} MiB   "
                   f"{rate:8.2f} prompt sets/s   x{rate / base:5.2f} vs B={batches[0]}")
-        t_cpp, m_cpp = timed(lambda: model.cross_patch_heatmap(image, image > 0.5, image), device, reps)
+        t_cpp, m_cpp, _ = timed(lambda: model.cross_patch_heatmap(image, image > 0.5, image), device, reps)
         print(f"  cpp     B=1: {t_cpp * 1e3:9.1f} ms   peak {m_cpp:8.1f} MiB")
         if args.amp_check or device.type == "cuda":
-            amp_check(model, feats, device, args)
+            amp_check(model, feats, device, args, reps)
 
 
-def amp_check(model, feats, device: torch.device, args) -> None:
+def amp_check(model, feats, device: torch.device, args, reps: int) -> None:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.amp_dtype]
     gen = torch.Generator().manual_seed(1)
-    pts, labels, prev = prompts(min(4, max(args.batches)), device, gen)
+    pts, labels, prev = prompts(args.amp_batch, device, gen)
     ref = model.decode(feats, pts, labels, prev)
     with torch.autocast(device_type=device.type, dtype=dtype):
-        t_amp, m_amp = timed(lambda: model.decode(feats, pts, labels, prev), device, args.reps or 3)
-        amp = model.decode(feats, pts, labels, prev)
+        t_amp, m_amp, amp = timed(lambda: model.decode(feats, pts, labels, prev), device, reps)
     err = (amp["logits"].float() - ref["logits"]).abs().max().item()
     perr = (amp["probs"].float() - ref["probs"]).abs().max().item()
     ok = err <= args.amp_tol
@@ -156,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp-check", action="store_true", help="also run the autocast check on CPU")
     p.add_argument("--amp-dtype", choices=["bf16", "fp16"], default="fp16")
     p.add_argument("--amp-tol", type=float, default=1e-2)
+    p.add_argument("--amp-batch", type=int, default=4, help="prompt sets in the autocast check")
     args = p.parse_args(argv)
     args.amp_failed = False
     if args.threads:
