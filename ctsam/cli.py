@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("convert", "convert"),
     ("radiomics", "radiomics"),
     ("radiomics-cohort", "radiomics_cohort"),
+    ("model", "model"),
 ]
 
 log = logging.getLogger("ctsam")
