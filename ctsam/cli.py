@@ -18,7 +18,13 @@ from ctsam import __version__
 
 # (sub-command, module under ctsam.commands). Add one line per new command.
 COMMANDS: list[tuple[str, str]] = [
+    ("demo-cohort", "demo_cohort"),
+    ("cohort-status", "cohort"),
+    ("import-ct", "import_ct"),
     ("convert", "convert"),
+    ("radiomics", "radiomics"),
+    ("radiomics-cohort", "radiomics_cohort"),
+    ("model", "model"),
     ("fuse", "fuse"),
     ("qc", "qc"),
     ("report", "report"),
