@@ -17,7 +17,7 @@ Pipeline for one case (:meth:`RefineEngine.run`):
 4. **Propagation.** When a job's mask touches a patch face, the neighbouring box (``propagation_stride``
    voxels along that axis) becomes a new job, with a positive click at the most interior point of the
    mask in the two boxes' overlap (``propagation_clicks: mask``) or at the peak of the cross-patch
-   heatmap (``cpp``). Bounded by the structure's coarse bounding box plus ``propagation_margin_mm``,
+   heatmap (``cpp``). Only towards the structure's coarse bounding box plus ``propagation_margin_mm``,
    ``max_patches_per_structure`` and ``max_propagation_steps``; boxes already covered by the
    structure's patches (``coverage_skip_fraction``) are skipped.
 5. **Output.** Per structure, its patches are blended (linear border ramp) into a float32 crop of
@@ -379,7 +379,7 @@ class RefineEngine:
                     c = np.asarray(cand.center_zyx, dtype=float)
                     if np.any(c < 0) or np.any(c > frame_hi):
                         continue
-                    if st.region_lo is not None and (np.any(c < st.region_lo) or np.any(c > st.region_hi)):
+                    if st.region_lo is not None and not self._extends_region(st, job.box, cand, axis, sign):
                         continue
                     others = [j.box for j in st.jobs if j.box.overlap_zyx(cand) is not None]
                     if others and self._coverage(cand, others).mean() >= s.coverage_skip_fraction:
@@ -391,6 +391,17 @@ class RefineEngine:
                     if new is not None:
                         n_new += 1
         return n_new
+
+    def _extends_region(self, st: StructureState, box: PatchBox, cand: PatchBox, axis: int, sign: int) -> bool:
+        """Whether ``cand`` reaches part of the structure's allowed region that ``box`` covers only at its border."""
+        lo = np.asarray(cand.start_zyx, dtype=float)
+        hi = np.asarray(cand.stop_zyx, dtype=float) - 1
+        if np.any(hi < st.region_lo) or np.any(lo > st.region_hi):
+            return False
+        r = self.s.blend_ramp_voxels
+        if sign > 0:
+            return bool(st.region_hi[axis] > box.stop_zyx[axis] - 1 - r)
+        return bool(st.region_lo[axis] < box.start_zyx[axis] + r)
 
     def _propagation_click(self, job: Job, cand: PatchBox, mask: np.ndarray, session: VolumeSession,
                            use_cpp: bool) -> tuple[float, float, float] | None:
