@@ -366,42 +366,43 @@ class RefineEngine:
             if job.generation >= s.max_propagation_steps or job.probs_u8 is None:
                 continue
             mask = job.probs_u8 >= 128
+            faces = []
             for axis in range(3):
                 for sign in (-1, 1):
-                    if len(st.jobs) >= s.max_patches_per_structure:
-                        break
-                    if int(mask[face_slab(size, axis, sign, s.propagation_border_voxels)].sum()) < \
-                            s.propagation_min_border_voxels:
-                        continue
-                    cand = job.box.shifted(axis, sign * s.propagation_stride_voxels)
-                    if cand in st.boxes():
-                        continue
-                    c = np.asarray(cand.center_zyx, dtype=float)
-                    if np.any(c < 0) or np.any(c > frame_hi):
-                        continue
-                    if st.region_lo is not None and not self._extends_region(st, job.box, cand, axis, sign):
-                        continue
-                    others = [j.box for j in st.jobs if j.box.overlap_zyx(cand) is not None]
-                    if others and self._coverage(cand, others).mean() >= s.coverage_skip_fraction:
-                        continue
-                    anchor = self._propagation_click(job, cand, mask, session, use_cpp)
-                    if anchor is None:
-                        continue
-                    new = self._add_job(st, cand, [anchor], "propagation", job.generation + 1)
-                    if new is not None:
-                        n_new += 1
+                    excess = self._region_excess(st, job.box, axis, sign)
+                    if excess > 0:
+                        faces.append((-excess, axis, sign))
+            for _, axis, sign in sorted(faces):  # where the coarse box sticks out most, first
+                if len(st.jobs) >= s.max_patches_per_structure:
+                    break
+                if int(mask[face_slab(size, axis, sign, s.propagation_border_voxels)].sum()) < \
+                        s.propagation_min_border_voxels:
+                    continue
+                cand = job.box.shifted(axis, sign * s.propagation_stride_voxels)
+                if cand in st.boxes():
+                    continue
+                c = np.asarray(cand.center_zyx, dtype=float)
+                if np.any(c < 0) or np.any(c > frame_hi):
+                    continue
+                others = [j.box for j in st.jobs if j.box.overlap_zyx(cand) is not None]
+                if others and self._coverage(cand, others).mean() >= s.coverage_skip_fraction:
+                    continue
+                anchor = self._propagation_click(job, cand, mask, session, use_cpp)
+                if anchor is None:
+                    continue
+                new = self._add_job(st, cand, [anchor], "propagation", job.generation + 1)
+                if new is not None:
+                    n_new += 1
         return n_new
 
-    def _extends_region(self, st: StructureState, box: PatchBox, cand: PatchBox, axis: int, sign: int) -> bool:
-        """Whether ``cand`` reaches part of the structure's allowed region that ``box`` covers only at its border."""
-        lo = np.asarray(cand.start_zyx, dtype=float)
-        hi = np.asarray(cand.stop_zyx, dtype=float) - 1
-        if np.any(hi < st.region_lo) or np.any(lo > st.region_hi):
-            return False
-        r = self.s.blend_ramp_voxels
+    @staticmethod
+    def _region_excess(st: StructureState, box: PatchBox, axis: int, sign: int) -> float:
+        """How far (voxels) the structure's allowed region reaches beyond ``box``'s face (axis, sign); <= 0: not."""
+        if st.region_lo is None:
+            return 1.0
         if sign > 0:
-            return bool(st.region_hi[axis] > box.stop_zyx[axis] - 1 - r)
-        return bool(st.region_lo[axis] < box.start_zyx[axis] + r)
+            return float(st.region_hi[axis] - (box.stop_zyx[axis] - 1))
+        return float(box.start_zyx[axis] - st.region_lo[axis])
 
     def _propagation_click(self, job: Job, cand: PatchBox, mask: np.ndarray, session: VolumeSession,
                            use_cpp: bool) -> tuple[float, float, float] | None:
