@@ -217,7 +217,7 @@ def test_real_ct_all_structures_covered_and_far_ends_reached(shared_data, tmp_pa
     cfg.write_text(yaml.safe_dump({
         "seed": {"max_components": 1, "tile_size_mm": 1000.0, "max_negatives": 3},
         "refine": {"device": "cpu", "rounds": 1, "batch_size": 8, "patch_snap_voxels": 16,
-                   "max_patches_per_structure": 4, "max_propagation_steps": 3},
+                   "max_patches_per_structure": 8, "max_propagation_steps": 3},
     }))
     assert main(["seed", str(ct), str(seg), "-o", str(tmp_path / "p.json"), "--config", str(cfg)]) == 0
     prompts = read_prompts(tmp_path / "p.json")
