@@ -381,8 +381,8 @@ class RefineEngine:
                 cand = job.box.shifted(axis, sign * s.propagation_stride_voxels)
                 if cand in st.boxes():
                     continue
-                c = np.asarray(cand.center_zyx, dtype=float)
-                if np.any(c < 0) or np.any(c > frame_hi):
+                # the current box must not already reach the frame's edge on that side
+                if (sign > 0 and job.box.stop_zyx[axis] > frame_hi[axis]) or (sign < 0 and job.box.start_zyx[axis] <= 0):
                     continue
                 others = [j.box for j in st.jobs if j.box.overlap_zyx(cand) is not None]
                 if others and self._coverage(cand, others).mean() >= s.coverage_skip_fraction:
