@@ -21,6 +21,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo-cohort", "demo_cohort"),
     ("cohort-status", "cohort"),
     ("import-ct", "import_ct"),
+    ("seed", "seed"),
+    ("refine", "refine"),
     ("convert", "convert"),
     ("radiomics", "radiomics"),
     ("radiomics-cohort", "radiomics_cohort"),
