@@ -18,6 +18,8 @@ from ctsam import __version__
 
 # (sub-command, module under ctsam.commands). Add one line per new command.
 COMMANDS: list[tuple[str, str]] = [
+    ("coarse", "coarse"),
+    ("weights", "weights"),
 ]
 
 log = logging.getLogger("ctsam")
