@@ -298,7 +298,7 @@ def run_totalsegmentator(
         msg = f"device {opts.device} was requested but TotalSegmentator ran on the CPU (no CUDA device visible)"
         log.warning("%s", msg)
         warnings.append(msg)
-    log.info("TotalSegmentator finished in %.1f s", runtime_s)
+    log.info("TotalSegmentator finished in %.2f s", runtime_s)
     return TsRun(seg_path, report, cmd, returncode, runtime_s, paths["log"], fallback, warnings)
 
 
