@@ -66,7 +66,9 @@ def _ctsam(ct: Path, weights: Path, work: Path) -> float:
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=work)
+    proc = subprocess.run(
+        cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=work
+    )
     wall = time.perf_counter() - t0
     m = re.search(r"TotalSegmentator finished in ([0-9.]+) s", proc.stderr)
     if m:

@@ -129,9 +129,8 @@ def test_grid_only_difference_resampled_when_allowed(tmp_path):
     ct_path, g = _ct(tmp_path, shape=(8, 12, 10), spacing=(2.0, 2.0, 3.0))
     # the same physical box at half the voxel size: origin moves by a quarter of the CT voxel
     fine_spacing = (1.0, 1.0, 1.5)
-    origin = tuple(
-        np.asarray(g.origin_xyz_mm) + np.asarray(g.direction_matrix) @ (-(np.asarray(g.spacing_xyz_mm) - fine_spacing) / 2)
-    )
+    shift_xyz = -(np.asarray(g.spacing_xyz_mm) - fine_spacing) / 2
+    origin = tuple(np.asarray(g.origin_xyz_mm) + g.direction_matrix @ shift_xyz)
     fine = Geometry((16, 24, 20), fine_spacing, origin, DIR)
     coarse_arr = _labels_array(g.shape_zyx)
     fine_arr = coarse_arr.repeat(2, 0).repeat(2, 1).repeat(2, 2)

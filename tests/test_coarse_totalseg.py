@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _ctsam(*args, env_extra=None, timeout=600):
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "ctsam", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    cmd = [sys.executable, "-m", "ctsam", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------- options
@@ -109,7 +110,8 @@ def test_sandbox_and_gpu_fallback_warning(tmp_path):
     )
     weights = _fake_weights(tmp_path / "w")
     opts = TsOptions(mode="fast", device="gpu", executable=exe, weights_path=str(weights))
-    run = run_totalsegmentator(_tiny_ct(tmp_path), tmp_path / "job", opts)
+    run, side = run_totalsegmentator(_tiny_ct(tmp_path), tmp_path / "job", opts, while_running=lambda: 42)
+    assert side == 42
     assert run.device_fallback and "ran on the CPU" in run.warnings[0]
     env = dict(line.split("=", 1) for line in (tmp_path / "job" / "env.txt").read_text().splitlines() if "=" in line)
     assert env["TOTALSEG_WEIGHTS_PATH"] == str(weights)
@@ -119,8 +121,34 @@ def test_sandbox_and_gpu_fallback_warning(tmp_path):
     assert seen["send_usage_stats"] is False and seen["statistics_disclaimer_shown"] is True
 
 
+def test_error_while_running_stops_totalsegmentator(tmp_path):
+    marker = tmp_path / "still_running"
+    exe = _script(tmp_path, f'sleep 2; touch "{marker}"')
+    opts = TsOptions(mode="fast", executable=exe, weights_path=str(_fake_weights(tmp_path / "w")))
+
+    def broken():
+        raise ValueError("bad CT")
+
+    with pytest.raises(ValueError, match="bad CT"):
+        run_totalsegmentator(_tiny_ct(tmp_path), tmp_path / "job", opts, while_running=broken)
+    import time
+
+    time.sleep(3)
+    assert not marker.exists()  # the process group was stopped
+
+
+def test_missing_ct_is_an_input_error(tmp_path):
+    from ctsam.coarse.stage import run_totalsegmentator_backend
+    from ctsam.errors import InputDataError
+
+    opts = TsOptions(mode="fast", executable=_script(tmp_path, "exit 0"), weights_path=str(_fake_weights(tmp_path / "w")))
+    with pytest.raises(InputDataError, match="image not found"):
+        run_totalsegmentator_backend(tmp_path / "nope.nii.gz", tmp_path / "o.nii.gz", opts)
+
+
 def test_missing_program(tmp_path):
-    opts = TsOptions(mode="fast", executable="no-such-TotalSegmentator", weights_path=str(_fake_weights(tmp_path / "w")))
+    weights = str(_fake_weights(tmp_path / "w"))
+    opts = TsOptions(mode="fast", executable="no-such-TotalSegmentator", weights_path=weights)
     with pytest.raises(ExternalToolError, match="program was not found"):
         run_totalsegmentator(_tiny_ct(tmp_path), tmp_path / "job", opts)
 

@@ -82,7 +82,13 @@ def test_lookups():
 
 @pytest.mark.parametrize(
     ("name", "side"),
-    [("kidney_left", "left"), ("rib_right_12", "right"), ("lung_upper_lobe_left", "left"), ("liver", None), ("sternum", None)],
+    [
+        ("kidney_left", "left"),
+        ("rib_right_12", "right"),
+        ("lung_upper_lobe_left", "left"),
+        ("liver", None),
+        ("sternum", None),
+    ],
 )
 def test_laterality(name, side):
     assert L.laterality(name) == side

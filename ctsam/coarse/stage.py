@@ -21,14 +21,18 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctsam import __version__
-from ctsam.coarse.mapping import class_summary, relabel
 from ctsam.errors import ConfigError
 from ctsam.io.atomic import atomic_write_json
-from ctsam.io.image import read_image, read_labelmap, write_ct, write_labelmap
 from ctsam.io.labeltable import sidecar_tsv_path
-from ctsam.volume import CTVolume, Geometry, LabelMap, check_same_space
+
+if TYPE_CHECKING:
+    from ctsam.volume import Geometry
+
+# numpy, nibabel and the modules using them are imported inside the functions: the
+# TotalSegmentator backend starts its subprocess first and imports them while it runs.
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,9 @@ def _is_nifti(path: Path) -> bool:
 
 def ct_geometry(path: str | os.PathLike[str], *, case: str | None = None) -> Geometry:
     """The CT's grid; NIfTI is read header-only."""
+    from ctsam.io.image import read_image
+    from ctsam.volume import Geometry
+
     path = Path(path)
     if _is_nifti(path) and path.exists():
         import nibabel as nib
@@ -79,6 +86,10 @@ def _write(
     attempted: dict[int, str],
     sidecar: dict,
 ) -> CoarseSummary:
+    from ctsam.coarse.mapping import class_summary
+    from ctsam.io.image import write_labelmap
+    from ctsam.volume import LabelMap
+
     found = class_summary(array, attempted, ct.voxel_volume_ml)
     present = {info["id"]: name for name, info in found.items()}
     write_labelmap(out_path, LabelMap(array=array, geometry=ct, labels=present))
@@ -123,17 +134,35 @@ def run_totalsegmentator_backend(
 
     ct_path, out_path = Path(ct_path), Path(out_path)
     weights_root = preflight(opts, case=case)  # before anything else: seconds, exit 2
-    ct = ct_geometry(ct_path, case=case)
     job_dir = Path(workdir) if workdir else out_path.parent / f".{sidecar_tsv_path(out_path).stem}.totalseg_job"
     job_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ts_input = ct_path
-    if not _is_nifti(ct_path):
+    if ct_path.exists() and not _is_nifti(ct_path):
         # TotalSegmentator treats anything that is not .nii/.nii.gz as DICOM
+        from ctsam.io.image import read_image, write_ct
+        from ctsam.volume import CTVolume
+
         array, geometry, _ = read_image(ct_path, case=case)
         ts_input = job_dir / "ct.nii.gz"
         write_ct(ts_input, CTVolume(array=array, geometry=geometry))
-    run = run_totalsegmentator(ts_input, job_dir, opts, case=case, weights_root=weights_root)
+
+    def while_running() -> tuple:
+        # CT grid, CT digest and the heavy imports overlap with TotalSegmentator's own start-up
+        from ctsam.coarse.mapping import relabel  # noqa: F401 - warm import
+        from ctsam.io.image import read_labelmap  # noqa: F401 - warm import
+
+        return ct_geometry(ct_path, case=case), _head("totalsegmentator", ct_path, case)
+
+    if not ct_path.exists():
+        ct_geometry(ct_path, case=case)  # raises the precise "image not found" error
+    run, (ct, head) = run_totalsegmentator(
+        ts_input, job_dir, opts, case=case, weights_root=weights_root, while_running=while_running
+    )
+    from ctsam.coarse.mapping import relabel
+    from ctsam.io.image import read_labelmap
+    from ctsam.volume import check_same_space
+
     seg = read_labelmap(run.seg_path, case=case)
     names = seg.labels
     names_source = "output header"
@@ -152,7 +181,7 @@ def run_totalsegmentator_backend(
             )
     check_same_space(ct, seg.geometry, name_a="CT", name_b="TotalSegmentator output", case=case)
     rel = relabel(seg.array, names, unknown=unknown)
-    sidecar = _head("totalsegmentator", ct_path, case)
+    sidecar = head
     sidecar.update(
         {
             "options": {
@@ -176,7 +205,8 @@ def run_totalsegmentator_backend(
             "warnings": list(run.warnings),
         }
     )
-    summary = _write(out_path, Path(sidecar_path) if sidecar_path else sidecar_path_for(out_path), rel.array, ct, rel.labels, sidecar)
+    side_path = Path(sidecar_path) if sidecar_path else sidecar_path_for(out_path)
+    summary = _write(out_path, side_path, rel.array, ct, rel.labels, sidecar)
     log.info("coarse stage (TotalSegmentator) done in %.1f s", time.perf_counter() - t0)
     if not keep_workdir:
         shutil.rmtree(job_dir, ignore_errors=True)
@@ -210,6 +240,7 @@ def run_labels_backend(
     case: str | None = None,
 ) -> CoarseSummary:
     """A user label map (or mask folder) -> coarse label map on the CT grid."""
+    from ctsam.coarse.mapping import relabel
     from ctsam.coarse.userlabels import fit_to_ct_grid, read_user_labels
 
     ct_path, out_path, labels_path = Path(ct_path), Path(out_path), Path(labels_path)
@@ -241,7 +272,8 @@ def run_labels_backend(
             "warnings": [f"unknown label name: {n}" for n in rel.unknown],
         }
     )
-    return _write(out_path, Path(sidecar_path) if sidecar_path else sidecar_path_for(out_path), rel.array, ct, rel.labels, sidecar)
+    side_path = Path(sidecar_path) if sidecar_path else sidecar_path_for(out_path)
+    return _write(out_path, side_path, rel.array, ct, rel.labels, sidecar)
 
 
 def _sha(labels_path: Path, label_table) -> str:

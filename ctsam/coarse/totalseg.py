@@ -29,11 +29,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from ctsam.coarse.weights import MODES, check_weights, default_weights_root
 from ctsam.errors import ConfigError, ExternalToolError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Pre-seeded TotalSegmentator config.json: no usage statistics, no disclaimer, fixed id.
 SEEDED_CONFIG = {
@@ -229,8 +231,13 @@ def run_totalsegmentator(
     *,
     case: str | None = None,
     weights_root: Path | None = None,
-) -> TsRun:
+    while_running: Callable[[], T] | None = None,
+) -> tuple[TsRun, T | None]:
     """Run TotalSegmentator on one NIfTI CT in ``job_dir``; return where its output lies.
+
+    ``while_running`` (optional) is called once the subprocess has started, so the caller's own
+    preparation overlaps with TotalSegmentator's start-up; its result is returned alongside. If it
+    raises, TotalSegmentator is stopped and the error propagates.
 
     Raises :class:`ExternalToolError` (exit 3) with the log tail when it fails or writes nothing.
     """
@@ -254,7 +261,9 @@ def run_totalsegmentator(
             start_new_session=True,
         )
         try:
-            returncode = proc.wait(timeout=opts.timeout_s)
+            side_result = while_running() if while_running is not None else None
+            remaining = None if opts.timeout_s is None else max(0.0, opts.timeout_s - (time.perf_counter() - t0))
+            returncode = proc.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise ExternalToolError(
@@ -281,7 +290,8 @@ def run_totalsegmentator(
             path=ct_path,
             expected=f"a multilabel NIfTI at {seg_path}",
             found="last log lines:\n" + _tail(paths["log"]),
-            fix=f"read the full log {paths['log']} (kept with --keep-workdir); check weights with 'ctsam weights check'",
+            fix=f"read the full log {paths['log']} (the job folder is kept after a failure); "
+            "check the weights with 'ctsam weights check'",
         )
     report = None
     if report_path.exists():
@@ -299,7 +309,7 @@ def run_totalsegmentator(
         log.warning("%s", msg)
         warnings.append(msg)
     log.info("TotalSegmentator finished in %.2f s", runtime_s)
-    return TsRun(seg_path, report, cmd, returncode, runtime_s, paths["log"], fallback, warnings)
+    return TsRun(seg_path, report, cmd, returncode, runtime_s, paths["log"], fallback, warnings), side_result
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

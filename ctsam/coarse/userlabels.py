@@ -170,7 +170,9 @@ def _read_mask_folder(folder: Path, *, case: str | None) -> UserLabels:
         out[on & ~taken] = value
         table[value] = _strip_suffix(f.name) or f.name
     if overlap:
-        log.warning("%d voxels are claimed by more than one mask in %s; the first mask (catalogue order) wins", overlap, folder)
+        log.warning(
+            "%d voxels are claimed by more than one mask in %s; the first mask (catalogue order) wins", overlap, folder
+        )
     return UserLabels(out, geometry, table, f"mask folder ({len(files)} files)", overlap)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "TotalSegmentator weights: 'check' lists every file a mode needs; 'fixture' writes a tiny random-weight model for tests"
+HELP = (
+    "TotalSegmentator weights: 'check' lists every file a mode needs; "
+    "'fixture' writes a tiny random-weight model for tests"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,9 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--fast", dest="mode", action="store_const", const="fast", help="3 mm model (297)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="1.5 mm part models (291-295)")
     mode.add_argument("--fastest", dest="mode", action="store_const", const="fastest", help="6 mm model (298)")
-    check.add_argument("--roi-subset", nargs="*", default=None, metavar="CLASS", help="also needs the crop locator (298)")
+    check.add_argument(
+        "--roi-subset", nargs="*", default=None, metavar="CLASS", help="also needs the crop locator (298)"
+    )
     check.add_argument("--robust-crop", action="store_true", default=None, help="locator 297 instead of 298")
-    check.add_argument("--weights", default=None, help="weights root (default: config, $TOTALSEG_WEIGHTS_PATH, ~/.totalsegmentator)")
+    check.add_argument(
+        "--weights", default=None, help="weights root (default: config, $TOTALSEG_WEIGHTS_PATH, ~/.totalsegmentator)"
+    )
     check.add_argument("--json", action="store_true", help="print the check as JSON")
     fix = sub.add_parser(
         "fixture", help="write RANDOM-weight models in TotalSegmentator's layout (tests/demos only; masks are noise)"
@@ -58,7 +65,10 @@ def _check(args: argparse.Namespace) -> int:
     else:
         bad = {p.relpath: p.problem for p in report.problems}
         lines = [f"weights root: {report.root}", f"mode: {mode}; models: {', '.join(map(str, report.task_ids))}"]
-        lines += [f"  {'MISSING' if rel in bad else 'ok':7s} {rel}" + (f"  ({bad[rel]})" if bad.get(rel, "missing") != "missing" else "") for rel in report.required]
+        for rel in report.required:
+            status = "MISSING" if rel in bad else "ok"
+            detail = f"  ({bad[rel]})" if bad.get(rel, "missing") != "missing" else ""
+            lines.append(f"  {status:7s} {rel}{detail}")
         sys.stdout.write("\n".join(lines) + "\n")
     if not report.ok:
         raise report.error(case=args.case)
