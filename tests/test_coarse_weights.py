@@ -145,3 +145,12 @@ def test_cli_coarse_missing_weights_exit_2_before_running(tmp_path):
     assert "totalseg_download_weights -t total_fast" in proc.stderr
     assert not (tmp_path / "out.nii.gz").exists()
     assert seconds < 30
+
+
+def test_cli_weights_check_reads_mode_from_config(tmp_path):
+    _populate(tmp_path / "w", (297,))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"coarse:\n  totalsegmentator:\n    mode: fast\n    weights_path: {tmp_path / 'w'}\n")
+    proc, _ = _ctsam("weights", "check", "--config", str(cfg), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["task_ids"] == [297]

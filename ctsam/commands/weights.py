@@ -26,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights", default=None, help="weights root (default: config, $TOTALSEG_WEIGHTS_PATH, ~/.totalsegmentator)"
     )
     check.add_argument("--json", action="store_true", help="print the check as JSON")
+    for action_parser in (check,):
+        # also accept the common options after the action; SUPPRESS keeps values given earlier
+        action_parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML config (coarse.totalsegmentator)")
+        action_parser.add_argument("--case", default=argparse.SUPPRESS, help="case id for messages")
     fix = sub.add_parser(
         "fixture", help="write RANDOM-weight models in TotalSegmentator's layout (tests/demos only; masks are noise)"
     )
