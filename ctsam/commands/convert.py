@@ -1,0 +1,53 @@
+"""``ctsam convert``: DICOM study folder -> int16 HU NIfTI + JSON sidecar."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "convert the CT series of a DICOM study folder into a validated HU NIfTI (+ JSON sidecar)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study_dir", metavar="STUDY_DIR", help="folder searched recursively for DICOM files")
+    parser.add_argument("-o", "--output", required=True, metavar="CT.nii.gz", help="output NIfTI (int16 HU)")
+    parser.add_argument(
+        "--sidecar",
+        metavar="CT.json",
+        default=None,
+        help="JSON sidecar with acquisition facts and the series choice (default: beside the output, .json)",
+    )
+    parser.add_argument(
+        "--series-uid",
+        default=None,
+        metavar="UID",
+        help="convert this series (SeriesInstanceUID, or the auto-... key of a series without one)",
+    )
+    parser.add_argument(
+        "--tilt",
+        choices=("error", "resample"),
+        default=None,
+        help="gantry-tilted series: refuse (error) or resample onto an orthogonal grid (default: config convert.tilt)",
+    )
+
+
+def default_sidecar(output: str) -> Path:
+    """CT.nii.gz -> CT.json beside it."""
+    out = Path(output)
+    name = out.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return out.with_name(name + ".json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctsam.config import load_config
+    from ctsam.convert import ConvertOptions, convert_study
+
+    config = load_config(args.config)
+    options = ConvertOptions.from_config(config.get("convert", {}), tilt=args.tilt, series_uid=args.series_uid)
+    sidecar = Path(args.sidecar) if args.sidecar else default_sidecar(args.output)
+    convert_study(args.study_dir, args.output, sidecar_path=sidecar, options=options)
+    return 0

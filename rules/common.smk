@@ -1,0 +1,136 @@
+# Sample sheet, enabled stages and input functions. Logic lives in ctsam/cohort.py (unit-tested).
+import os
+import shlex
+import sys
+from pathlib import Path
+
+# The workflow runs the ctsam code of its own checkout, at parse time and in every job (also in
+# conda environments, which hold only third-party packages): rules call `python -m ctsam`.
+REPO = str(Path(workflow.basedir).parent)
+sys.path.insert(0, REPO)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH", "")])))
+
+from ctsam.cohort import (
+    STAGE_FILES,
+    available_commands,
+    benchmark_file,
+    case_file,
+    load_samples,
+    log_file,
+    resolve_stages,
+    write_stage_config,
+    write_status_tables,
+)
+
+WF = config["workflow"]
+RESULTS = WF["results_dir"]
+DEMO = not WF["samples"] and not WF["studies_dir"]
+DEMO_DIR = WF["demo"]["dir"]
+SAMPLES = {s.case_id: s for s in load_samples(WF)}
+STAGES = resolve_stages(WF["stages"], available_commands())
+
+
+wildcard_constraints:
+    case=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+
+
+def out(stage):
+    # a stage's main per-case output, results/{case}/<file> (the layout is in ctsam/cohort.py)
+    return case_file(RESULTS, stage)
+
+
+def case_out(name):
+    return f"{RESULTS}/{{case}}/{name}"
+
+
+def cohort_out(name):
+    return f"{RESULTS}/cohort/{name}"
+
+
+def demo_out(name):
+    return f"{DEMO_DIR}/{{case}}/{name}"
+
+
+def demo_dir_of(wildcards, output):
+    # the demo cohort folder, derived from this case's output (demo/<case>/phantom.json)
+    return str(Path(output.meta).parent.parent)
+
+
+def log_path(stage):
+    return log_file(RESULTS, stage)
+
+
+def bench_path(stage):
+    return benchmark_file(RESULTS, stage)
+
+
+def _declared(path):
+    # Declare a user input only if it exists: a missing study then fails its own case (the stage
+    # command reports it) instead of stopping the DAG for the whole cohort. Demo inputs are produced.
+    return path if DEMO or (path and Path(path).exists()) else []
+
+
+def study_path(wildcards):
+    return SAMPLES[wildcards.case].path
+
+
+def get_study(wildcards):
+    return _declared(study_path(wildcards))
+
+
+def convert_command(wildcards):
+    return "convert" if SAMPLES[wildcards.case].is_dicom else "import-ct"
+
+
+def coarse_labels_path(wildcards):
+    return SAMPLES[wildcards.case].coarse_labels or ""
+
+
+def coarse_labels_arg(wildcards):
+    if WF["coarse_backend"] != "labels":
+        return ""
+    return f"--labels {shlex.quote(coarse_labels_path(wildcards))}"
+
+
+def get_coarse_labels(wildcards):
+    if WF["coarse_backend"] != "labels":
+        return []
+    return _declared(coarse_labels_path(wildcards))
+
+
+def stage_config(stage):
+    # the config sections a stage reads, as a content-addressed file passed with --config; as a
+    # param, a change of these settings re-runs that stage (rerun trigger 'params') and no other
+    return write_stage_config(config, stage, Path(".snakemake") / "ctsam")
+
+
+def results_of(wildcards, output):
+    # the results folder, derived from a cohort output (results/cohort/<file>)
+    return str(Path(output[0]).parent.parent)
+
+
+def get_refined(wildcards):
+    # fuse and qc use the refined probabilities when the refine stage runs, else coarse masks only
+    return case_file(RESULTS, "refine", wildcards.case) if "refine" in STAGES else []
+
+
+def refined_arg(wildcards):
+    refined = get_refined(wildcards)
+    return f"--refined {refined}" if refined else ""
+
+
+def final_targets():
+    cases = sorted(SAMPLES)
+    targets = []
+    if DEMO:
+        targets.extend(expand(demo_out("dicom"), case=cases))
+    targets.extend(case_file(RESULTS, s, c) for s in STAGES if s in STAGE_FILES and s != "seed" for c in cases)
+    if "report" in STAGES:
+        targets.append(cohort_out("report.html"))
+    if "radiomics_cohort" in STAGES:
+        targets.append(cohort_out("radiomics.parquet"))
+    return targets
+
+
+def write_cohort_status():
+    write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])

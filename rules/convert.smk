@@ -1,0 +1,27 @@
+# DICOM study folder (`ctsam convert`) or CT image file (`ctsam import-ct`) -> results/<case>/ct.nii.gz
+# (int16 HU) + ct.json (acquisition facts, no PHI).
+
+
+rule convert:
+    input:
+        study=get_study,
+    output:
+        ct=out("convert"),
+        sidecar=case_out("ct.json"),
+    log:
+        log_path("convert"),
+    benchmark:
+        bench_path("convert")
+    params:
+        command=convert_command,
+        study=study_path,
+        config=stage_config("convert"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam {params.command} {params.study:q} -o {output.ct} --sidecar {output.sidecar}"
+        " --case {wildcards.case} --config {params.config} 2> {log}"

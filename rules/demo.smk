@@ -1,0 +1,27 @@
+# The synthetic demo cohort, one case per job (used when neither samples nor studies_dir is set).
+
+
+rule demo_case:
+    output:
+        dicom=directory(demo_out("dicom")),
+        coarse=demo_out("coarse.nii.gz"),
+        truth=demo_out("truth.nii.gz"),
+        meta=demo_out("phantom.json"),
+    log:
+        log_path("demo"),
+    benchmark:
+        bench_path("demo")
+    params:
+        dir=demo_dir_of,
+        cases=WF["demo"]["cases"],
+        seed=WF["demo"]["seed"],
+        corrupt="--corrupt-case" if WF["demo"]["corrupt_case"] else "",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt}"
+        " --only {wildcards.case} --case {wildcards.case} 2> {log}"

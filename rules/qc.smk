@@ -1,0 +1,27 @@
+# CT + final labels (+ coarse, fusion sidecar, refined) -> results/<case>/qc.json: metrics and flags.
+
+
+rule qc:
+    input:
+        ct=out("convert"),
+        labels=out("fuse"),
+        coarse=out("coarse"),
+        fuse_sidecar=case_out("fuse.json"),
+    output:
+        qc=out("qc"),
+    log:
+        log_path("qc"),
+    benchmark:
+        bench_path("qc")
+    params:
+        refined_arg=refined_arg,
+        config=stage_config("qc"),
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=20,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam qc {input.ct} {input.labels} --coarse {input.coarse} --fuse-sidecar {input.fuse_sidecar}"
+        " {params.refined_arg} -o {output.qc} --case {wildcards.case} --config {params.config} 2> {log}"

@@ -1,0 +1,45 @@
+# CT + final labels -> results/<case>/radiomics.parquet; cohort table results/cohort/radiomics.parquet.
+
+
+rule radiomics:
+    input:
+        ct=out("convert"),
+        labels=out("fuse"),
+    output:
+        features=out("radiomics"),
+    log:
+        log_path("radiomics"),
+    benchmark:
+        bench_path("radiomics")
+    params:
+        config=stage_config("radiomics"),
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../envs/radiomics.yaml"
+    shell:
+        "python -m ctsam radiomics {input.ct} {input.labels} -o {output.features} --workers {threads}"
+        " --case {wildcards.case} --config {params.config} 2> {log}"
+
+
+rule radiomics_cohort:
+    input:
+        expand(case_file(RESULTS, "radiomics"), case=sorted(SAMPLES)),
+    output:
+        cohort_out("radiomics.parquet"),
+    log:
+        cohort_out("logs/radiomics_cohort.log"),
+    benchmark:
+        cohort_out("benchmarks/radiomics_cohort.tsv")
+    params:
+        config=stage_config("radiomics_cohort"),
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/radiomics.yaml"
+    shell:
+        "python -m ctsam radiomics-cohort {input} -o {output} --config {params.config} 2> {log}"

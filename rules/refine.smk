@@ -1,0 +1,24 @@
+# CT + prompts -> per-structure refined probabilities (the GPU stage; the SLURM profile asks for a GPU).
+
+
+rule refine:
+    input:
+        ct=out("convert"),
+        prompts=out("seed"),
+    output:
+        refined=out("refine"),
+    log:
+        log_path("refine"),
+    benchmark:
+        bench_path("refine")
+    params:
+        config=stage_config("refine"),
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam refine {input.ct} {input.prompts} -o {output.refined}"
+        " --case {wildcards.case} --config {params.config} 2> {log}"

@@ -1,0 +1,24 @@
+# CT + coarse labels -> click prompts per structure (world mm); temporary, consumed by refine.
+
+
+rule seed:
+    input:
+        ct=out("convert"),
+        coarse=out("coarse"),
+    output:
+        prompts=temp(out("seed")),
+    log:
+        log_path("seed"),
+    benchmark:
+        bench_path("seed")
+    params:
+        config=stage_config("seed"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam seed {input.ct} {input.coarse} -o {output.prompts}"
+        " --case {wildcards.case} --config {params.config} 2> {log}"
