@@ -22,6 +22,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("cohort-status", "cohort"),
     ("import-ct", "import_ct"),
     ("convert", "convert"),
+    ("radiomics", "radiomics"),
+    ("radiomics-cohort", "radiomics_cohort"),
+    ("model", "model"),
     ("coarse", "coarse"),
     ("weights", "weights"),
 ]
