@@ -32,6 +32,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("report", "report"),
     ("manifest", "manifest"),
     ("export-seg", "export_seg"),
+    ("coarse", "coarse"),
+    ("weights", "weights"),
 ]
 
 log = logging.getLogger("ctsam")
