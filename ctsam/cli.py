@@ -18,22 +18,25 @@ from ctsam import __version__
 
 # (sub-command, module under ctsam.commands). Add one line per new command.
 COMMANDS: list[tuple[str, str]] = [
-    ("demo-cohort", "demo_cohort"),
-    ("cohort-status", "cohort"),
+    # pipeline stages, in order
+    ("convert", "convert"),
     ("import-ct", "import_ct"),
+    ("coarse", "coarse"),
     ("seed", "seed"),
     ("refine", "refine"),
-    ("convert", "convert"),
-    ("radiomics", "radiomics"),
-    ("radiomics-cohort", "radiomics_cohort"),
-    ("model", "model"),
     ("fuse", "fuse"),
     ("qc", "qc"),
+    ("radiomics", "radiomics"),
+    # cohort level
     ("report", "report"),
+    ("radiomics-cohort", "radiomics_cohort"),
+    ("cohort-status", "cohort"),
     ("manifest", "manifest"),
     ("export-seg", "export_seg"),
-    ("coarse", "coarse"),
+    # models, weights, demo data
     ("weights", "weights"),
+    ("model", "model"),
+    ("demo-cohort", "demo_cohort"),
 ]
 
 log = logging.getLogger("ctsam")
