@@ -214,15 +214,17 @@ def test_real_ct_all_structures_covered_and_far_ends_reached(shared_data, tmp_pa
     seg = shared_data / "totalseg_examples" / "example_seg_fast_force_split.nii.gz"
     ckpt = micro_checkpoint(tmp_path / "micro.safetensors", spacing_mm=3.0)
     cfg = tmp_path / "c.yaml"
+    coarse = read_labelmap(seg)
+    present = {coarse.labels[i] for i in coarse.present_labels()}
     cfg.write_text(yaml.safe_dump({
+        # refine every structure present, also those that keep their coarse mask by default
+        "structures": {"refine_include": sorted(present)},
         "seed": {"max_components": 1, "tile_size_mm": 1000.0, "max_negatives": 3},
         "refine": {"device": "cpu", "rounds": 1, "batch_size": 8, "patch_snap_voxels": 16,
                    "max_patches_per_structure": 8, "max_propagation_steps": 3},
     }))
     assert main(["seed", str(ct), str(seg), "-o", str(tmp_path / "p.json"), "--config", str(cfg)]) == 0
     prompts = read_prompts(tmp_path / "p.json")
-    coarse = read_labelmap(seg)
-    present = {coarse.labels[i] for i in coarse.present_labels()}
     assert len(present) == 61 and set(prompts.structure_names()) == present
     assert main(["refine", str(ct), str(tmp_path / "p.json"), "-o", str(tmp_path / "r.npz"), "--checkpoint", str(ckpt),
                  "--config", str(cfg)]) == 0

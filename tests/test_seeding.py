@@ -82,7 +82,8 @@ def test_seed_include_exclude_and_determinism(tmp_path):
     lm = synthetic_labels()
     p = seed_case(lm, SeedSettings(include=("kidney", "liver"), exclude=("kidney",)))
     assert p.prompt_sets == []
-    assert p.skipped == {"kidney": "excluded by config (seed.exclude)", "liver": "not in the coarse label table"}
+    assert set(p.skipped) == set(lm.labels.values())
+    assert all(r.startswith("not refined: keeps its coarse mask") for r in p.skipped.values())
     from ctsam.prompts import write_prompts
 
     write_prompts(tmp_path / "a.json", seed_case(lm))
@@ -106,11 +107,28 @@ def test_seed_cli(tmp_path):
     from ctsam.volume import CTVolume
 
     lm = synthetic_labels()
+    lm = LabelMap(lm.array, lm.geometry, {1: "colon", 2: "kidney_left", 3: "spleen", 4: "liver"})
     write_labelmap(tmp_path / "seg.nii.gz", lm)
     write_ct(tmp_path / "ct.nii.gz", CTVolume(np.zeros(lm.geometry.shape_zyx, np.int16), lm.geometry))
     assert main(["seed", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "p.json")]) == 0
     p = read_prompts(tmp_path / "p.json")
-    assert p.structure_names() == ["colon", "kidney"]
+    assert p.structure_names() == ["colon", "kidney_left"]
+    assert p.skipped == {"liver": "empty coarse mask", "spleen": "empty coarse mask"} or "spleen" in p.skipped
     other = Geometry(shape_zyx=(40, 40, 61), spacing_xyz_mm=(2, 2, 2), origin_xyz_mm=(0, 0, 0))
     write_ct(tmp_path / "ct2.nii.gz", CTVolume(np.zeros(other.shape_zyx, np.int16), other))
     assert main(["seed", str(tmp_path / "ct2.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "q.json")]) == 2
+
+
+def test_from_config_seeds_only_refined_structures():
+    from ctsam.config import validate_config
+
+    g = geometry()
+    a = np.zeros(g.shape_zyx, np.uint8)
+    a[10:30, 10:30, 2:20] = 1
+    a[10:30, 10:30, 30:50] = 2
+    a[2:8, 2:8, 2:8] = 3
+    lm = LabelMap(array=a, geometry=g, labels={1: "liver", 2: "heart", 3: "spleen"})
+    config = validate_config({"structures": {"refine_exclude": ["spleen"]}})
+    p = seed_case(lm, SeedSettings.from_config(config))
+    assert p.structures.keys() == {"liver"}  # heart keeps coarse by default, spleen excluded
+    assert p.skipped["heart"].startswith("not refined") and p.skipped["spleen"].startswith("not refined")

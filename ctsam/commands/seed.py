@@ -23,7 +23,7 @@ def run(args) -> int:
 
     log = logging.getLogger("ctsam.seed")
     config = load_config(args.config)
-    settings = SeedSettings.from_config(config["seed"])
+    settings = SeedSettings.from_config(config)
     t0 = time.perf_counter()
     _, ct_geometry, _ = read_image(args.ct, case=args.case)
     labelmap = read_labelmap(args.coarse, case=args.case)
