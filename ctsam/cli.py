@@ -18,10 +18,26 @@ from ctsam import __version__
 
 # (sub-command, module under ctsam.commands). Add one line per new command.
 COMMANDS: list[tuple[str, str]] = [
+    # pipeline stages, in order
+    ("convert", "convert"),
+    ("import-ct", "import_ct"),
+    ("coarse", "coarse"),
+    ("seed", "seed"),
+    ("refine", "refine"),
+    ("fuse", "fuse"),
+    ("qc", "qc"),
+    ("radiomics", "radiomics"),
+    # cohort level
+    ("report", "report"),
+    ("radiomics-cohort", "radiomics_cohort"),
+    ("cohort-status", "cohort"),
+    ("manifest", "manifest"),
+    ("export-seg", "export_seg"),
+    # models, weights, demo data
+    ("weights", "weights"),
     ("model", "model"),
     ("demo-cohort", "demo_cohort"),
-    ("cohort-status", "cohort"),
-    ("convert", "convert"),
+    # training and evaluation
     ("train", "train"),
     ("train-demo", "train_demo"),
     ("evaluate", "evaluate"),
@@ -53,21 +69,36 @@ def configure_logging(verbosity: int, case: str | None) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity > 1 else logging.WARNING)
 
 
-def common_options() -> argparse.ArgumentParser:
+def common_options(*, top_level: bool) -> argparse.ArgumentParser:
+    """Options accepted both before and after the sub-command (``ctsam -q convert`` = ``ctsam convert -q``).
+
+    On the sub-command their defaults are SUPPRESS, so an option given before the sub-command is
+    not overwritten by the sub-command's default.
+    """
+
+    def default(value):
+        return value if top_level else argparse.SUPPRESS
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug third-party too)")
-    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    common.add_argument("--case", default=None, help="pseudonymous case id, used in log lines and error messages")
-    common.add_argument("--config", default=None, help="YAML config (default: built-in defaults, see config.yaml)")
+    common.add_argument(
+        "-v", "--verbose", action="count", default=default(0), help="more log output (-vv: debug third-party too)"
+    )
+    common.add_argument("-q", "--quiet", action="store_true", default=default(False), help="warnings and errors only")
+    common.add_argument(
+        "--case", default=default(None), help="pseudonymous case id, used in log lines and error messages"
+    )
+    common.add_argument(
+        "--config", default=default(None), help="YAML config (default: built-in defaults, see config.yaml)"
+    )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = common_options()
+    common = common_options(top_level=False)
     parser = argparse.ArgumentParser(
         prog="ctsam",
         description="Cohort CT segmentation: DICOM -> coarse masks -> promptable refinement -> label maps, QC, radiomics.",
-        parents=[common],
+        parents=[common_options(top_level=True)],
     )
     parser.add_argument("--version", action="version", version=f"ctsam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -39,7 +39,7 @@ def model_frame_for(ct: Geometry, spacing_mm: float = 1.5) -> Geometry:
     """
     world = ct.index_to_world(_corner_indices_xyz(ct.shape_zyx))
     lo, hi = world.min(axis=0), world.max(axis=0)
-    n_xyz = [int(math.floor((h - l) / spacing_mm + 1e-6)) + 1 for l, h in zip(lo, hi)]
+    n_xyz = [int(math.ceil((h - l) / spacing_mm - 1e-6)) + 1 for l, h in zip(lo, hi)]
     return Geometry(
         shape_zyx=(n_xyz[2], n_xyz[1], n_xyz[0]),
         spacing_xyz_mm=(spacing_mm,) * 3,

@@ -17,7 +17,7 @@ Pipeline for one case (:meth:`RefineEngine.run`):
 4. **Propagation.** When a job's mask touches a patch face, the neighbouring box (``propagation_stride``
    voxels along that axis) becomes a new job, with a positive click at the most interior point of the
    mask in the two boxes' overlap (``propagation_clicks: mask``) or at the peak of the cross-patch
-   heatmap (``cpp``). Bounded by the structure's coarse bounding box plus ``propagation_margin_mm``,
+   heatmap (``cpp``). Only towards the structure's coarse bounding box plus ``propagation_margin_mm``,
    ``max_patches_per_structure`` and ``max_propagation_steps``; boxes already covered by the
    structure's patches (``coverage_skip_fraction``) are skipped.
 5. **Output.** Per structure, its patches are blended (linear border ramp) into a float32 crop of
@@ -366,31 +366,43 @@ class RefineEngine:
             if job.generation >= s.max_propagation_steps or job.probs_u8 is None:
                 continue
             mask = job.probs_u8 >= 128
+            faces = []
             for axis in range(3):
                 for sign in (-1, 1):
-                    if len(st.jobs) >= s.max_patches_per_structure:
-                        break
-                    if int(mask[face_slab(size, axis, sign, s.propagation_border_voxels)].sum()) < \
-                            s.propagation_min_border_voxels:
-                        continue
-                    cand = job.box.shifted(axis, sign * s.propagation_stride_voxels)
-                    if cand in st.boxes():
-                        continue
-                    c = np.asarray(cand.center_zyx, dtype=float)
-                    if np.any(c < 0) or np.any(c > frame_hi):
-                        continue
-                    if st.region_lo is not None and (np.any(c < st.region_lo) or np.any(c > st.region_hi)):
-                        continue
-                    others = [j.box for j in st.jobs if j.box.overlap_zyx(cand) is not None]
-                    if others and self._coverage(cand, others).mean() >= s.coverage_skip_fraction:
-                        continue
-                    anchor = self._propagation_click(job, cand, mask, session, use_cpp)
-                    if anchor is None:
-                        continue
-                    new = self._add_job(st, cand, [anchor], "propagation", job.generation + 1)
-                    if new is not None:
-                        n_new += 1
+                    excess = self._region_excess(st, job.box, axis, sign)
+                    if excess > 0:
+                        faces.append((-excess, axis, sign))
+            for _, axis, sign in sorted(faces):  # where the coarse box sticks out most, first
+                if len(st.jobs) >= s.max_patches_per_structure:
+                    break
+                if int(mask[face_slab(size, axis, sign, s.propagation_border_voxels)].sum()) < \
+                        s.propagation_min_border_voxels:
+                    continue
+                cand = job.box.shifted(axis, sign * s.propagation_stride_voxels)
+                if cand in st.boxes():
+                    continue
+                # the current box must not already reach the frame's edge on that side
+                if (sign > 0 and job.box.stop_zyx[axis] > frame_hi[axis]) or (sign < 0 and job.box.start_zyx[axis] <= 0):
+                    continue
+                others = [j.box for j in st.jobs if j.box.overlap_zyx(cand) is not None]
+                if others and self._coverage(cand, others).mean() >= s.coverage_skip_fraction:
+                    continue
+                anchor = self._propagation_click(job, cand, mask, session, use_cpp)
+                if anchor is None:
+                    continue
+                new = self._add_job(st, cand, [anchor], "propagation", job.generation + 1)
+                if new is not None:
+                    n_new += 1
         return n_new
+
+    @staticmethod
+    def _region_excess(st: StructureState, box: PatchBox, axis: int, sign: int) -> float:
+        """How far (voxels) the structure's allowed region reaches beyond ``box``'s face (axis, sign); <= 0: not."""
+        if st.region_lo is None:
+            return 1.0
+        if sign > 0:
+            return float(st.region_hi[axis] - (box.stop_zyx[axis] - 1))
+        return float(box.start_zyx[axis] - st.region_lo[axis])
 
     def _propagation_click(self, job: Job, cand: PatchBox, mask: np.ndarray, session: VolumeSession,
                            use_cpp: bool) -> tuple[float, float, float] | None:

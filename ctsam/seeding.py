@@ -38,7 +38,7 @@ _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # 26-connectivity: thin
 class SeedSettings:
     """Seeding parameters (config section ``seed``); sizes in ml and mm."""
 
-    include: tuple[str, ...] = ()
+    include: tuple[str, ...] | None = None  # None: every structure of the label table
     exclude: tuple[str, ...] = ()
     min_component_ml: float = 0.5
     max_components: int = 6
@@ -50,13 +50,13 @@ class SeedSettings:
     working_spacing_mm: float = 1.5
 
     @classmethod
-    def from_config(cls, section: dict) -> "SeedSettings":
-        keys = {f for f in cls.__dataclass_fields__}
-        kw = {k: v for k, v in section.items() if k in keys}
-        for k in ("include", "exclude"):
-            if k in kw:
-                kw[k] = tuple(kw[k] or ())
-        return cls(**kw)
+    def from_config(cls, config: dict) -> "SeedSettings":
+        """Settings from a full config: section ``seed`` for sizes, ``structures`` for which are refined."""
+        from ctsam.labels import refined_structures
+
+        keys = set(cls.__dataclass_fields__) - {"include", "exclude"}
+        kw = {k: v for k, v in config["seed"].items() if k in keys}
+        return cls(include=tuple(refined_structures(config)), **kw)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -117,21 +117,20 @@ def subsample_labelmap(labelmap: LabelMap, working_spacing_mm: float) -> LabelMa
 
 
 def select_structures(labelmap: LabelMap, settings: SeedSettings) -> tuple[list[tuple[int, str]], dict[str, str]]:
-    """(label, name) pairs to seed, in label order, and {name: reason} for the others in the table."""
+    """(label, name) pairs to seed, in label order, and {name: reason} for the others in the table.
+
+    Names of ``settings.include`` that the label table lacks are not listed: this coarse map
+    simply has no such class.
+    """
     present = set(labelmap.present_labels())
     chosen: list[tuple[int, str]] = []
     skipped: dict[str, str] = {}
-    include = set(settings.include)
+    include = None if settings.include is None else set(settings.include)
     exclude = set(settings.exclude)
-    names = {name for name in labelmap.labels.values()}
-    for name in sorted(include - names):
-        skipped[name] = "not in the coarse label table"
     for label in sorted(labelmap.labels):
         name = labelmap.labels[label]
-        if include and name not in include:
-            continue
-        if name in exclude:
-            skipped[name] = "excluded by config (seed.exclude)"
+        if (include is not None and name not in include) or name in exclude:
+            skipped[name] = "not refined: keeps its coarse mask (config structures.refine_include/refine_exclude)"
         elif label not in present:
             skipped[name] = "empty coarse mask"
         else:

@@ -1,4 +1,5 @@
-# CT -> results/<case>/coarse.nii.gz: first masks from the user's label map or TotalSegmentator.
+# CT -> results/<case>/coarse.nii.gz (+ .tsv label table, .json sidecar): first masks from the
+# user's label map (backend 'labels') or TotalSegmentator, in TotalSegmentator 'total' ids.
 
 
 rule coarse:
@@ -7,6 +8,8 @@ rule coarse:
         labels=get_coarse_labels,
     output:
         coarse=out("coarse"),
+        table=case_out("coarse.tsv"),
+        sidecar=case_out("coarse.json"),
     log:
         log_path("coarse"),
     benchmark:
@@ -22,6 +25,6 @@ rule coarse:
     conda:
         "../envs/ctsam.yaml" if WF["coarse_backend"] == "labels" else "../envs/totalsegmentator.yaml"
     shell:
-        "python -m ctsam coarse {input.ct} -o {output.coarse} --backend {params.backend}"
-        " {params.labels_arg}"
+        "python -m ctsam coarse {input.ct} -o {output.coarse} --sidecar {output.sidecar}"
+        " --backend {params.backend} {params.labels_arg}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

@@ -78,6 +78,10 @@ def get_study(wildcards):
     return _declared(study_path(wildcards))
 
 
+def convert_command(wildcards):
+    return "convert" if SAMPLES[wildcards.case].is_dicom else "import-ct"
+
+
 def coarse_labels_path(wildcards):
     return SAMPLES[wildcards.case].coarse_labels or ""
 
@@ -103,6 +107,16 @@ def stage_config(stage):
 def results_of(wildcards, output):
     # the results folder, derived from a cohort output (results/cohort/<file>)
     return str(Path(output[0]).parent.parent)
+
+
+def get_refined(wildcards):
+    # fuse and qc use the refined probabilities when the refine stage runs, else coarse masks only
+    return case_file(RESULTS, "refine", wildcards.case) if "refine" in STAGES else []
+
+
+def refined_arg(wildcards):
+    refined = get_refined(wildcards)
+    return f"--refined {refined}" if refined else ""
 
 
 def final_targets():

@@ -1,4 +1,5 @@
-# DICOM study (or CT image) -> results/<case>/ct.nii.gz (int16 HU) + ct.json (acquisition facts, no PHI).
+# DICOM study folder (`ctsam convert`) or CT image file (`ctsam import-ct`) -> results/<case>/ct.nii.gz
+# (int16 HU) + ct.json (acquisition facts, no PHI).
 
 
 rule convert:
@@ -12,6 +13,7 @@ rule convert:
     benchmark:
         bench_path("convert")
     params:
+        command=convert_command,
         study=study_path,
         config=stage_config("convert"),
     threads: 1
@@ -21,5 +23,5 @@ rule convert:
     conda:
         "../envs/ctsam.yaml"
     shell:
-        "python -m ctsam convert {params.study:q} -o {output.ct} --sidecar {output.sidecar}"
+        "python -m ctsam {params.command} {params.study:q} -o {output.ct} --sidecar {output.sidecar}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

@@ -1,12 +1,15 @@
-# coarse labels + refined probabilities -> results/<case>/labels.nii.gz (one label map, 107 structures).
+# coarse labels (+ refined probabilities when refine runs) -> results/<case>/labels.nii.gz
+# (one 107-structure label map, .tsv label table) and fuse.json (each structure's source).
 
 
 rule fuse:
     input:
         coarse=out("coarse"),
-        refined=out("refine"),
+        refined=get_refined,
     output:
         labels=out("fuse"),
+        table=case_out("labels.tsv"),
+        sidecar=case_out("fuse.json"),
     log:
         log_path("fuse"),
     benchmark:
@@ -20,5 +23,5 @@ rule fuse:
     conda:
         "../envs/ctsam.yaml"
     shell:
-        "python -m ctsam fuse {input.coarse} {input.refined} -o {output.labels}"
+        "python -m ctsam fuse {input.coarse} {input.refined} -o {output.labels} --sidecar {output.sidecar}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

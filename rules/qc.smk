@@ -1,4 +1,4 @@
-# CT + final labels (+ coarse) -> results/<case>/qc.json: per-structure metrics and flags.
+# CT + final labels (+ coarse, fusion sidecar, refined) -> results/<case>/qc.json: metrics and flags.
 
 
 rule qc:
@@ -6,6 +6,7 @@ rule qc:
         ct=out("convert"),
         labels=out("fuse"),
         coarse=out("coarse"),
+        fuse_sidecar=case_out("fuse.json"),
     output:
         qc=out("qc"),
     log:
@@ -13,6 +14,7 @@ rule qc:
     benchmark:
         bench_path("qc")
     params:
+        refined_arg=refined_arg,
         config=stage_config("qc"),
     threads: 1
     resources:
@@ -21,5 +23,5 @@ rule qc:
     conda:
         "../envs/ctsam.yaml"
     shell:
-        "python -m ctsam qc {input.ct} {input.labels} --coarse {input.coarse} -o {output.qc}"
-        " --case {wildcards.case} --config {params.config} 2> {log}"
+        "python -m ctsam qc {input.ct} {input.labels} --coarse {input.coarse} --fuse-sidecar {input.fuse_sidecar}"
+        " {params.refined_arg} -o {output.qc} --case {wildcards.case} --config {params.config} 2> {log}"

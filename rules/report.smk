@@ -1,11 +1,13 @@
-# per-case QC -> results/cohort/report.html (cohort QC table, snapshots, flagged cases).
+# per-case QC -> results/cohort/report.html (snapshots, flagged cases) + report_qc.parquet/.csv (cohort QC table).
 
 
 rule report:
     input:
         expand(case_file(RESULTS, "qc"), case=sorted(SAMPLES)),
     output:
-        cohort_out("report.html"),
+        html=cohort_out("report.html"),
+        table=cohort_out("report_qc.parquet"),
+        csv=cohort_out("report_qc.csv"),
     log:
         cohort_out("logs/report.log"),
     benchmark:
@@ -20,4 +22,4 @@ rule report:
     conda:
         "../envs/ctsam.yaml"
     shell:
-        "python -m ctsam report {params.results} -o {output} --config {params.config} 2> {log}"
+        "python -m ctsam report {params.results} -o {output.html} --config {params.config} 2> {log}"

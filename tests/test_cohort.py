@@ -80,7 +80,9 @@ def test_load_samples_precedence(tmp_path):
 def test_resolve_stages_auto_follows_available_commands():
     assert resolve_stages("auto", ALL) == ["convert", "coarse", "seed", "refine", "fuse", "qc", "radiomics",
                                            "report", "radiomics_cohort"]
-    assert resolve_stages("auto", {"convert", "coarse", "seed", "fuse", "qc"}) == ["convert", "coarse", "seed"]
+    assert resolve_stages("auto", {"convert", "coarse", "seed", "qc"}) == ["convert", "coarse", "seed"]
+    # fuse works without refine (coarse masks only)
+    assert resolve_stages("auto", {"convert", "coarse", "fuse", "qc"}) == ["convert", "coarse", "fuse", "qc"]
     assert resolve_stages("auto", set()) == []
 
 
@@ -149,7 +151,7 @@ def test_write_status_tables_lists_failures_and_is_idempotent(tmp_path):
     log.write_text(CTSAM_ERROR_LOG)
     write_status_tables(res, samples, ["convert"])
     failures = (tmp_path / "cohort" / "failures.tsv").read_text().splitlines()
-    assert failures[0] == "case_id\tstage\treason"
+    assert failures[0] == "case\tstage\treason"
     assert len(failures) == 2 and failures[1].startswith("b\tconvert\tDICOM series has missing slices")
     status = (tmp_path / "cohort" / "status.tsv").read_text().splitlines()
     assert status[1].startswith("a\tok\tconvert") and status[2].startswith("b\tfailed")
@@ -176,3 +178,24 @@ def test_cli_cohort_status(tmp_path):
     assert main(["cohort-status", str(tmp_path), "--all-cases", "--stages", "convert,coarse"]) == 0
     rows = (tmp_path / "cohort" / "status.tsv").read_text().splitlines()
     assert rows[1].split("\t")[:4] == ["x1", "incomplete", "convert", "coarse"]
+
+
+def test_import_ct_writes_int16_and_sidecar_without_path(tmp_path):
+    import json
+
+    import numpy as np
+
+    from ctsam.cli import main
+    from ctsam.io.image import read_ct, write_ct
+    from ctsam.volume import CTVolume, Geometry
+
+    g = Geometry(shape_zyx=(3, 4, 5), spacing_xyz_mm=(0.8, 0.8, 2.0), origin_xyz_mm=(1, 2, 3))
+    src = tmp_path / "DOE_JOHN.nii.gz"
+    write_ct(src, CTVolume(array=np.linspace(-1000, 500, 60).reshape(3, 4, 5).astype(np.float32), geometry=g))
+    assert main(["import-ct", str(src), "-o", str(tmp_path / "ct.nii.gz")]) == 0
+    ct = read_ct(tmp_path / "ct.nii.gz")
+    assert ct.array.dtype == np.int16 and ct.geometry.same_space(g) and ct.array.min() == -1000
+    side = (tmp_path / "ct.json").read_text()
+    assert "DOE" not in side and json.loads(side)["source"]["dtype"] == "float32"
+    write_ct(src, CTVolume(array=np.full((3, 4, 5), 60000.0, dtype=np.float32), geometry=g))
+    assert main(["import-ct", str(src), "-o", str(tmp_path / "ct2.nii.gz")]) == 2

@@ -384,7 +384,8 @@ def test_sidecar_has_acquisition_facts_and_no_patient_identity(tmp_path):
     assert side["study_date"] == "20200102"
     assert side["n_slices"] == 4
     assert side["spacing_xyz_mm"] == [0.7, 0.8, 2.5]
-    for phi in ("DOE", "JANE", "PHI-123456", "19700101", "Hospital", "PatientName", "PatientID", "BirthDate", str(tmp_path)):
+    phi_values = ("DOE", "JANE", "PHI-123456", "19700101", "Hospital", "PatientName", "PatientID", "BirthDate")
+    for phi in (*phi_values, str(tmp_path)):
         assert phi not in text
 
 
@@ -426,4 +427,16 @@ def test_cli_tilt_flag_overrides_config(tmp_path):
     out = tmp_path / "ct.nii.gz"
     assert cli_main(["convert", str(tmp_path / "s"), "-o", str(out), "--config", str(cfg), "-q"]) == 0
     assert read_ct(out).geometry.shape_zyx == (5, 20, 16)
-    assert cli_main(["convert", str(tmp_path / "s"), "-o", str(out), "--config", str(cfg), "--tilt", "error", "-q"]) == 2
+    args = ["convert", str(tmp_path / "s"), "-o", str(out), "--config", str(cfg), "-q"]
+    assert cli_main([*args, "--tilt", "error"]) == 2
+
+
+def test_sidecar_summarises_values_that_vary_per_slice(tmp_path):
+    s = write_series(tmp_path / "s", n_slices=3)
+    for k, path in enumerate(s.paths):
+        ds = pydicom.dcmread(path)
+        ds.XRayTubeCurrent = 100 + 10 * k
+        ds.save_as(path)
+    res = convert_study(tmp_path / "s", None)
+    assert res.sidecar["dicom"]["XRayTubeCurrent"] == {"varies_per_slice": True, "min": 100, "max": 120}
+    assert res.sidecar["dicom"]["KVP"] == 120.0

@@ -41,12 +41,9 @@ def test_label_table_uses_totalsegmentator_ids():
 
 def test_label_table_matches_ctsam_labels_catalogue():
     labels = pytest.importorskip("ctsam.labels", reason="ctsam.labels (coarse stage) not merged yet")
-    catalogue = getattr(labels, "TOTALSEG_CLASSES", None) or getattr(labels, "TOTAL_CLASSES", None)
-    if catalogue is None:
-        pytest.skip("ctsam.labels has no TotalSegmentator class table under a known name")
-    catalogue = dict(catalogue)
+    catalogue = labels.ts_total_labels()  # TotalSegmentator v2 'total': {id: name}
     for idx, name in label_table().items():
-        assert catalogue.get(idx, catalogue.get(name)) in (name, idx)
+        assert catalogue[idx] == name
 
 
 def test_phantom_has_required_structures_with_plausible_hu(phantom):
@@ -129,8 +126,16 @@ def test_dicom_series_roundtrip(cohort):
     assert "PatientBirthDate" not in ds and ds.PatientID == "demo-001"
     hu = ds.pixel_array.astype(np.int32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     assert hu.shape == truth.geometry.shape_zyx[1:]
-    assert np.allclose([float(v) for v in ds.ImagePositionPatient], truth.geometry.index_to_world([0, 0, 3]), atol=1e-3)
+    # the label maps use ctsam convert's grid (rows bottom-up): DICOM row 0 is label-map row ny-1
+    ny = truth.geometry.shape_zyx[1]
+    assert np.allclose([float(v) for v in ds.ImagePositionPatient], truth.geometry.index_to_world([0, ny - 1, 3]), atol=1e-3)
     assert [float(v) for v in ds.PixelSpacing] == pytest.approx(list(truth.geometry.spacing_xyz_mm[:2][::-1]))
+    # same voxels: bone in the labels is bright in the DICOM pixels at the mirrored row
+    k = truth.geometry.shape_zyx[0] // 2
+    ds = pydicom.dcmread(files[k])
+    hu = ds.pixel_array.astype(np.int32) - 1024
+    bone = np.isin(truth.array[k, ::-1, :], [i for i, n in truth.labels.items() if n.startswith("vertebrae")])
+    assert bone.any() and np.median(hu[bone]) > 200 and np.median(hu[~bone]) < 100
 
 
 def test_corrupt_case_misses_slices(cohort):
@@ -152,7 +157,7 @@ def test_same_seed_same_bytes_and_cases_vary(tmp_path, cohort):
     assert not (tmp_path / "samples.tsv").exists()  # --only writes no sheet
     m1 = json.loads(a.meta.read_text())
     m2 = json.loads(case_paths(cohort, "demo-002").meta.read_text())
-    assert m1["geometry"] != m2["geometry"]
+    assert m1["geometry_dicom"] != m2["geometry_dicom"]
 
 
 def test_unknown_only_case_is_a_config_error(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pydicom
 import pytest
 
 from ctsam.convert.synthetic import write_series
@@ -104,7 +105,6 @@ def test_grouping_without_uids_splits_acquisitions_that_overlap(tmp_path):
 def test_grouping_keeps_a_series_whole_when_acquisition_numbers_vary_without_overlap(tmp_path):
     s = write_series(tmp_path, n_slices=4, series_uid="", acquisition_number=None)
     # real scanners number acquisitions within one series (dicom2nifti_failing/sliceincrement: 4,4,5,5)
-    import pydicom
 
     for k, p in enumerate(s.paths):
         ds = pydicom.dcmread(p)
@@ -139,3 +139,28 @@ def test_header_flags_truncated_or_missing_pixel_data(tmp_path):
     s.paths[2].write_bytes(data[:900])  # header intact up to the geometry, no pixel data
     h = read_header(s.paths[2])
     assert h.ipp_xyz_mm is not None and "no pixel data" in h.pixel_problem
+
+
+@pytest.mark.parametrize(
+    ("signed", "bits_stored", "value"), [(False, 12, 0xF123), (True, 12, 0x0923), (True, 16, -5), (False, 16, 60000)]
+)
+def test_fast_native_read_equals_pydicom(tmp_path, signed, bits_stored, value):
+    from pydicom.pixels import pixel_array
+
+    from ctsam.io.dicom import _read_native_16bit
+
+    s = write_series(tmp_path, n_slices=1)
+    ds = pydicom.dcmread(s.paths[0])
+    ds.PixelRepresentation = int(signed)
+    ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+    pixels = np.full((16, 16), value, dtype="<i2" if signed else "<u2")
+    pixels[3, 4] = 7
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(s.paths[0])
+    header = read_header(s.paths[0])
+    fast = _read_native_16bit(header)
+    assert fast is not None
+    reference = pixel_array(s.paths[0])
+    assert fast.dtype == reference.dtype
+    assert np.array_equal(fast, reference)
+    assert np.array_equal(read_pixels(header), reference)

@@ -116,3 +116,14 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     atomic_write_json(dest, {"a": float("nan"), "b": [1, 2]})
     assert json.loads(dest.read_text()) == {"a": None, "b": [1, 2]}
+
+
+def test_atomic_outputs_have_umask_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "p.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644

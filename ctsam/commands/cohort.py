@@ -33,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         stages = resolve_stages(wf["stages"], available_commands())
     samples = scan_results_samples(args.results) if args.all_cases else load_samples(wf)
-    statuses = write_status_tables(args.results, samples, [s for s in stages if s in STAGE_FILES], cohort_dir=args.out_dir)
-    del statuses  # the tables are the result; failed cases are not an error of this command
+    # the tables are the result: failed cases are not an error of this command
+    write_status_tables(args.results, samples, [s for s in stages if s in STAGE_FILES], cohort_dir=args.out_dir)
     return 0

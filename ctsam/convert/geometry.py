@@ -122,9 +122,7 @@ def validate_stack(headers: list[DicomHeader], tol: GeometryTolerances, *, serie
     _require_tags(headers, where)
     first = headers[0]
     _check_same(headers, where, "Rows x Columns", lambda h: (h.rows, h.columns))
-    _check_same(
-        headers, where, "PixelSpacing", lambda h: tuple(round(v, 4) for v in h.pixel_spacing_mm)  # type: ignore[union-attr]
-    )
+    _check_same(headers, where, "PixelSpacing", lambda h: tuple(round(v, 4) for v in h.pixel_spacing_mm))
     iops = np.asarray([h.iop for h in headers], dtype=float)
     deviation = np.max(np.abs(iops - iops[0]), axis=1)
     if np.any(deviation > tol.orientation_tolerance):
@@ -178,7 +176,8 @@ def validate_stack(headers: list[DicomHeader], tol: GeometryTolerances, *, serie
         k = int(np.argmax(np.linalg.norm(residual, axis=1)))
         raise DicomSeriesError(
             f"slice positions of {where} drift irregularly within the slice plane",
-            expected=f"positions on a straight line (a constant gantry tilt at most), within {tol.spacing_tolerance_mm} mm",
+            expected="positions on a straight line (a constant gantry tilt at most), "
+            f"within {tol.spacing_tolerance_mm} mm",
             found=f"{headers[k].rel} lies {worst:.3f} mm off the line through the other slices",
             fix="the series mixes stacks or has corrupt positions; choose another series with --series-uid",
         )
@@ -252,8 +251,8 @@ def _check_duplicates(headers: list[DicomHeader], d: np.ndarray, tol: GeometryTo
             clusters.append([i])
     dup = [cl for cl in clusters if len(cl) > 1]
     described = "; ".join(
-        f"{len(cl)} slices at position {_fmt_xyz(headers[cl[0]].ipp_xyz_mm)} ({', '.join(headers[i].rel for i in cl[:4])}"
-        f"{', ...' if len(cl) > 4 else ''})"
+        f"{len(cl)} slices at position {_fmt_xyz(headers[cl[0]].ipp_xyz_mm)} "
+        f"({', '.join(headers[i].rel for i in cl[:4])}{', ...' if len(cl) > 4 else ''})"
         for cl in dup[:5]
     )
     if len(clusters) == 1:
@@ -296,11 +295,15 @@ def _check_spacing(
     if irregular:
         raise DicomSeriesError(
             f"slice spacing of {where} is not uniform",
-            expected=f"a constant step of {step:.3f} mm (+- {tol.spacing_tolerance_mm} mm, config convert.spacing_tolerance_mm)",
+            expected=f"a constant step of {step:.3f} mm "
+            f"(+- {tol.spacing_tolerance_mm} mm, config convert.spacing_tolerance_mm)",
             found="; ".join(irregular[:5]) + (f" (and {len(irregular) - 5} more)" if len(irregular) > 5 else ""),
-            fix="the series mixes slice spacings or holds a damaged position; re-export it or choose another with --series-uid",
+            fix="the series mixes slice spacings or holds a damaged position; "
+            "re-export it or choose another with --series-uid",
         )
-    listed = ", ".join(missing_positions[:20]) + (f" (and {len(missing_positions) - 20} more)" if len(missing_positions) > 20 else "")
+    listed = ", ".join(missing_positions[:20])
+    if len(missing_positions) > 20:
+        listed += f" (and {len(missing_positions) - 20} more)"
     raise DicomSeriesError(
         f"{where} has missing slices: {len(missing_positions)} slice(s) absent",
         expected=f"{len(headers) + len(missing_positions)} slices every {step:.3f} mm along the slice normal",

@@ -85,7 +85,7 @@ class Selection:
     eligible_alternatives: list[str]
 
 
-def assess(group: SeriesGroup, *, min_slices: int) -> Candidate:
+def assess(group: SeriesGroup, *, min_slices: int, position_tolerance_mm: float = 0.05) -> Candidate:
     """Summarise one series and list why it cannot be used (empty list: eligible)."""
     headers = group.headers
     first = group.first
@@ -107,7 +107,7 @@ def assess(group: SeriesGroup, *, min_slices: int) -> Candidate:
     missing_geometry = sum(h.ipp_xyz_mm is None or h.iop is None for h in headers)
     if missing_geometry:
         reasons.append(f"{missing_geometry} file(s) without ImagePositionPatient/ImageOrientationPatient")
-    n_positions = distinct_positions(headers)
+    n_positions = distinct_positions(headers, position_tolerance_mm)
     if missing_geometry == 0 and n_positions < min_slices:
         if n_positions < len(headers):
             first_pos = ", ".join(f"{v:.2f}" for v in first.ipp_xyz_mm)  # type: ignore[union-attr]
@@ -127,13 +127,22 @@ def assess(group: SeriesGroup, *, min_slices: int) -> Candidate:
     )
 
 
-def select_series(groups: list[SeriesGroup], *, min_slices: int, series_uid: str | None = None) -> Selection:
+def select_series(
+    groups: list[SeriesGroup],
+    *,
+    min_slices: int,
+    series_uid: str | None = None,
+    position_tolerance_mm: float = 0.05,
+) -> Selection:
     """Apply the module's rules to the series of a study.
 
     Raises:
         DicomSeriesError: no series is eligible, or ``series_uid`` is unknown or not eligible.
     """
-    candidates = sorted((assess(g, min_slices=min_slices) for g in groups), key=lambda c: c.rank_key())
+    candidates = sorted(
+        (assess(g, min_slices=min_slices, position_tolerance_mm=position_tolerance_mm) for g in groups),
+        key=lambda c: c.rank_key(),
+    )
     eligible = [c for c in candidates if c.eligible]
     listing = "; ".join(_describe(c) for c in candidates[:10]) + (" ..." if len(candidates) > 10 else "")
     if series_uid:
@@ -154,7 +163,9 @@ def select_series(groups: list[SeriesGroup], *, min_slices: int, series_uid: str
                 fix="choose another series: " + listing,
             )
         why = "chosen by hand (--series-uid)"
-        rejected = [(c, c.reasons or ["not the series chosen with --series-uid"]) for c in candidates if c is not chosen]
+        rejected = [
+            (c, c.reasons or ["not the series chosen with --series-uid"]) for c in candidates if c is not chosen
+        ]
     else:
         if not eligible:
             raise DicomSeriesError(
@@ -185,7 +196,10 @@ def _lost_to(c: Candidate, chosen: Candidate) -> str:
     if c.n_positions != chosen.n_positions:
         return f"ranked below the chosen series: fewer slice positions ({c.n_positions} < {chosen.n_positions})"
     if c.step_mm != chosen.step_mm:
-        return f"ranked below the chosen series: thicker slice spacing ({_fmt_step(c.step_mm)} > {_fmt_step(chosen.step_mm)})"
+        return (
+            "ranked below the chosen series: thicker slice spacing "
+            f"({_fmt_step(c.step_mm)} > {_fmt_step(chosen.step_mm)})"
+        )
     return "ties with the chosen series on every criterion; the series key sorts later (use --series-uid to choose it)"
 
 

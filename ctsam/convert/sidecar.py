@@ -21,13 +21,18 @@ SIDECAR_FORMAT = "ctsam-convert-sidecar/1"
 
 
 def _consensus(stack: SliceStack, tag: str) -> Any:
-    """The tag's value if all slices agree, else the list of distinct values (sorted by first use)."""
+    """The tag's value if all slices agree; else ``{"varies_per_slice": true, "min": .., "max": ..}`` for
+    numbers, or ``{"varies_per_slice": true, "values": [distinct values in slice order]}``."""
     values: list[Any] = []
     for h in stack.headers:
         v = h.acquisition.get(tag)
         if v not in values:
             values.append(v)
-    return values[0] if len(values) == 1 else values
+    if len(values) == 1:
+        return values[0]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return {"varies_per_slice": True, "min": min(values), "max": max(values)}
+    return {"varies_per_slice": True, "values": values}
 
 
 def build_sidecar(

@@ -53,7 +53,8 @@ class ConvertOptions:
     @classmethod
     def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ConvertOptions":
         """Options from the ``convert`` config section; ``overrides`` that are not None win."""
-        values = {k: section[k] for k in ("spacing_tolerance_mm", "orientation_tolerance", "tilt", "tilt_tolerance_deg", "min_slices") if k in section}
+        keys = ("spacing_tolerance_mm", "orientation_tolerance", "tilt", "tilt_tolerance_deg", "min_slices")
+        values = {k: section[k] for k in keys if k in section}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -109,7 +110,12 @@ def convert_study(
             fix="point STUDY_DIR at the folder holding the study's DICOM files",
         )
     groups = group_series(scan.headers)
-    selection = select_series(groups, min_slices=options.min_slices, series_uid=options.series_uid)
+    selection = select_series(
+        groups,
+        min_slices=options.min_slices,
+        series_uid=options.series_uid,
+        position_tolerance_mm=options.spacing_tolerance_mm,
+    )
     chosen = selection.chosen
     log.info("chosen series %s (%d files): %s", chosen.key, chosen.n_files, selection.why)
     for cand, reasons in selection.rejected:
@@ -131,7 +137,7 @@ def convert_study(
 
     volume, report = build_volume(stack, resample_tilt=stack.tilted)
     t2 = time.perf_counter()
-    settings = {k: v for k, v in asdict(options).items()}
+    settings = asdict(options)
     sidecar = build_sidecar(
         scan=scan, selection=selection, stack=stack, geometry=volume.geometry, report=report, settings=settings
     )

@@ -4,8 +4,9 @@ Layout under the cohort folder ``DIR``::
 
     DIR/samples.tsv                    case_id, path (DICOM folder), coarse_labels, truth_labels
     DIR/<case>/dicom/IM0001.dcm ...    the CT as a DICOM series
-    DIR/<case>/truth.nii.gz (+ .tsv)   ground-truth labels (TotalSegmentator names)
-    DIR/<case>/coarse.nii.gz (+ .tsv)  labels imitating a 3 mm segmenter
+    DIR/<case>/truth.nii.gz (+ .tsv)   ground-truth labels (TotalSegmentator names), on the grid of
+                                       the converted CT (see :func:`rows_bottom_up`)
+    DIR/<case>/coarse.nii.gz (+ .tsv)  labels imitating a 3 mm segmenter, same grid
     DIR/<case>/phantom.json            parameters, coarse errors introduced, corruption if any
 
 Case ``k`` (1-based) is ``demo-00k``; its phantom is drawn from ``(seed, k)`` alone, so one case can
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ctsam.errors import ConfigError
+from ctsam.volume import Geometry, LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,26 @@ def _index_of(case_id: str, n_cases: int) -> int:
     return ids.index(case_id) + 1
 
 
+def rows_bottom_up(labelmap: LabelMap) -> LabelMap:
+    """The same label map on the grid ``ctsam convert`` gives the DICOM series: rows stored bottom-up.
+
+    ``ctsam convert`` (like dcm2niix) stores image rows bottom-up, i.e. index y runs against the
+    DICOM column direction. Coarse label maps made for the converted CT (as TotalSegmentator's
+    would be) share that grid, so the demo writes its label maps on it. Same voxels in world space.
+    """
+    g = labelmap.geometry
+    ny = g.shape_zyx[1]
+    direction = g.direction_matrix.copy()
+    direction[:, 1] *= -1
+    flipped = Geometry(
+        shape_zyx=g.shape_zyx,
+        spacing_xyz_mm=g.spacing_xyz_mm,
+        origin_xyz_mm=tuple(g.index_to_world([0, ny - 1, 0])),
+        direction=direction,
+    )
+    return LabelMap(array=np.ascontiguousarray(labelmap.array[:, ::-1, :]), geometry=flipped, labels=labelmap.labels)
+
+
 def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int, seed: int, corrupt_case: bool) -> DemoCasePaths:
     """Write one case (DICOM series, truth, coarse labels, phantom.json) and return its paths."""
     from ctsam.demo.dicom import write_series
@@ -97,15 +119,15 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
         for old in paths.dicom_dir.glob("*.dcm"):
             old.unlink()
     write_series(phantom.ct, paths.dicom_dir, case_id=case_id, seed=seed, contrast=spec.contrast, skip_slices=skip)
-    write_labelmap(paths.truth, phantom.truth)
-    write_labelmap(paths.coarse, phantom.coarse)
+    write_labelmap(paths.truth, rows_bottom_up(phantom.truth))
+    write_labelmap(paths.coarse, rows_bottom_up(phantom.coarse))
     atomic_write_json(
         paths.meta,
         {
             "case_id": case_id,
             "seed": int(seed),
             "index": index,
-            "geometry": phantom.ct.geometry.to_dict(),
+            "geometry_dicom": phantom.ct.geometry.to_dict(),
             "noise_hu": round(spec.noise_hu, 3),
             "contrast": spec.contrast,
             "coarse_spacing_mm": spec.coarse_spacing_mm,

@@ -78,6 +78,7 @@ _STRUCTURE_TAGS: tuple[str, ...] = (
     "SamplesPerPixel",
     "PhotometricInterpretation",
     "BitsAllocated",
+    "BitsStored",
     "PixelRepresentation",
     "RescaleSlope",
     "RescaleIntercept",
@@ -122,6 +123,11 @@ class DicomHeader:
     rescale_intercept: float
     transfer_syntax_uid: str
     pixel_problem: str | None = None
+    bits_allocated: int | None = None
+    bits_stored: int | None = None
+    pixel_representation: int = 0
+    pixel_data_offset: int | None = None
+    pixel_data_length: int | None = None
     acquisition: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -237,6 +243,8 @@ def read_header(path: Path, *, rel: str | None = None) -> DicomHeader:
     sop_class = _str(ds, "SOPClassUID") or _str(meta, "MediaStorageSOPClassUID")
     sop_instance = _str(ds, "SOPInstanceUID") or _str(meta, "MediaStorageSOPInstanceUID")
     spacing = _floats(ds, "PixelSpacing", 2)
+    # the raw element: where the pixel data sits in the file, without reading it
+    pixel_elem = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
     return DicomHeader(
         path=path,
         rel=rel if rel is not None else path.name,
@@ -260,16 +268,20 @@ def read_header(path: Path, *, rel: str | None = None) -> DicomHeader:
         rescale_slope=_float(ds, "RescaleSlope", 1.0),
         rescale_intercept=_float(ds, "RescaleIntercept", 0.0),
         transfer_syntax_uid=_str(meta, "TransferSyntaxUID"),
-        pixel_problem=_pixel_problem(ds, path),
+        pixel_problem=_pixel_problem(ds, pixel_elem, path),
+        bits_allocated=_int(ds, "BitsAllocated"),
+        bits_stored=_int(ds, "BitsStored"),
+        pixel_representation=_int(ds, "PixelRepresentation") or 0,
+        pixel_data_offset=getattr(pixel_elem, "value_tell", None),
+        pixel_data_length=getattr(pixel_elem, "length", None),
         acquisition={tag: _json_value(ds, tag) for tag in ACQUISITION_TAGS},
     )
 
 
-def _pixel_problem(ds: Any, path: Path) -> str | None:
+def _pixel_problem(ds: Any, elem: Any, path: Path) -> str | None:
     """Why the file's pixel data cannot be complete (missing, or running past the end of the file)."""
-    if "PixelData" not in ds:
+    if elem is None:
         return "no pixel data (truncated file, or not an image)"
-    elem = ds.get_item("PixelData")
     length = getattr(elem, "length", None)
     tell = getattr(elem, "value_tell", None)
     if length is None or tell is None or length == 0xFFFFFFFF:  # already read, or encapsulated
@@ -314,7 +326,10 @@ def group_series(headers: list[DicomHeader]) -> list[SeriesGroup]:
         for acq, part in parts.items():
             digest_src = repr(fkey if len(parts) == 1 else (fkey, acq)).encode()
             key = "auto-" + hashlib.sha256(digest_src).hexdigest()[:12]
-            how = "frame of reference / orientation / rows x columns / series number and description (no SeriesInstanceUID)"
+            how = (
+                "frame of reference / orientation / rows x columns / series number and description "
+                "(no SeriesInstanceUID)"
+            )
             if len(parts) > 1:
                 how += f", AcquisitionNumber {acq}"
             groups.append(SeriesGroup(key, how, sorted(part, key=lambda h: h.rel)))
@@ -375,6 +390,9 @@ def read_pixels(header: DicomHeader) -> np.ndarray:
     """
     from pydicom.pixels import pixel_array
 
+    fast = _read_native_16bit(header)
+    if fast is not None:
+        return fast
     try:
         array = pixel_array(header.path)
     except Exception as err:  # noqa: BLE001 - every decoder failure becomes one clear error
@@ -402,6 +420,41 @@ def read_pixels(header: DicomHeader) -> np.ndarray:
             fix="ctsam converts single-frame grayscale CT slices; re-export the series as such",
         )
     return array
+
+
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _read_native_16bit(header: DicomHeader) -> np.ndarray | None:
+    """Fast path for uncompressed little-endian 16-bit slices: read the pixel bytes located at scan time.
+
+    Gives the same values as pydicom (unsigned values masked to BitsStored, signed ones sign-extended
+    from BitsStored). Returns None when the file is not of that kind, so pydicom decodes it instead.
+    """
+    n = (header.rows or 0) * (header.columns or 0)
+    if (
+        header.transfer_syntax_uid not in _NATIVE_LITTLE_ENDIAN
+        or header.bits_allocated != 16
+        or header.samples_per_pixel != 1
+        or header.number_of_frames != 1
+        or header.pixel_data_offset is None
+        or header.pixel_data_length != 2 * n
+        or header.pixel_problem
+        or n == 0
+    ):
+        return None
+    signed = header.pixel_representation == 1
+    array = np.fromfile(header.path, dtype="<i2" if signed else "<u2", count=n, offset=header.pixel_data_offset)
+    if array.size != n:
+        return None
+    bits = header.bits_stored or 16
+    if 0 < bits < 16:
+        if signed:
+            shift = 16 - bits
+            array = (array << shift) >> shift
+        else:
+            array &= (1 << bits) - 1
+    return array.reshape(header.rows, header.columns).astype(array.dtype.newbyteorder("="), copy=False)
 
 
 # ---------------------------------------------------------------------------- tag values

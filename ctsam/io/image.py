@@ -194,16 +194,35 @@ def write_labelmap(path: str | os.PathLike[str], labelmap: LabelMap, *, compress
 
 
 def _save_nifti(img, path: Path, compresslevel: int) -> None:
-    import nibabel as nib
+    """Write header, extensions and voxels straight into the (gzip) stream: no full-size copies."""
+    import gzip
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
         if path.name.endswith(".gz"):
-            import gzip
-
             # fixed mtime and no file name in the gzip header: identical data -> identical bytes
-            with open(tmp, "wb") as raw, gzip.GzipFile(
-                filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0
-            ) as fh:
-                fh.write(img.to_bytes())
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0) as fh:
+                _write_nifti_stream(img, fh)
         else:
-            nib.save(img, str(tmp))
+            _write_nifti_stream(img, raw)
+
+
+def _write_nifti_stream(img, fh) -> None:
+    """Single-file NIfTI-1: header (+ extensions), padding to vox_offset, then voxels in Fortran order."""
+    header = img.header
+    array_xyz = np.asanyarray(img.dataobj)
+    header.set_data_dtype(array_xyz.dtype)
+    header.set_data_shape(array_xyz.shape)
+    header.set_slope_inter(None, None)
+    header["vox_offset"] = 0  # let nibabel compute the minimum offset (352 + extensions)
+    header.write_to(fh)
+    offset = int(header.get_data_offset())
+    written = 348 + 4 + sum(ext.get_sizeondisk() for ext in header.extensions)
+    if offset < written:
+        raise RuntimeError(f"NIfTI vox_offset {offset} < header size {written}")
+    fh.write(b"\0" * (offset - written))
+    # array_xyz is a transposed view of a C-ordered (z, y, x) array, so its Fortran order is the
+    # C order of the original: stream it slab by slab without materialising a copy
+    zyx = array_xyz.T
+    dtype = header.get_data_dtype()
+    for k in range(zyx.shape[0]):
+        fh.write(np.ascontiguousarray(zyx[k], dtype=dtype).tobytes())

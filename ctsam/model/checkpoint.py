@@ -159,11 +159,11 @@ def _names(keys: list[str], limit: int = 8) -> str:
 
 
 def check_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], *,
-                     path: str | os.PathLike[str], variant: str, key_names: Callable[[str], str] = str) -> None:
+                     path: str | os.PathLike[str], variant: str) -> None:
     """Raise CheckpointError when keys are missing, unexpected or mis-shaped (all counted and named)."""
-    missing = [key_names(k) for k in expected if k not in state]
-    unexpected = [key_names(k) for k in state if k not in expected]
-    misshaped = [f"{key_names(k)} {tuple(v.shape)} (expected {expected[k]})"
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(v.shape)} (expected {expected[k]})"
                  for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]
     if missing or unexpected or misshaped:
         parts = []

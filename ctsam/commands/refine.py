@@ -1,0 +1,64 @@
+"""``ctsam refine CT PROMPTS -o REFINED.npz --checkpoint MODEL``: promptable refinement of every structure."""
+
+from __future__ import annotations
+
+HELP = "refine every prompted structure with the promptable 3D network (per-structure probabilities)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("ct", help="CT image (NIfTI)")
+    parser.add_argument("prompts", help="prompts JSON from 'ctsam seed'")
+    parser.add_argument("-o", "--output", required=True, help="refined result to write (refined.npz)")
+    parser.add_argument("--checkpoint", required=True, help="model: published params.pth or ctsam .safetensors")
+    parser.add_argument("--device", default=None, help="cpu | cuda[:N] | auto (default: config refine.device)")
+    parser.add_argument("--extra-clicks", default=None,
+                        help="reviewer corrections JSON (see README 'seed and refine'); a missing file is an error")
+    parser.add_argument("--timings", default=None, help="write timing figures (JSON) here (not deterministic)")
+
+
+def run(args) -> int:
+    import logging
+    import time
+
+    import torch
+
+    from ctsam.config import load_config
+    from ctsam.io.atomic import atomic_write_json
+    from ctsam.io.image import read_ct
+    from ctsam.model import load_ctsam3d
+    from ctsam.predictor import PatchPredictor, resolve_device, set_deterministic
+    from ctsam.prompts import merge_corrections, read_corrections, read_prompts
+    from ctsam.refine import RefineEngine, RefineSettings
+    from ctsam.refined import save_refined
+    from ctsam.volume import check_same_space
+
+    log = logging.getLogger("ctsam.refine")
+    config = load_config(args.config)
+    settings = RefineSettings.from_config(config["refine"])
+    device = resolve_device(args.device or settings.device)
+    set_deterministic()
+    t0 = time.perf_counter()
+    prompts = read_prompts(args.prompts, case=args.case)
+    if args.extra_clicks:
+        corrections = read_corrections(args.extra_clicks, case=args.case)
+        prompts = merge_corrections(prompts, corrections)
+        log.info("merged reviewer clicks for %d structure(s) from %s", len(corrections), args.extra_clicks)
+    ct = read_ct(args.ct, case=args.case)
+    check_same_space(ct.geometry, prompts.ct_geometry, name_a="CT", name_b="prompts' CT grid", case=args.case)
+    model = load_ctsam3d(args.checkpoint, device=device)
+    predictor = PatchPredictor(model, device=device, amp_bf16=settings.amp_bf16, batch_size=settings.batch_size,
+                               cache_patches=settings.feature_cache_patches)
+    engine = RefineEngine(predictor, settings)
+    result, timing = engine.run(ct, prompts, case=args.case)
+    result.meta["corrections"] = bool(args.extra_clicks)
+    save_refined(args.output, result)
+    timing["wall_s"] = time.perf_counter() - t0
+    if device.type == "cuda":
+        timing["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    if args.timings:
+        atomic_write_json(args.timings, {"device": str(device), **timing, "counts": result.meta["counts"]})
+    c = result.meta["counts"]
+    log.info("refined %d structures (%d skipped): %d patches encoded, %d decodes in %d rounds, %.1f s on %s -> %s",
+             len(result.structures), len(result.skipped), c["patches_encoded"], c["decodes"], c["rounds"],
+             timing["wall_s"], device, args.output)
+    return 0

@@ -1,0 +1,192 @@
+"""Per-case run manifest: what went in, what came out, with which software, config and weights.
+
+``manifest.json`` records, for one case:
+
+* ``inputs`` / ``outputs``: sha256 and size of every file (a folder, e.g. a DICOM series, gets one
+  digest over its files' relative paths and contents). Files are named by their path relative to
+  the case's results folder when inside it, else by their base name only (full paths can carry
+  patient names);
+* ``checkpoints``: sha256 of model weights;
+* ``software``: Python and package versions;
+* ``config_digest``: sha256 of the canonical JSON of the validated config;
+* ``stages``: per-stage timings from Snakemake benchmark files (``benchmarks/<case>/<rule>.tsv``:
+  columns ``s``, ``max_rss`` (MB), ``cpu_time`` ...; the mean over repeated rows) and from
+  ``timing_s`` fields of stage sidecars (JSON), when present.
+
+No timestamps are written, so the same inputs and environment give an identical file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from ctsam import __version__
+from ctsam.errors import InputDataError
+from ctsam.provenance import config_digest, package_versions, sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT_VERSION = 1
+SOFTWARE = (
+    "ctsam",
+    "numpy",
+    "scipy",
+    "SimpleITK",
+    "nibabel",
+    "pydicom",
+    "torch",
+    "monai",
+    "pandas",
+    "pyarrow",
+    "matplotlib",
+    "highdicom",
+    "TotalSegmentator",
+    "pyradiomics-bhklab",
+    "snakemake",
+)
+
+
+def _display_name(path: Path, case_dir: Path | None) -> str:
+    if case_dir is not None:
+        try:
+            return path.resolve().relative_to(case_dir.resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
+def sha256_dir(path: Path) -> tuple[str, int, int]:
+    """Digest of a folder: sha256 over (relative path, file sha256) of every file, sorted.
+
+    Returns ``(hexdigest, n_files, total_bytes)``.
+    """
+    h = hashlib.sha256()
+    n = size = 0
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            f = Path(root) / name
+            rel = f.relative_to(path).as_posix()
+            h.update(rel.encode("utf-8") + b"\0" + sha256_file(f).encode() + b"\n")
+            n += 1
+            size += f.stat().st_size
+    return h.hexdigest(), n, size
+
+
+def describe_file(path: str | os.PathLike[str], *, case_dir: Path | None = None, case: str | None = None) -> dict:
+    """``{name, sha256, bytes}`` (plus ``files`` for folders) of an existing file or folder."""
+    p = Path(path)
+    if not p.exists():
+        raise InputDataError(
+            "file listed for the manifest does not exist",
+            case=case,
+            path=p,
+            expected="an existing file or folder",
+            found="no such path",
+            fix="pass only files the stages wrote (check the rule's input/output lists)",
+        )
+    if p.is_dir():
+        digest, n, size = sha256_dir(p)
+        return {"name": _display_name(p, case_dir), "sha256": digest, "bytes": size, "files": n}
+    return {"name": _display_name(p, case_dir), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+
+
+def read_benchmark(path: str | os.PathLike[str], *, case: str | None = None) -> dict:
+    """A Snakemake benchmark TSV -> ``{wall_s, max_rss_mb, cpu_s, repeats}`` (means over rows)."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+    except OSError as err:
+        raise InputDataError("benchmark file is unreadable", case=case, path=p, found=str(err)) from err
+    if not rows or "s" not in rows[0]:
+        raise InputDataError(
+            "benchmark file has no timing rows",
+            case=case,
+            path=p,
+            expected="a Snakemake benchmark TSV with a header line starting 's\\th:m:s'",
+            found=f"{len(rows)} rows, columns {list(rows[0]) if rows else []}",
+            fix="pass the file written by the rule's 'benchmark:' directive",
+        )
+
+    def mean(key: str) -> float | None:
+        vals = []
+        for r in rows:
+            try:
+                vals.append(float(r[key]))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return round(sum(vals) / len(vals), 4) if vals else None
+
+    return {"wall_s": mean("s"), "max_rss_mb": mean("max_rss"), "cpu_s": mean("cpu_time"), "repeats": len(rows)}
+
+
+def read_sidecar_timing(path: str | os.PathLike[str], *, case: str | None = None) -> dict | None:
+    """The ``timing_s`` mapping of a stage sidecar JSON, or None when it has none."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputDataError("sidecar JSON is unreadable", case=case, path=p, found=f"{type(err).__name__}: {err}") from err
+    timing = doc.get("timing_s") if isinstance(doc, dict) else None
+    return timing if isinstance(timing, dict) else None
+
+
+def _stage_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".tsv", ".json", ".txt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+def build_manifest(
+    *,
+    case: str | None,
+    inputs: list[str | os.PathLike[str]] = (),  # type: ignore[assignment]
+    outputs: list[str | os.PathLike[str]] = (),  # type: ignore[assignment]
+    checkpoints: list[str | os.PathLike[str]] = (),  # type: ignore[assignment]
+    benchmarks: list[str | os.PathLike[str]] = (),  # type: ignore[assignment]
+    sidecars: list[str | os.PathLike[str]] = (),  # type: ignore[assignment]
+    config: dict | None = None,
+    case_dir: str | os.PathLike[str] | None = None,
+) -> dict:
+    """Assemble the manifest document (see the module docstring). Lists keep the given order."""
+    cdir = Path(case_dir) if case_dir is not None else None
+    stages: dict[str, dict] = {}
+    for b in benchmarks:
+        stages.setdefault(_stage_name(Path(b)), {})["benchmark"] = read_benchmark(b, case=case)
+    for s in sidecars:
+        timing = read_sidecar_timing(s, case=case)
+        if timing is not None:
+            stages.setdefault(_stage_name(Path(s)), {})["sidecar_timing_s"] = timing
+    return {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "case": case,
+        "ctsam_version": __version__,
+        "software": package_versions(SOFTWARE),
+        "config_digest": config_digest(config) if config is not None else None,
+        "inputs": [describe_file(p, case_dir=cdir, case=case) for p in inputs],
+        "checkpoints": [describe_file(p, case_dir=cdir, case=case) for p in checkpoints],
+        "outputs": [describe_file(p, case_dir=cdir, case=case) for p in outputs],
+        "stages": dict(sorted(stages.items())),
+    }
+
+
+def discover_case_files(case_dir: str | os.PathLike[str], *, exclude: tuple[str, ...] = ("manifest.json",)) -> dict:
+    """Files of a case's results folder, grouped for :func:`build_manifest`.
+
+    ``outputs``: every file (recursively, sorted) except ``exclude``; ``sidecars``: the ``*.json``
+    among them; ``benchmarks``: ``<case_dir>/benchmarks/*.tsv`` if that folder exists.
+    """
+    d = Path(case_dir)
+    if not d.is_dir():
+        raise InputDataError("case results folder not found", path=d, fix="pass results/<case>")
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.name not in exclude and "benchmarks" not in p.relative_to(d).parts)
+    bench = sorted((d / "benchmarks").glob("*.tsv")) if (d / "benchmarks").is_dir() else []
+    return {"outputs": files, "sidecars": [p for p in files if p.suffix == ".json"], "benchmarks": bench}

@@ -1,0 +1,1 @@
+"""The cohort QC report: table (parquet + CSV), overlay snapshots, flagged cases, provenance, HTML."""

@@ -1,0 +1,250 @@
+"""Assemble the cohort report from a results folder: table, snapshots, provenance, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ctsam.errors import CtsamError, InputDataError
+from ctsam.report.html import CaseView, ReportData, render_html
+from ctsam.report.table import CaseQC, load_qc_docs, qc_dataframe, write_table
+
+log = logging.getLogger(__name__)
+
+
+def read_failures(path: str | os.PathLike[str]) -> list[dict]:
+    """A failure list: TSV/CSV with a ``case`` column (other columns are shown as they are), or
+    plain text with one case per line (optionally ``case<TAB>message``)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputDataError("failure list not found", path=p, fix="pass the workflow's failure list or drop --failures")
+    text = p.read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        return []
+    delim = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
+    if delim and "case" in [c.strip() for c in lines[0].split(delim)]:
+        return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(lines, delimiter=delim)]
+    out = []
+    for ln in lines:
+        parts = ln.split("\t", 1)
+        out.append({"case": parts[0].strip(), "message": parts[1].strip() if len(parts) > 1 else ""})
+    return out
+
+
+def _focus(doc: dict) -> tuple[str | None, np.ndarray | None]:
+    """The structure the snapshot should pass through, and its LPS centroid: the structure with
+    the most severe flag other than ``truncated`` (which whole-body scans raise everywhere), ties
+    broken by score then size; without such flags, the voxel-weighted centre of all structures."""
+    structs = [s for s in doc["structures"] if s.get("centroid_lps_mm") is not None and s.get("voxels")]
+    if not structs:
+        return None, None
+    rank = {"info": 1, "warning": 2, "error": 3}
+
+    def key(s):
+        fl = [f for f in s.get("flags") or [] if f["flag"] != "truncated"]
+        return (max((rank.get(f["severity"], 0) for f in fl), default=0), len(fl), s["voxels"])
+
+    best = max(structs, key=key)
+    if key(best)[0] > 0:
+        return best["name"], np.asarray(best["centroid_lps_mm"], dtype=float)
+    w = np.array([s["voxels"] for s in structs], dtype=float)
+    c = np.array([s["centroid_lps_mm"] for s in structs], dtype=float)
+    return None, (c * w[:, None]).sum(axis=0) / w.sum()
+
+
+def _find(case_dir: Path, name: str | None, pattern: str | None) -> Path | None:
+    if pattern:
+        hits = sorted(case_dir.glob(pattern))
+        return hits[0] if hits else None
+    if name and (case_dir / name).exists():
+        return case_dir / name
+    return None
+
+
+def snapshot_for(c: CaseQC, *, ct_pattern: str | None, labels_pattern: str | None) -> tuple[bytes | None, str | None, str | None]:
+    """(png, note, focus structure) for one case; never raises for missing/broken images."""
+    from ctsam.io.image import read_ct, read_labelmap
+    from ctsam.report.snapshots import render_snapshot
+
+    inputs = c.doc.get("inputs") or {}
+    ct_path = _find(c.case_dir, inputs.get("ct"), ct_pattern)
+    lab_path = _find(c.case_dir, inputs.get("labels"), labels_pattern)
+    if ct_path is None or lab_path is None:
+        missing = "CT" if ct_path is None else "label map"
+        return None, f"No snapshot: {missing} not found in the case folder.", None
+    try:
+        ct = read_ct(ct_path, case=c.case)
+        lab = read_labelmap(lab_path, case=c.case)
+        focus, world = _focus(c.doc)
+        png = render_snapshot(
+            ct.array,
+            lab.array,
+            lab.geometry,
+            lab.labels,
+            focus_world_xyz=world,
+            title=f"{c.case}" + (f" — through {focus}" if focus else ""),
+        )
+        return png, None, focus
+    except (CtsamError, ValueError) as err:
+        log.warning("no snapshot for case %s: %s", c.case, err)
+        return None, f"No snapshot: {str(err).splitlines()[0]}", None
+
+
+def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json") -> dict:
+    """Counts of config digests, versions, checkpoints and software across the cases' manifests,
+    and per-stage timing summaries (median/max wall time, max RSS)."""
+    digests: Counter = Counter()
+    versions: Counter = Counter()
+    ckpts: Counter = Counter()
+    software: dict[str, Counter] = {}
+    stages: dict[str, dict[str, list[float]]] = {}
+    n = 0
+    for c in cases:
+        p = c.case_dir / manifest_name
+        if not p.exists():
+            continue
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            log.warning("unreadable manifest %s: %s", p, err)
+            continue
+        n += 1
+        digests[str(m.get("config_digest"))] += 1
+        versions[str(m.get("ctsam_version"))] += 1
+        for ck in m.get("checkpoints") or []:
+            ckpts[f"{ck.get('name')}: {ck.get('sha256')}"] += 1
+        for pkg, ver in (m.get("software") or {}).items():
+            software.setdefault(pkg, Counter())[str(ver)] += 1
+        for stage, info in (m.get("stages") or {}).items():
+            b = info.get("benchmark") or {}
+            st = stages.setdefault(stage, {"wall": [], "rss": []})
+            if b.get("wall_s") is not None:
+                st["wall"].append(float(b["wall_s"]))
+            if b.get("max_rss_mb") is not None:
+                st["rss"].append(float(b["max_rss_mb"]))
+    return {
+        "n_manifests": n,
+        "config_digest": dict(digests.most_common()),
+        "ctsam_version": dict(versions.most_common()),
+        "checkpoints": dict(ckpts.most_common()),
+        "software": {k: dict(v.most_common()) for k, v in sorted(software.items())},
+        "stages": {
+            k: {
+                "cases": len(v["wall"]),
+                "median_wall_s": float(np.median(v["wall"])) if v["wall"] else None,
+                "max_wall_s": max(v["wall"]) if v["wall"] else None,
+                "max_rss_mb": max(v["rss"]) if v["rss"] else None,
+            }
+            for k, v in sorted(stages.items())
+        },
+    }
+
+
+def structure_summary(df) -> list[dict]:
+    """Per-structure medians across cases (rows in label-index order)."""
+    out = []
+    if df.empty:
+        return out
+    for name, g in df.groupby("structure", sort=False):
+        def med(col):
+            v = g[col].dropna()
+            return float(v.median()) if len(v) else None
+
+        out.append(
+            {
+                "structure": str(name),
+                "index": int(g["index"].dropna().min()) if g["index"].notna().any() else 10**6,
+                "cases": int(g["case"].nunique()),
+                "refined": int((g["source"] == "refined").sum()),
+                "volume_ml": med("volume_ml"),
+                "dice": med("dice"),
+                "hd95_mm": med("hd95_mm"),
+                "nsd": med("nsd"),
+                "flags": int(g["n_flags"].sum()),
+            }
+        )
+    return sorted(out, key=lambda r: (r["index"], r["structure"]))
+
+
+def build_report(
+    results_dir: str | os.PathLike[str],
+    output_html: str | os.PathLike[str],
+    *,
+    table_stem: str | None = None,
+    failures: str | os.PathLike[str] | None = None,
+    max_snapshots: int = 50,
+    ct_pattern: str | None = None,
+    labels_pattern: str | None = None,
+    qc_name: str = "qc.json",
+    title: str = "ctsam cohort QC report",
+) -> dict:
+    """Write the HTML report plus ``<table_stem>.parquet`` and ``.csv`` beside it.
+
+    Returns a small summary (``cases``, ``rows``, ``flagged``, ``snapshots``, file paths).
+    """
+    from ctsam.io.atomic import atomic_write_text
+
+    results = Path(results_dir)
+    if not results.is_dir():
+        raise InputDataError("results folder not found", path=results, fix="pass the workflow's results/ folder")
+    out = Path(output_html)
+    stem = table_stem or out.name.removesuffix(".html") + "_qc"
+    parquet, csvp = out.with_name(stem + ".parquet"), out.with_name(stem + ".csv")
+
+    cases, unreadable = load_qc_docs(results, qc_name=qc_name)
+    df = qc_dataframe(cases)
+    write_table(df, parquet, csvp)
+
+    views = []
+    for c in cases:
+        all_flags = [f | {"structure": s["name"]} for s in c.doc["structures"] for f in s.get("flags") or []]
+        sources = Counter(str((s.get("fusion") or {}).get("source")) for s in c.doc["structures"] if s.get("fusion"))
+        summary = c.doc.get("summary") or {}
+        views.append(
+            CaseView(
+                case=c.case,
+                severity=summary.get("severity"),
+                severity_score=int(summary.get("severity_score") or 0),
+                n_structures=len(c.doc["structures"]),
+                flags=all_flags,
+                sources=dict(sources),
+            )
+        )
+    order = sorted(range(len(cases)), key=lambda i: (-views[i].severity_score, cases[i].case))
+    shown = order[: max(max_snapshots, 0)]
+    for i in shown:
+        png, note, focus = snapshot_for(cases[i], ct_pattern=ct_pattern, labels_pattern=labels_pattern)
+        views[i].snapshot_png, views[i].snapshot_note, views[i].focus = png, note, focus
+    for i in order[len(shown):]:
+        views[i].snapshot_note = "No snapshot (limit reached)."
+    prov = provenance_summary(cases)
+    prov["failure_list_given"] = failures is not None
+    data = ReportData(
+        title=title,
+        results_name=results.name,
+        cases=views,
+        structure_summary=structure_summary(df),
+        provenance=prov,
+        failures=read_failures(failures) if failures else [],
+        unreadable=[{"case": u.case, "error": u.error} for u in unreadable],
+        table_files={"parquet": parquet.name, "CSV": csvp.name},
+        n_snapshots_omitted=max(len(cases) - len(shown), 0),
+    )
+    atomic_write_text(out, render_html(data))
+    log.info("report: %d cases, %d rows, %d snapshots -> %s", len(cases), len(df), sum(v.snapshot_png is not None for v in views), out)
+    return {
+        "cases": len(cases),
+        "rows": int(len(df)),
+        "flagged": sum(1 for v in views if v.flags),
+        "snapshots": sum(v.snapshot_png is not None for v in views),
+        "html": str(out),
+        "parquet": str(parquet),
+        "csv": str(csvp),
+    }
