@@ -138,7 +138,12 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     coarse = read_labelmap(row.coarse, case=row.case_id)
     truth = align_labels(truth, ct.geometry, case=row.case_id, what="ground truth")
     coarse = align_labels(coarse, ct.geometry, case=row.case_id, what="coarse labels")
-    prompts = seed_case(coarse, SeedSettings.from_config(config.get("seed") or {}))
+    import copy
+
+    from ctsam.config import fill_defaults, load_schema
+
+    config = fill_defaults(copy.deepcopy(dict(config)), load_schema())  # a partial config gets the defaults
+    prompts = seed_case(coarse, SeedSettings.from_config(config))
     rs = RefineSettings.from_config(config.get("refine") or {})
     predictor = PatchPredictor(model, device=model.device, amp_bf16=rs.amp_bf16, batch_size=rs.batch_size,
                                cache_patches=rs.feature_cache_patches)
