@@ -360,13 +360,15 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "demo": (),
     "convert": ("convert",),
     "coarse": ("coarse",),
-    "seed": ("seed",),
+    "seed": ("seed", "structures"),
     "refine": ("refine",),
     "fuse": ("fuse",),
     "qc": ("qc",),
     "radiomics": ("radiomics",),
     "radiomics_cohort": ("radiomics",),
     "report": ("qc", "report"),
+    # the manifest's config digest covers every setting that shapes a case's results
+    "manifest": ("convert", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics"),
 }
 
 

@@ -109,6 +109,23 @@ def results_of(wildcards, output):
     return str(Path(output[0]).parent.parent)
 
 
+def refine_checkpoint():
+    # the model file itself is an input: new weights re-run refine and everything after it
+    from ctsam.resources import resolve_model_path
+
+    return str(resolve_model_path(config["refine"]["checkpoint"]))
+
+
+def get_corrections(wildcards):
+    # reviewer clicks for this case, if someone wrote them (see README 'seed and refine')
+    path = Path(WF["corrections_dir"]) / f"{wildcards.case}.json"
+    return [str(path)] if path.exists() else []
+
+
+def corrections_arg(wildcards, input):
+    return f"--extra-clicks {shlex.quote(input.corrections)}" if input.corrections else ""
+
+
 def get_refined(wildcards):
     # fuse and qc use the refined probabilities when the refine stage runs, else coarse masks only
     return case_file(RESULTS, "refine", wildcards.case) if "refine" in STAGES else []
@@ -125,6 +142,7 @@ def final_targets():
     if DEMO:
         targets.extend(expand(demo_out("dicom"), case=cases))
     targets.extend(case_file(RESULTS, s, c) for s in STAGES if s in STAGE_FILES and s != "seed" for c in cases)
+    targets.extend(f"{RESULTS}/{c}/manifest.json" for c in cases)
     if "report" in STAGES:
         targets.append(cohort_out("report.html"))
     if "radiomics_cohort" in STAGES:

@@ -5,6 +5,8 @@ rule refine:
     input:
         ct=out("convert"),
         prompts=out("seed"),
+        checkpoint=refine_checkpoint(),
+        corrections=get_corrections,
     output:
         refined=out("refine"),
     log:
@@ -13,6 +15,7 @@ rule refine:
         bench_path("refine")
     params:
         config=stage_config("refine"),
+        extra_clicks=corrections_arg,
     threads: 1
     resources:
         mem_mb=16000,
@@ -21,4 +24,5 @@ rule refine:
         "../envs/ctsam.yaml"
     shell:
         "python -m ctsam refine {input.ct} {input.prompts} -o {output.refined}"
+        " --checkpoint {input.checkpoint} {params.extra_clicks}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

@@ -9,7 +9,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("ct", help="CT image (NIfTI)")
     parser.add_argument("prompts", help="prompts JSON from 'ctsam seed'")
     parser.add_argument("-o", "--output", required=True, help="refined result to write (refined.npz)")
-    parser.add_argument("--checkpoint", required=True, help="model: published params.pth or ctsam .safetensors")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="model: published params.pth, ctsam .safetensors or builtin:NAME (default: config refine.checkpoint)",
+    )
     parser.add_argument("--device", default=None, help="cpu | cuda[:N] | auto (default: config refine.device)")
     parser.add_argument("--extra-clicks", default=None,
                         help="reviewer corrections JSON (see README 'seed and refine'); a missing file is an error")
@@ -45,7 +49,7 @@ def run(args) -> int:
         log.info("merged reviewer clicks for %d structure(s) from %s", len(corrections), args.extra_clicks)
     ct = read_ct(args.ct, case=args.case)
     check_same_space(ct.geometry, prompts.ct_geometry, name_a="CT", name_b="prompts' CT grid", case=args.case)
-    model = load_ctsam3d(args.checkpoint, device=device)
+    model = load_ctsam3d(args.checkpoint or config["refine"]["checkpoint"], device=device)
     predictor = PatchPredictor(model, device=device, amp_bf16=settings.amp_bf16, batch_size=settings.batch_size,
                                cache_patches=settings.feature_cache_patches)
     engine = RefineEngine(predictor, settings)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ctsam.errors import CheckpointError
+from ctsam.resources import BUILTIN_PREFIX, resolve_model_path  # noqa: F401 (re-exported)
 from ctsam.io.atomic import atomic_path, atomic_write_json
 from ctsam.model.ctsam3d import FORMAT_VERSION, CtSam3D, ModelMeta
 from ctsam.model.registry import MODEL_REGISTRY, PATCH_SIZE, build_model
@@ -428,26 +429,6 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict:
         elif key.startswith(SAFETENSORS_META_KEY + "_"):
             out[key[len(SAFETENSORS_META_KEY) + 1:]] = json.loads(value)
     return out
-
-
-BUILTIN_PREFIX = "builtin:"
-
-
-def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
-    """A model path, or ``builtin:NAME`` -> the model ``NAME.safetensors`` shipped in
-    ``ctsam/resources/models/`` (e.g. ``builtin:demo_micro``)."""
-    text = str(spec)
-    if not text.startswith(BUILTIN_PREFIX):
-        return Path(spec)
-    name = text[len(BUILTIN_PREFIX):]
-    folder = Path(__file__).resolve().parents[1] / "resources" / "models"
-    path = folder / f"{name}.safetensors"
-    if not path.is_file():
-        shipped = sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
-        raise CheckpointError("unknown built-in model", path=text,
-                              expected=", ".join(BUILTIN_PREFIX + n for n in shipped) or "a shipped model",
-                              found=name, fix="pass a model file path, or one of the built-in names")
-    return path
 
 
 def to_published_state_dict(model: CtSam3D) -> dict[str, torch.Tensor]:

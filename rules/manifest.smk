@@ -1,0 +1,37 @@
+# Every per-case output -> results/<case>/manifest.json: input and output hashes, software versions,
+# checkpoint sha256, config digest and per-stage timings (from results/<case>/benchmarks/*.tsv).
+
+
+def manifest_inputs(wildcards):
+    return [case_file(RESULTS, s, wildcards.case) for s in STAGES if s in STAGE_FILES and s != "seed"]
+
+
+def manifest_args(wildcards, input):
+    args = [f"--output-file {shlex.quote(p)}" for p in input.outputs]
+    args += [f"--input {shlex.quote(p)}" for p in input.study]
+    args += [f"--checkpoint {shlex.quote(p)}" for p in input.checkpoint]
+    return " ".join(args)
+
+
+rule manifest:
+    input:
+        outputs=manifest_inputs,
+        study=get_study,
+        checkpoint=[refine_checkpoint()] if "refine" in STAGES else [],
+    output:
+        manifest=case_out("manifest.json"),
+    log:
+        log_path("manifest"),
+    params:
+        case_dir=lambda wildcards: f"{RESULTS}/{wildcards.case}",
+        files=manifest_args,
+        config=stage_config("manifest"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam manifest {params.case_dir} {params.files} -o {output.manifest}"
+        " --case {wildcards.case} --config {params.config} 2> {log}"
