@@ -4,10 +4,7 @@ Runs the 2-case demo with the SLURM profile (`--executor slurm`) and a local run
 config, then checks: every SLURM job of the run is known to SLURM (`scontrol show job`, kept for
 MinJobAge=600 s), per-case work is at most 3 SLURM jobs per case, jobs of rules the profile maps
 to a GPU requested one (gres/gpu) and no other job did, and the results (CT, label maps) are
-byte-identical to the local run's.
-
-TODO(lead): the refine stage (the GPU rule) is not in ctsam yet on this branch; once `ctsam refine`
-lands, the GPU assertion below runs on real refine jobs (it is then required, not optional).
+byte-identical to the local run's. The refine jobs (the GPU stage) must have asked SLURM for a GPU.
 """
 
 from __future__ import annotations
@@ -100,8 +97,8 @@ def test_gpu_rules_asked_slurm_for_a_gpu(runs):
     assert all(rules for rules, _ in asked.values()), asked
     for job_id, (rules, wants_gpu) in asked.items():
         assert wants_gpu == bool(rules & gpu_rules), (job_id, rules, wants_gpu)
-    if "refine" in STAGES:
-        assert any("refine" in rules and g for rules, g in asked.values()), asked
+    assert "refine" in STAGES
+    assert any("refine" in rules and g for rules, g in asked.values()), asked
 
 
 def test_slurm_results_equal_local_results(runs):
