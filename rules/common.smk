@@ -126,6 +126,22 @@ def corrections_arg(wildcards, input):
     return f"--extra-clicks {shlex.quote(input.corrections)}" if input.corrections else ""
 
 
+def manifest_inputs(wildcards):
+    return [case_file(RESULTS, s, wildcards.case) for s in STAGES if s in STAGE_FILES and s != "seed"]
+
+
+def _paths(item):
+    # a named input holds one path (a str) or several (a list)
+    return [item] if isinstance(item, str) else list(item)
+
+
+def manifest_args(wildcards, input):
+    args = [f"--output-file {shlex.quote(p)}" for p in _paths(input.outputs)]
+    args += [f"--input {shlex.quote(p)}" for p in _paths(input.study)]
+    args += [f"--checkpoint {shlex.quote(p)}" for p in _paths(input.checkpoint)]
+    return " ".join(args)
+
+
 def get_refined(wildcards):
     # fuse and qc use the refined probabilities when the refine stage runs, else coarse masks only
     return case_file(RESULTS, "refine", wildcards.case) if "refine" in STAGES else []

@@ -2,22 +2,6 @@
 # checkpoint sha256, config digest and per-stage timings (from results/<case>/benchmarks/*.tsv).
 
 
-def manifest_inputs(wildcards):
-    return [case_file(RESULTS, s, wildcards.case) for s in STAGES if s in STAGE_FILES and s != "seed"]
-
-
-def _paths(item):
-    # a named input holds one path (a str) or several (a list)
-    return [item] if isinstance(item, str) else list(item)
-
-
-def manifest_args(wildcards, input):
-    args = [f"--output-file {shlex.quote(p)}" for p in _paths(input.outputs)]
-    args += [f"--input {shlex.quote(p)}" for p in _paths(input.study)]
-    args += [f"--checkpoint {shlex.quote(p)}" for p in _paths(input.checkpoint)]
-    return " ".join(args)
-
-
 rule manifest:
     input:
         outputs=manifest_inputs,
