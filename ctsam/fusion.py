@@ -394,7 +394,6 @@ def fuse(
     # --- paint
     max_index = max(vocabulary.labels) if vocabulary.labels else 0
     out_arr = np.zeros(shape, dtype=smallest_label_dtype(max_index))
-    accepted_set = set(accepted)
     for out, rec in report.items():
         if rec.source != SOURCE_COARSE or out not in members:
             continue

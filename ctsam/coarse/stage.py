@@ -51,21 +51,9 @@ def _is_nifti(path: Path) -> bool:
 
 def ct_geometry(path: str | os.PathLike[str], *, case: str | None = None) -> Geometry:
     """The CT's grid; NIfTI is read header-only."""
-    from ctsam.io.image import read_image
-    from ctsam.volume import Geometry
+    from ctsam.io.image import read_geometry
 
-    path = Path(path)
-    if _is_nifti(path) and path.exists():
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(path))
-        except Exception:  # noqa: BLE001 - let read_image produce the precise error
-            img = None
-        if img is not None and len(img.shape) == 3:
-            return Geometry.from_affine_ras(img.affine, tuple(reversed(img.shape)))
-    _, geometry, _ = read_image(path, case=case)
-    return geometry
+    return read_geometry(path, case=case)
 
 
 @dataclass(frozen=True)

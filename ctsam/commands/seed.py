@@ -16,7 +16,7 @@ def run(args) -> int:
     import time
 
     from ctsam.config import load_config
-    from ctsam.io.image import read_image, read_labelmap
+    from ctsam.io.image import read_geometry, read_labelmap
     from ctsam.prompts import write_prompts
     from ctsam.seeding import SeedSettings, seed_case
     from ctsam.volume import check_same_space
@@ -25,7 +25,7 @@ def run(args) -> int:
     config = load_config(args.config)
     settings = SeedSettings.from_config(config)
     t0 = time.perf_counter()
-    _, ct_geometry, _ = read_image(args.ct, case=args.case)
+    ct_geometry = read_geometry(args.ct, case=args.case)
     labelmap = read_labelmap(args.coarse, case=args.case)
     check_same_space(ct_geometry, labelmap.geometry, name_a="CT", name_b="coarse label map", case=args.case)
     prompts = seed_case(labelmap, settings)

@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from ctsam.convert.geometry import GeometryTolerances, SliceStack, validate_stack

@@ -18,7 +18,7 @@ dcm2niix does). The step along the normal is the true slice distance ``|p_{k+1} 
 from __future__ import annotations
 
 import logging
-import math
+
 from dataclasses import dataclass
 
 import numpy as np

@@ -93,6 +93,22 @@ def read_image(path: str | os.PathLike[str], *, case: str | None = None) -> tupl
         ) from err
 
 
+def read_geometry(path: str | os.PathLike[str], *, case: str | None = None) -> Geometry:
+    """Only the voxel grid of an image; NIfTI is read header-only (no voxels decompressed)."""
+    path = Path(path)
+    if _is_nifti(path) and path.exists():
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(path))
+        except Exception:  # noqa: BLE001 - read_image below produces the precise error
+            img = None
+        if img is not None and len(img.shape) == 3:
+            return Geometry.from_affine_ras(img.affine, tuple(reversed(img.shape)))
+    _, geometry, _ = read_image(path, case=case)
+    return geometry
+
+
 def read_ct(path: str | os.PathLike[str], *, case: str | None = None) -> CTVolume:
     """Read a CT image; the array keeps its stored dtype (usually int16 HU)."""
     array, geometry, _ = read_image(path, case=case)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
+
 import os
 import shutil
 import time
