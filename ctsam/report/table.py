@@ -10,38 +10,39 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Columns of the cohort table, in order.
-COLUMNS = [
-    "case",
-    "structure",
-    "index",
-    "source",
-    "source_reason",
-    "voxels",
-    "volume_ml",
-    "coarse_volume_ml",
-    "components",
-    "largest_component_fraction",
-    "agreement_status",
-    "dice",
-    "hd95_mm",
-    "msd_mm",
-    "nsd",
-    "nsd_tolerance_mm",
-    "hu_mean",
-    "hu_std",
-    "hu_p5",
-    "hu_p50",
-    "hu_p95",
-    "border_faces",
-    "laterality_ok",
-    "mean_probability",
-    "quality",
-    "n_flags",
-    "flags",
-    "severity",
-    "severity_score",
-]
+#: Columns of the cohort table, in order, with their pandas dtypes (nullable where values may be missing).
+COLUMN_DTYPES: dict[str, str] = {
+    "case": "string",
+    "structure": "string",
+    "index": "Int64",
+    "source": "string",
+    "source_reason": "string",
+    "voxels": "Int64",
+    "volume_ml": "float64",
+    "coarse_volume_ml": "float64",
+    "components": "Int64",
+    "largest_component_fraction": "float64",
+    "agreement_status": "string",
+    "dice": "float64",
+    "hd95_mm": "float64",
+    "msd_mm": "float64",
+    "nsd": "float64",
+    "nsd_tolerance_mm": "float64",
+    "hu_mean": "float64",
+    "hu_std": "float64",
+    "hu_p5": "float64",
+    "hu_p50": "float64",
+    "hu_p95": "float64",
+    "border_faces": "string",
+    "laterality_ok": "boolean",
+    "mean_probability": "float64",
+    "quality": "float64",
+    "n_flags": "Int64",
+    "flags": "string",
+    "severity": "string",
+    "severity_score": "Int64",
+}
+COLUMNS = list(COLUMN_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -135,32 +136,7 @@ def qc_dataframe(cases: list[CaseQC]):
     import pandas as pd
 
     df = pd.DataFrame(qc_rows(cases), columns=COLUMNS)
-    ints = ["index", "voxels", "components", "n_flags", "severity_score"]
-    floats = [
-        "volume_ml",
-        "coarse_volume_ml",
-        "largest_component_fraction",
-        "dice",
-        "hd95_mm",
-        "msd_mm",
-        "nsd",
-        "nsd_tolerance_mm",
-        "hu_mean",
-        "hu_std",
-        "hu_p5",
-        "hu_p50",
-        "hu_p95",
-        "mean_probability",
-        "quality",
-    ]
-    for col in ints:
-        df[col] = df[col].astype("Int64")
-    for col in floats:
-        df[col] = df[col].astype("float64")
-    df["laterality_ok"] = df["laterality_ok"].astype("boolean")
-    for col in ["case", "structure", "source", "source_reason", "agreement_status", "border_faces", "flags", "severity"]:
-        df[col] = df[col].astype("string")
-    return df
+    return df.astype(COLUMN_DTYPES)
 
 
 def write_table(df, parquet_path: str | os.PathLike[str], csv_path: str | os.PathLike[str]) -> None:
