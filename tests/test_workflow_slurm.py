@@ -62,7 +62,11 @@ def runs(tmp_path_factory):
     proc = snakemake(
         remote, "--profile", "workflow/profiles/slurm", "--jobs", "4",
         "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
-        "--slurm-keep-successful-logs", config=CONFIG, timeout=1200,
+        "--slurm-keep-successful-logs",
+        # the test node has 2 CPUs: the post group runs qc (1 thread) beside radiomics, so radiomics
+        # gets 1 thread here (SLURM leaves a job asking for more CPUs than a node has pending forever)
+        "--set-threads", "radiomics=1",
+        config=CONFIG, timeout=1200,
     )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-6000:]
