@@ -26,19 +26,13 @@ from ctsam.volume import Geometry
 _IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
 
-def _corner_indices_xyz(shape_zyx: tuple[int, int, int]) -> np.ndarray:
-    sx, sy, sz = shape_zyx[2] - 1, shape_zyx[1] - 1, shape_zyx[0] - 1
-    return np.array([[x, y, z] for x in (0, sx) for y in (0, sy) for z in (0, sz)], dtype=float)
-
-
 def model_frame_for(ct: Geometry, spacing_mm: float = 1.5) -> Geometry:
     """The RAI ``spacing_mm`` isotropic grid covering every voxel centre of ``ct``.
 
     Direction is the identity (LPS axes), the origin is the minimum world corner of the CT's
     voxel centres, and the shape is the smallest that reaches the maximum corner.
     """
-    world = ct.index_to_world(_corner_indices_xyz(ct.shape_zyx))
-    lo, hi = world.min(axis=0), world.max(axis=0)
+    lo, hi = ct.world_bounds_mm()
     n_xyz = [int(math.ceil((h - l) / spacing_mm - 1e-6)) + 1 for l, h in zip(lo, hi)]
     return Geometry(
         shape_zyx=(n_xyz[2], n_xyz[1], n_xyz[0]),

@@ -97,6 +97,13 @@ class Geometry:
         m = self.index_to_world_matrix()
         return (w - m[:3, 3]) @ np.linalg.inv(m[:3, :3]).T
 
+    def world_bounds_mm(self) -> np.ndarray:
+        """(2, 3) array: min and max LPS world (x, y, z) over the centres of the 8 corner voxels."""
+        sx, sy, sz = (n - 1 for n in self.shape_xyz)
+        corners = np.array([[x, y, z] for x in (0, sx) for y in (0, sy) for z in (0, sz)], dtype=float)
+        world = self.index_to_world(corners)
+        return np.stack([world.min(axis=0), world.max(axis=0)])
+
     # ------------------------------------------------------------------ comparison
     def same_space(self, other: "Geometry", *, tolerance_mm: float = _DEFAULT_TOLERANCE_MM) -> bool:
         """True if both grids have the same shape and their corner voxels agree within tolerance."""

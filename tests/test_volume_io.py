@@ -127,3 +127,12 @@ def test_atomic_outputs_have_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_world_bounds_of_a_flipped_grid_equal_the_original():
+    g = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 2.0, 3.0), origin_xyz_mm=(0.0, 0.0, 0.0))
+    flipped = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 2.0, 3.0), origin_xyz_mm=(0.0, 8.0, 0.0),
+                       direction=((1, 0, 0), (0, -1, 0), (0, 0, 1)))
+    assert np.allclose(g.world_bounds_mm(), [[0, 0, 0], [5, 8, 9]])
+    assert np.allclose(flipped.world_bounds_mm(), g.world_bounds_mm())
+    assert not g.same_space(flipped)

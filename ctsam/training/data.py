@@ -157,13 +157,6 @@ def cache_key(row: CaseRow, spacing_mm: float, min_voxels: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _world_box(g: Geometry) -> np.ndarray:
-    from ctsam.patching import _corner_indices_xyz
-
-    w = g.index_to_world(_corner_indices_xyz(g.shape_zyx))
-    return np.stack([w.min(axis=0), w.max(axis=0)])
-
-
 def align_labels(labelmap: LabelMap, geometry: Geometry, *, case: str | None = None,
                  what: str = "label map") -> LabelMap:
     """The label map on ``geometry``'s grid: unchanged when already there; resampled (nearest neighbour)
@@ -175,7 +168,7 @@ def align_labels(labelmap: LabelMap, geometry: Geometry, *, case: str | None = N
     if labelmap.geometry.same_space(geometry):
         return labelmap
     tol = max(max(geometry.spacing_xyz_mm), max(labelmap.geometry.spacing_xyz_mm))
-    if np.abs(_world_box(labelmap.geometry) - _world_box(geometry)).max() > tol:
+    if np.abs(labelmap.geometry.world_bounds_mm() - geometry.world_bounds_mm()).max() > tol:
         check_same_space(geometry, labelmap.geometry, name_a="CT", name_b=what, case=case)
     log.info("%s: %s is on another grid covering the same region; resampling it (nearest neighbour)", case, what)
     arr = resample(labelmap.array, labelmap.geometry, geometry, linear=False, default=0, dtype=np.float32)
