@@ -11,7 +11,10 @@ Pipeline for one case (:meth:`RefineEngine.run`):
 3. **Rounds.** All active jobs of all structures are decoded together, sorted by box (each distinct
    box is encoded once; prompt sets sharing a box are batched against one feature set). Each job's
    clicks are its anchor clicks plus the structure's pooled clicks inside its box (at most
-   ``max_clicks``). From round 2 on, the job's previous probabilities are fed back as the mask prompt.
+   ``max_clicks``). The first round's mask prompt is the structure's coarse mask inside the box when
+   ``coarse_mask_prompt`` is on (``auto``: when the checkpoint was trained to take one, see
+   ``train.coarse_prompt_probability``) and the coarse labels are given, else zeros (CT-SAM3D's start).
+   From round 2 on, the job's previous probabilities are fed back as the mask prompt.
    A job stops when its binary mask changes by less than ``settle_threshold`` (1 - Dice) between
    rounds, after ``rounds`` rounds, or when settled patches of the same structure already cover its mask.
 4. **Propagation.** When a job's mask touches a patch face, the neighbouring box (``propagation_stride``
@@ -24,8 +27,9 @@ Pipeline for one case (:meth:`RefineEngine.run`):
    the model frame (one structure at a time), resampled linearly onto the CT grid within the
    structure's bounding box, and stored as uint8 (:mod:`ctsam.refined`).
 
-Memory: the model-frame image (float16), the jobs' 64^3 uint8 probabilities and the feature cache;
-never one full-size volume per structure. Deterministic: fixed orders everywhere, no randomness.
+Memory: the model-frame image (float16), the coarse labels on the model frame (one integer volume,
+only with coarse mask prompts), the jobs' 64^3 uint8 probabilities and the feature cache; never one
+full-size volume per structure. Deterministic: fixed orders everywhere, no randomness.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ctsam.errors import ConfigError
 from ctsam.patching import (
     PatchBox,
     blend_weights,
     box_around,
+    crop_padded,
     face_slab,
     index_bbox_of_world_box,
     model_frame_for,
@@ -53,7 +59,7 @@ from ctsam.predictor import DecodeRequest, VolumeSession
 from ctsam.progress import Progress
 from ctsam.prompts import CORRECTION_COMPONENT, CasePrompts
 from ctsam.refined import RefinedCase, StructureProbability, probs_to_u8
-from ctsam.volume import CTVolume, Geometry
+from ctsam.volume import CTVolume, Geometry, LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,7 @@ class RefineSettings:
     """Engine parameters (config section ``refine``; see config.yaml for the meaning of each)."""
 
     rounds: int = 3
+    coarse_mask_prompt: str = "auto"
     settle_threshold: float = 0.02
     batch_size: int = 8
     patch_snap_voxels: int = 8
@@ -138,10 +145,29 @@ class RefineEngine:
         self.s = settings or RefineSettings()
         if self.s.propagation_clicks not in ("mask", "cpp", "auto"):
             raise ValueError(f"propagation_clicks must be mask, cpp or auto, got {self.s.propagation_clicks!r}")
+        if self.s.coarse_mask_prompt not in ("auto", "on", "off"):
+            raise ValueError(f"coarse_mask_prompt must be auto, on or off, got {self.s.coarse_mask_prompt!r}")
+        self._frame_coarse: np.ndarray | None = None
+        self._coarse_label: dict[str, int] = {}
+
+    def uses_coarse_prompt(self, coarse_given: bool, *, case: str | None = None) -> bool:
+        """Whether the first round's mask prompt is the coarse mask (see ``coarse_mask_prompt``)."""
+        mode = self.s.coarse_mask_prompt
+        if mode == "on" and not coarse_given:
+            raise ConfigError("refine.coarse_mask_prompt is 'on' but no coarse labels were given", case=case,
+                              expected="the coarse label map (ctsam refine --coarse COARSE.nii.gz)",
+                              fix="pass --coarse, or set refine.coarse_mask_prompt to auto or off")
+        trained = bool(getattr(self.predictor.model.meta, "coarse_prompt_trained", False))
+        return coarse_given and (mode == "on" or (mode == "auto" and trained))
 
     # ================================================================ public
-    def run(self, ct: CTVolume, prompts: CasePrompts, *, case: str | None = None) -> tuple[RefinedCase, dict]:
-        """Refine every structure with prompt sets. Returns the result and a timing dict (not deterministic)."""
+    def run(self, ct: CTVolume, prompts: CasePrompts, *, case: str | None = None,
+            coarse: LabelMap | None = None) -> tuple[RefinedCase, dict]:
+        """Refine every structure with prompt sets. Returns the result and a timing dict (not deterministic).
+
+        ``coarse``: the coarse label map the prompts were seeded from (on the CT grid), used as the
+        first round's mask prompt when :meth:`uses_coarse_prompt` says so.
+        """
         timing: dict[str, float] = {}
         t_all = time.perf_counter()
         t0 = time.perf_counter()
@@ -150,6 +176,12 @@ class RefineEngine:
         frame_hu = resample(ct.array, ct.geometry, frame, linear=True, default=-1024.0, dtype=np.float32)
         session = self.predictor.session(frame_hu)
         del frame_hu
+        use_coarse = self.uses_coarse_prompt(coarse is not None, case=case)
+        self._frame_coarse, self._coarse_label = None, {}
+        if use_coarse:
+            dtype = coarse.array.dtype if np.issubdtype(coarse.array.dtype, np.integer) else np.int32
+            self._frame_coarse = resample(coarse.array, coarse.geometry, frame, linear=False, default=0, dtype=dtype)
+            self._coarse_label = {name: info.label for name, info in prompts.structures.items()}
         timing["resample_s"] = time.perf_counter() - t0
         log.info("model frame %s (%.1f M voxels) in %.2f s", frame.describe(), np.prod(frame.shape_zyx) / 1e6,
                  timing["resample_s"])
@@ -187,6 +219,7 @@ class RefineEngine:
 
         t0 = time.perf_counter()
         structures, skipped = self._assemble(states, frame, ct.geometry, case)
+        self._frame_coarse, self._coarse_label = None, {}
         timing["assemble_s"] = time.perf_counter() - t0
         skipped = {**prompts.skipped, **skipped}
         st = session.stats
@@ -199,6 +232,7 @@ class RefineEngine:
                       "hu_window": list(self.predictor.hu_window), "spacing_mm": self.predictor.spacing_mm},
             "settings": {k: v for k, v in self.s.to_dict().items() if k not in ("device",)},
             "propagation_clicks_used": "cpp" if use_cpp else "mask",
+            "coarse_mask_prompt_used": use_coarse,
             "model_frame": frame.to_dict(),
             "counts": {
                 "patches_encoded": st.n_encodes,
@@ -299,7 +333,13 @@ class RefineEngine:
             inside.sort(key=lambda p: (float(np.sum((np.asarray(p) - centre) ** 2)), p))
             for p in inside:
                 add(p, label)
-        prev = None if job.probs_u8 is None else job.probs_u8.astype(np.float32) / 255.0
+        if job.probs_u8 is not None:
+            prev = job.probs_u8.astype(np.float32) / 255.0
+        elif self._frame_coarse is not None and st.name in self._coarse_label:
+            crop = crop_padded(self._frame_coarse, job.box.start_zyx, (size, size, size), pad_value=0)
+            prev = (crop == self._coarse_label[st.name]).astype(np.float32)
+        else:
+            prev = None
         return DecodeRequest(box=job.box, points_xyz=np.asarray(pts, dtype=np.int64).reshape(-1, 3),
                              labels=np.asarray(labels, dtype=np.int64), prev_probs=prev)
 

@@ -5,6 +5,7 @@ rule refine:
     input:
         ct=out("convert"),
         prompts=out("seed"),
+        coarse=out("coarse"),
         checkpoint=refine_checkpoint(),
         corrections=get_corrections,
     output:
@@ -23,6 +24,6 @@ rule refine:
     conda:
         "../envs/ctsam.yaml"
     shell:
-        "python -m ctsam refine {input.ct} {input.prompts} -o {output.refined}"
+        "python -m ctsam refine {input.ct} {input.prompts} -o {output.refined} --coarse {input.coarse}"
         " --checkpoint {input.checkpoint} {params.extra_clicks}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

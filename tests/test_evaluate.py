@@ -65,12 +65,14 @@ def test_evaluate_writes_tables_plot_and_compares_coarse(tmp_path):
     auto = pd.read_csv(out / "automatic.csv").set_index("structure")
     assert auto.loc["liver", "coarse_dice"] == pytest.approx(1.0)
     assert auto.loc["sternum", "coarse_dice"] == 0.0 and not bool(auto.loc["sternum", "refined"])
+    assert auto.loc["sternum", "fused_dice"] == 0.0 and auto.loc["sternum", "fused_source"] == "none"
+    assert auto.loc["liver", "fused_source"] in ("refined", "coarse") and auto.loc["liver", "fused_dice"] > 0.5
     inter = pd.read_csv(out / "interactive.csv")
     assert sorted(inter["clicks"].unique()) == [1, 2] and len(inter) == 4
     assert json.loads((out / "summary.json").read_text())["structures_automatic"] == 2
     assert summary["coarse_dice_mean"] == pytest.approx(0.5)
     text = format_summary(summary)
-    assert "coarse 0.500 ->" in text and "NoC@85" in text
+    assert "coarse 0.500 -> pipeline" in text and "NoC@85" in text
 
 
 def test_evaluate_command_reports_bad_table(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from ctsam.patching import PatchBox
 from ctsam.prompts import Click, PromptSet, StructureInfo, CasePrompts, write_corrections, write_prompts
 from ctsam.refine import Job, RefineEngine, RefineSettings, StructureState, dice
+from ctsam.refined import probs_to_u8
 from ctsam.volume import CTVolume, Geometry
 
 torch = pytest.importorskip("torch")
@@ -57,6 +58,37 @@ def test_request_clicks_anchor_first_pool_inside_box_and_capped():
     assert r.labels.tolist() == [1, 1, 0] and r.prev_probs is None
     st.pool_neg += [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)]
     assert len(e._request(st, job, 64).labels) == 3
+
+
+def test_first_round_mask_prompt_is_the_coarse_mask_when_on():
+    from types import SimpleNamespace
+
+    from ctsam.errors import ConfigError
+
+    def eng(mode, trained):
+        pred = SimpleNamespace(model=SimpleNamespace(meta=SimpleNamespace(coarse_prompt_trained=trained)))
+        return RefineEngine(pred, RefineSettings(coarse_mask_prompt=mode))
+
+    assert eng("auto", True).uses_coarse_prompt(True) and not eng("auto", False).uses_coarse_prompt(True)
+    assert not eng("auto", True).uses_coarse_prompt(False) and not eng("off", True).uses_coarse_prompt(True)
+    assert eng("on", False).uses_coarse_prompt(True)
+    with pytest.raises(ConfigError, match="coarse_mask_prompt"):
+        eng("on", True).uses_coarse_prompt(False, case="c1")
+    e = eng("on", False)
+    frame_coarse = np.zeros((20, 20, 20), np.uint8)
+    frame_coarse[4:9, 5:10, 6:12] = 7
+    frame_coarse[12:14] = 3
+    e._frame_coarse, e._coarse_label = frame_coarse, {"liver": 7}
+    st = StructureState("liver")
+    job = Job("liver", PatchBox((-2, 0, 1), 16), [(6.0, 7.0, 8.0)], "seed")
+    prev = e._request(st, job, 16).prev_probs
+    expected = np.zeros((16, 16, 16), np.float32)
+    expected[6:11, 5:10, 5:11] = 1.0  # the box starts at (-2, 0, 1): out-of-frame voxels are background
+    assert np.array_equal(prev, expected)
+    probs = np.full((16, 16, 16), 0.25, np.float32)
+    e._update(job, probs, 0.5)
+    assert np.allclose(e._request(st, job, 16).prev_probs, probs_to_u8(probs) / 255.0)  # round 2: own probabilities
+    assert e._request(StructureState("spleen"), Job("spleen", PatchBox((0, 0, 0), 16), [], "seed"), 16).prev_probs is None
 
 
 def test_propagation_click_from_mask_and_limits():
@@ -179,6 +211,28 @@ def test_refine_cli_end_to_end_deterministic_with_corrections(tmp_path):
     # missing corrections file: input error (exit 2)
     assert main(["refine", str(tmp_path / "ct.nii.gz"), str(tmp_path / "p.json"), "-o", str(tmp_path / "x.npz"),
                  "--checkpoint", str(ckpt), "--config", str(cfg), "--extra-clicks", str(tmp_path / "nope.json")]) == 2
+
+
+def test_refine_cli_feeds_the_coarse_mask_as_first_prompt(tmp_path):
+    from ctsam.cli import main
+    from ctsam.refined import load_refined
+
+    synthetic_case(tmp_path)
+    ckpt = micro_checkpoint(tmp_path / "micro.safetensors")  # not trained for coarse prompts: 'on' forces them
+    ct, seg, p = (str(tmp_path / n) for n in ("ct.nii.gz", "seg.nii.gz", "p.json"))
+    assert main(["seed", ct, seg, "-o", p]) == 0
+    on = write_config(tmp_path / "on.yaml", propagation=False, rounds=1, coarse_mask_prompt="on")
+    auto = write_config(tmp_path / "auto.yaml", propagation=False, rounds=1)
+    args = [ct, p, "--checkpoint", str(ckpt)]
+    assert main(["refine", *args, "-o", str(tmp_path / "a.npz"), "--config", str(on), "--coarse", seg]) == 0
+    assert main(["refine", *args, "-o", str(tmp_path / "b.npz"), "--config", str(auto), "--coarse", seg]) == 0
+    a, b = load_refined(tmp_path / "a.npz"), load_refined(tmp_path / "b.npz")
+    assert a.meta["coarse_mask_prompt_used"] is True and b.meta["coarse_mask_prompt_used"] is False
+    assert hashlib.sha256((tmp_path / "a.npz").read_bytes()).digest() != hashlib.sha256(
+        (tmp_path / "b.npz").read_bytes()).digest()  # the prompt reached the network
+    # 'on' without the coarse labels: a config error naming the option, nothing written
+    assert main(["refine", *args, "-o", str(tmp_path / "c.npz"), "--config", str(on)]) == 2
+    assert not (tmp_path / "c.npz").exists()
 
 
 def test_refine_rejects_prompts_from_another_grid(tmp_path):

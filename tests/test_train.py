@@ -58,6 +58,27 @@ def test_resume_refuses_other_settings(tmp_path):
         other.run(resume=True)
 
 
+def test_coarse_mask_prompt_training_starts_from_the_coarse_mask(tmp_path):
+    from ctsam.model import load_ctsam3d
+    from ctsam.training.loop import start_prompts
+
+    settings = dataclasses.replace(FAST, coarse_prompt_probability=1.0)
+    sampler = PatchSampler([synthetic_case()], hu_window=(-125, 225), seed=0, coarse_prompt_probability=1.0)
+    trainer = Trainer(settings, sampler, tmp_path)
+    batch = trainer.sampler.batch(0, 1)
+    coarse = batch[0].coarse
+    assert coarse is not None and coarse.shape == batch[0].target.shape
+    seqs, prev = start_prompts([batch[0].target], [coarse], "cpu", False)
+    assert torch.equal(prev[0, 0], torch.from_numpy(coarse.astype(np.float32)))
+    assert coarse[seqs[0].points_zyx[0]] and seqs[0].positive == [True]  # first click inside the coarse mask
+    seqs, prev = start_prompts([batch[0].target], [None], "cpu", False)
+    assert prev is None and batch[0].target[seqs[0].points_zyx[0]]
+    losses = [trainer.train_step(batch, 0)["loss"] for _ in range(3)]
+    assert losses[2] < losses[0], losses
+    assert load_ctsam3d(trainer.export(tmp_path / "m.safetensors")).meta.coarse_prompt_trained
+    assert not Trainer(FAST, _sampler(), tmp_path / "plain")._export_model_view().meta.coarse_prompt_trained
+
+
 @pytest.mark.slow
 def test_cross_patch_network_trains_on_neighbour_pairs(tmp_path):
     settings = dataclasses.replace(FAST, cpp=True, quality_weight=0.0)

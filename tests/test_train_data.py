@@ -157,3 +157,36 @@ def test_labels_on_a_flipped_grid_are_resampled_not_refused():
     far = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 1.0, 2.0), origin_xyz_mm=(50.0, 0.0, 0.0))
     with pytest.raises(SpaceMismatchError, match="not on the same voxel grid"):
         align_labels(LabelMap(lab, far, {3: "liver"}), g)
+
+
+def test_simulated_coarse_masks_are_blocky_deterministic_and_close():
+    from scipy import ndimage
+
+    from ctsam.training.data import simulate_coarse
+
+    z, y, x = np.mgrid[:64, :64, :64]
+    target = (z - 32) ** 2 + (y - 30) ** 2 / 0.6 + (x - 34) ** 2 / 1.4 <= 15**2
+    dices = []
+    for k in range(12):
+        a = simulate_coarse(target, np.random.default_rng([k]))
+        b = simulate_coarse(target, np.random.default_rng([k]))
+        assert a is not None and np.array_equal(a, b)
+        dices.append(2 * (a & target).sum() / (a.sum() + target.sum()))
+        assert not np.array_equal(a, target)
+    assert 0.75 < min(dices) and max(dices) < 0.999, dices
+    tiny = np.zeros((64, 64, 64), bool)
+    tiny[10, 10, 10] = True  # a single voxel can vanish on a coarse grid, like a thin rib
+    results = [simulate_coarse(tiny, np.random.default_rng([k])) for k in range(12)]
+    assert any(r is None for r in results)
+    assert all(r is None or ndimage.label(r)[1] >= 1 for r in results)
+
+
+def test_sampler_attaches_coarse_masks_at_the_asked_rate():
+    sampler = PatchSampler([synthetic_case()], hu_window=(-125, 225), seed=2, coarse_prompt_probability=0.5)
+    items = [sampler.sample(s, 0) for s in range(20)]
+    with_coarse = [it for it in items if it.coarse is not None]
+    assert 3 <= len(with_coarse) <= 17
+    again = PatchSampler([synthetic_case()], hu_window=(-125, 225), seed=2, coarse_prompt_probability=0.5)
+    assert all((a.coarse is None) == (again.sample(s, 0).coarse is None) for s, a in enumerate(items))
+    plain = PatchSampler([synthetic_case()], hu_window=(-125, 225), seed=2)
+    assert all(np.array_equal(plain.sample(s, 0).target, a.target) for s, a in enumerate(items))  # same patches

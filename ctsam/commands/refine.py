@@ -14,6 +14,9 @@ def add_arguments(parser) -> None:
         default=None,
         help="model: published params.pth, ctsam .safetensors or builtin:NAME (default: config refine.checkpoint)",
     )
+    parser.add_argument("--coarse", default=None,
+                        help="the coarse label map the prompts were seeded from: the first round's mask prompt "
+                             "(config refine.coarse_mask_prompt: auto uses it when the checkpoint was trained for it)")
     parser.add_argument("--device", default=None, help="cpu | cuda[:N] | auto (default: config refine.device)")
     parser.add_argument("--extra-clicks", default=None,
                         help="reviewer corrections JSON (see README 'seed and refine'); a missing file is an error")
@@ -28,7 +31,7 @@ def run(args) -> int:
 
     from ctsam.config import load_config
     from ctsam.io.atomic import atomic_write_json
-    from ctsam.io.image import read_ct
+    from ctsam.io.image import read_ct, read_labelmap
     from ctsam.model import load_ctsam3d
     from ctsam.predictor import PatchPredictor, resolve_device, set_deterministic
     from ctsam.prompts import merge_corrections, read_corrections, read_prompts
@@ -49,11 +52,15 @@ def run(args) -> int:
         log.info("merged reviewer clicks for %d structure(s) from %s", len(corrections), args.extra_clicks)
     ct = read_ct(args.ct, case=args.case)
     check_same_space(ct.geometry, prompts.ct_geometry, name_a="CT", name_b="prompts' CT grid", case=args.case)
+    coarse = None
+    if args.coarse:
+        coarse = read_labelmap(args.coarse, case=args.case)
+        check_same_space(ct.geometry, coarse.geometry, name_a="CT", name_b="coarse labels", case=args.case)
     model = load_ctsam3d(args.checkpoint or config["refine"]["checkpoint"], device=device)
     predictor = PatchPredictor(model, device=device, amp_bf16=settings.amp_bf16, batch_size=settings.batch_size,
                                cache_patches=settings.feature_cache_patches)
     engine = RefineEngine(predictor, settings)
-    result, timing = engine.run(ct, prompts, case=args.case)
+    result, timing = engine.run(ct, prompts, case=args.case, coarse=coarse)
     result.meta["corrections"] = bool(args.extra_clicks)
     save_refined(args.output, result)
     timing["wall_s"] = time.perf_counter() - t0

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("prepared %d cases in %s", len(cases), cache)
         return 0
     sampler = PatchSampler(cases, hu_window=model.meta.hu_window, seed=settings.seed, augment=settings.augment,
-                           neighbour_stride=settings.cpp_stride_voxels if settings.cpp else 0)
+                           neighbour_stride=settings.cpp_stride_voxels if settings.cpp else 0,
+                           coarse_prompt_probability=settings.coarse_prompt_probability)
     val_sampler = None
     if args.val_data:
         vrows = read_table(args.val_data, ct_column=args.ct_column, label_column=args.label_column)

@@ -46,6 +46,9 @@ class ModelMeta:
         licence: licence note carried with the weights.
         dropped_keys: published state-dict keys deliberately not loaded, with the reason.
         cpp_trained: whether the cross-patch network's weights were trained (``ctsam train --cpp``).
+        coarse_prompt_trained: whether the model was trained to take a coarse segmentation as its
+            starting mask prompt (``train.coarse_prompt_probability`` > 0); ``refine.coarse_mask_prompt:
+            auto`` feeds it the coarse labels only then.
     """
 
     variant: str
@@ -58,6 +61,7 @@ class ModelMeta:
     licence: str = LICENCE_NOTE
     dropped_keys: dict[str, str] = field(default_factory=dict)
     cpp_trained: bool = False
+    coarse_prompt_trained: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

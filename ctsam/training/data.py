@@ -14,6 +14,11 @@
   and the augmentation (CT-SAM3D recipe: with probability 0.6 a translation of up to +-20 mm, scale
   0.9-1.1 and rotation up to +-10 degrees about a random axis). The data therefore need no state to
   resume exactly, and a global batch splits across ranks without changing its content.
+* **Coarse mask prompts.** With probability ``coarse_prompt_probability`` an item also carries a
+  simulated coarse segmentation of its target (:func:`simulate_coarse`: the blocky edges of a
+  3-4.5 mm segmenter, sometimes one voxel too wide or too narrow), drawn from its own stream
+  ``default_rng([seed, s, i, 11])``. The model learns to take it as the dense mask prompt, which is
+  how ``ctsam refine`` feeds it the coarse labels (``refine.coarse_mask_prompt``).
 
 Arrays are (z, y, x); patch images are HU windowed to [0, 1] with the model's window.
 """
@@ -272,6 +277,7 @@ class PatchSample:
         case_id, label, name: where it came from.
         centre_zyx: the frame index of the patch centre voxel (before augmentation).
         neighbour_image / neighbour_target: a neighbouring patch (cross-patch training) or None.
+        coarse: (S, S, S) bool simulated coarse mask of the target (mask-prompt training) or None.
     """
 
     image: np.ndarray
@@ -282,6 +288,33 @@ class PatchSample:
     centre_zyx: tuple[int, int, int]
     neighbour_image: np.ndarray | None = None
     neighbour_target: np.ndarray | None = None
+    coarse: np.ndarray | None = None
+
+
+def simulate_coarse(target: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A coarse segmenter's version of ``target`` (S, S, S) bool, or None when it would be empty.
+
+    Nearest-neighbour sampling through a grid of 2 or 3 voxels per cell (3 or 4.5 mm at 1.5 mm) with a
+    random phase, as a low-resolution segmenter resampled to the CT gives; then, with probability
+    0.25 one voxel of dilation (a leak into neighbouring tissue) and with 0.15 one of erosion.
+    """
+    from scipy import ndimage
+
+    factor = int(rng.integers(2, 4))
+    phase = rng.integers(0, factor, size=3)
+    maps = []
+    for axis in range(3):
+        n = target.shape[axis]
+        centre = ((np.arange(n) + phase[axis]) // factor) * factor - phase[axis] + factor // 2
+        maps.append(np.clip(centre, 0, n - 1))
+    coarse = target[np.ix_(*maps)]
+    r = rng.random()
+    if r < 0.25:
+        coarse = ndimage.binary_dilation(coarse)
+    elif r < 0.40:
+        eroded = ndimage.binary_erosion(coarse)
+        coarse = eroded if eroded.any() else coarse
+    return coarse if coarse.any() else None
 
 
 def window(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
@@ -306,10 +339,12 @@ class PatchSampler:
         patch_size: S (64).
         augment: augmentation settings, or None for none.
         neighbour_stride: voxels between a patch and its neighbour (cross-patch pairs); 0 disables pairs.
+        coarse_prompt_probability: share of items that carry a simulated coarse mask prompt.
     """
 
     def __init__(self, cases: list[PreparedCase], *, hu_window: tuple[float, float], seed: int,
-                 patch_size: int = 64, augment: AugmentSettings | None = None, neighbour_stride: int = 0) -> None:
+                 patch_size: int = 64, augment: AugmentSettings | None = None, neighbour_stride: int = 0,
+                 coarse_prompt_probability: float = 0.0) -> None:
         self.cases = [c for c in cases if c.centres]
         if not self.cases:
             raise InputDataError("no case has a structure to train on", expected="label maps with labelled voxels",
@@ -319,6 +354,7 @@ class PatchSampler:
         self.size = int(patch_size)
         self.augment = augment
         self.neighbour_stride = int(neighbour_stride)
+        self.coarse_prompt_probability = float(coarse_prompt_probability)
 
     def _crop(self, case: PreparedCase, centre: np.ndarray, matrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         from ctsam.patching import crop_padded
@@ -371,10 +407,15 @@ class PatchSampler:
                 if n_tgt.sum() >= 8:
                     nb_img, nb_tgt = window(n_hu, self.hu_window), n_tgt
                     break
+        coarse = None
+        if self.coarse_prompt_probability > 0:
+            crng = np.random.default_rng([self.seed, int(step), int(index), 11])
+            if crng.random() < self.coarse_prompt_probability:
+                coarse = simulate_coarse(target, crng)
         return PatchSample(image=window(hu, self.hu_window), target=target, case_id=case.case_id, label=int(label),
                            name=case.names.get(int(label), f"label_{label}"),
                            centre_zyx=tuple(int(v) for v in centre_zyx), neighbour_image=nb_img,
-                           neighbour_target=nb_tgt)
+                           neighbour_target=nb_tgt, coarse=coarse)
 
     def batch(self, step: int, global_batch: int, rank: int = 0, world_size: int = 1) -> list[PatchSample]:
         """This rank's share of the global batch of ``step`` (items ``rank * B/W ... (rank+1) * B/W - 1``)."""

@@ -76,6 +76,7 @@ def demo_settings(steps: int, max_minutes: float, threads: int):
 
     return TrainSettings(variant="micro", steps=steps, batch_size=2, lr=2e-3, weight_decay=1e-4, warmup_steps=10,
                          lr_decay_at=0.8, lr_decay_factor=0.1, rounds=3, seed=42, quality_weight=0.1, cpp=False,
+                         coarse_prompt_probability=0.7,
                          checkpoint_every=20, keep_checkpoints=2, val_every=40, val_samples=8, log_every=5,
                          device="cpu", threads=threads, max_minutes=max_minutes)
 
@@ -101,7 +102,8 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
     from ctsam.model.ctsam3d import ModelMeta
 
     hu_window = ModelMeta(variant="micro").hu_window
-    sampler = PatchSampler(cases, hu_window=hu_window, seed=settings.seed, augment=settings.augment)
+    sampler = PatchSampler(cases, hu_window=hu_window, seed=settings.seed, augment=settings.augment,
+                           coarse_prompt_probability=settings.coarse_prompt_probability)
     val_sampler = PatchSampler(val_cases, hu_window=hu_window, seed=settings.seed + 1, augment=None)
     provenance = {
         "command": " ".join(["ctsam", *sys.argv[1:]]) if sys.argv and "ctsam" in Path(sys.argv[0]).name
@@ -149,10 +151,10 @@ def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config
     ev = evaluate(model, read_table(table, need_coarse=True), eval_dir, config=config, cache_dir=cache_dir)
     log.info("held-out evaluation:\n%s", format_summary(ev))
     training = read_safetensors_metadata(model_path).get("training", {})
-    training["heldout_eval"] = {k: ev[k] for k in ("dice_by_clicks", "noc85_mean", "noc90_mean", "reached85_fraction",
-                                                   "reached90_fraction", "coarse_dice_mean", "refined_dice_mean",
-                                                   "refined_better_fraction", "structures_automatic",
-                                                   "structures_interactive", "cases")}
+    training["heldout_eval"] = {k: ev[k] for k in (
+        "dice_by_clicks", "noc85_mean", "noc90_mean", "reached85_fraction", "reached90_fraction", "coarse_dice_mean",
+        "fused_dice_mean", "fused_refined_fraction", "structures_refined", "coarse_dice_mean_refined",
+        "refined_dice_mean", "refined_better_fraction", "structures_automatic", "structures_interactive", "cases")}
     training["heldout_eval"]["wall_s"] = round(time.perf_counter() - t0, 1)
     save_safetensors(model, model_path, extra_metadata={"training": training})
     atomic_write_json(model_path.parent / "provenance.json", training)

@@ -8,14 +8,20 @@ patch (a structure larger than the 96 mm patch is judged on its part inside it) 
 NoC@85 / NoC@90 = the first k with Dice >= 0.85 / 0.90, or K when never reached (standard convention;
 the table also tells whether it was reached).
 
-**Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine`` path
-(:func:`ctsam.seeding.seed_case`, :class:`ctsam.refine.RefineEngine` with the config's ``seed`` and
-``refine`` sections) on the CT grid; per structure, the refined mask (probability >= 0.5) and the
-coarse mask are compared with the ground truth (Dice on the CT grid, whole structure) for every
-structure of the ground truth (a structure missing from the coarse labels or not refined scores 0).
+**Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine -> fuse`` path
+(:func:`ctsam.seeding.seed_case`, :class:`ctsam.refine.RefineEngine` given the coarse labels, as the
+workflow's refine rule is, and :func:`ctsam.fusion.fuse`, with the config's ``seed``, ``refine`` and
+``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
+
+* ``coarse_dice``: the coarse mask (0 when the coarse labels miss the structure);
+* ``refined_dice``: the refined mask (probability >= 0.5), empty when the structure was not refined
+  (not seeded, e.g. a rib the coarse segmenter missed) -- the summary's refined means cover the
+  refined structures only, with the coarse Dice of the same structures beside them;
+* ``fused_dice``: the pipeline's output, the fused label map (refined where fusion accepted the
+  refinement, else the coarse mask), with ``fused_source`` saying which.
 
 Outputs in ``EVAL_DIR``: ``interactive.csv`` (case, structure, clicks, dice), ``noc.csv``,
-``automatic.csv`` (case, structure, coarse_dice, refined_dice), ``summary.json``, ``curve.png``.
+``automatic.csv`` (case, structure, coarse/refined/fused Dice), ``summary.json``, ``curve.png``.
 """
 
 from __future__ import annotations
@@ -126,7 +132,11 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
 
 
 def automatic_case(model, row, config: dict) -> list[dict]:
-    """Coarse vs refined Dice per structure for one table row through the real seed -> refine path."""
+    """Coarse, refined and fused Dice per structure for one table row through seed -> refine -> fuse."""
+    import copy
+
+    from ctsam.config import fill_defaults, load_schema
+    from ctsam.fusion import default_vocabulary, fuse
     from ctsam.io.image import read_labelmap
     from ctsam.predictor import PatchPredictor
     from ctsam.refine import RefineEngine, RefineSettings
@@ -138,16 +148,16 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     coarse = read_labelmap(row.coarse, case=row.case_id)
     truth = align_labels(truth, ct.geometry, case=row.case_id, what="ground truth")
     coarse = align_labels(coarse, ct.geometry, case=row.case_id, what="coarse labels")
-    import copy
-
-    from ctsam.config import fill_defaults, load_schema
-
     config = fill_defaults(copy.deepcopy(dict(config)), load_schema())  # a partial config gets the defaults
     prompts = seed_case(coarse, SeedSettings.from_config(config))
     rs = RefineSettings.from_config(config.get("refine") or {})
     predictor = PatchPredictor(model, device=model.device, amp_bf16=rs.amp_bf16, batch_size=rs.batch_size,
                                cache_patches=rs.feature_cache_patches)
-    refined, timing = RefineEngine(predictor, rs).run(ct, prompts, case=row.case_id)
+    refined, timing = RefineEngine(predictor, rs).run(ct, prompts, case=row.case_id, coarse=coarse)
+    fuse_cfg = config["fuse"]
+    vocabulary = default_vocabulary(keep_unmapped=bool(fuse_cfg["keep_unmapped_coarse"]))
+    fused = fuse(coarse, refined, vocabulary, fuse_cfg, case=row.case_id)
+    source = {f.name: f.source for f in fused.structures}
     by_name = {sp.name: sp for sp in refined.structures}
     coarse_idx = {n: i for i, n in coarse.labels.items()}
     rows = []
@@ -159,10 +169,19 @@ def automatic_case(model, row, config: dict) -> list[dict]:
         sp = by_name.get(name)
         if sp is not None:
             ref[sp.slices] = sp.probs_u8 >= 128
-        rows.append({"case": row.case_id, "structure": name, "coarse_dice": _dice(co, gt), "refined_dice": _dice(ref, gt),
+        out_name = vocabulary.output_name(name)
+        out_idx = vocabulary.output_index(out_name) if out_name is not None else None
+        fu = fused.labelmap.array == out_idx if out_idx is not None else np.zeros_like(gt)
+        rows.append({"case": row.case_id, "structure": name, "coarse_dice": _dice(co, gt),
+                     "refined_dice": _dice(ref, gt) if sp is not None else float("nan"),
+                     "fused_dice": _dice(fu, gt), "fused_source": source.get(out_name, "none"),
                      "truth_ml": float(gt.sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
     log.info("%s: automatic pipeline on %d structures in %.1f s", row.case_id, len(rows), timing.get("total_s", 0.0))
     return rows
+
+
+def _mean(values) -> float | None:
+    return float(np.mean(values)) if len(values) else None
 
 
 def _plot(curve_mean: np.ndarray, coarse: float | None, refined: float | None, path: Path, title: str) -> None:
@@ -179,7 +198,7 @@ def _plot(curve_mean: np.ndarray, coarse: float | None, refined: float | None, p
     if coarse is not None:
         ax.axhline(coarse, color="tab:gray", ls="--", label=f"coarse labels {coarse:.3f}")
     if refined is not None:
-        ax.axhline(refined, color="tab:green", ls="-.", label=f"automatic seed->refine {refined:.3f}")
+        ax.axhline(refined, color="tab:green", ls="-.", label=f"automatic seed->refine->fuse {refined:.3f}")
     ax.set_xlabel("clicks")
     ax.set_ylabel("mean Dice")
     ax.set_ylim(0, 1)
@@ -229,7 +248,9 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
             rec[f"reached{int(round(t * 100))}"] = ok
         noc_rows.append(rec)
     noc_df = pd.DataFrame(noc_rows)
-    auto_df = pd.DataFrame(auto_rows, columns=["case", "structure", "coarse_dice", "refined_dice", "truth_ml", "refined"])
+    auto_df = pd.DataFrame(auto_rows, columns=["case", "structure", "coarse_dice", "refined_dice", "fused_dice",
+                                               "fused_source", "truth_ml", "refined"])
+    ref_df = auto_df[auto_df["refined"].astype(bool)]
     for name, df in (("interactive.csv", long), ("noc.csv", noc_df), ("automatic.csv", auto_df)):
         with atomic_path(out / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.4f")
@@ -244,14 +265,18 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
         "reached85_fraction": float(noc_df["reached85"].mean()) if len(noc_df) else None,
         "reached90_fraction": float(noc_df["reached90"].mean()) if len(noc_df) else None,
         "structures_automatic": len(auto_df),
-        "coarse_dice_mean": float(auto_df["coarse_dice"].mean()) if len(auto_df) else None,
-        "refined_dice_mean": float(auto_df["refined_dice"].mean()) if len(auto_df) else None,
-        "refined_better_fraction": float((auto_df["refined_dice"] > auto_df["coarse_dice"]).mean()) if len(auto_df) else None,
+        "coarse_dice_mean": _mean(auto_df["coarse_dice"]),
+        "fused_dice_mean": _mean(auto_df["fused_dice"]),
+        "fused_refined_fraction": _mean(auto_df["fused_source"] == "refined"),
+        "structures_refined": len(ref_df),
+        "coarse_dice_mean_refined": _mean(ref_df["coarse_dice"]),
+        "refined_dice_mean": _mean(ref_df["refined_dice"]),
+        "refined_better_fraction": _mean(ref_df["refined_dice"] > ref_df["coarse_dice"]),
         "model": {"variant": model.meta.variant, "source": model.meta.source},
     }
     atomic_write_json(out / "summary.json", summary)
     if len(curve_mean):
-        _plot(curve_mean, summary["coarse_dice_mean"], summary["refined_dice_mean"], out / "curve.png",
+        _plot(curve_mean, summary["coarse_dice_mean"], summary["fused_dice_mean"], out / "curve.png",
               f"{model.meta.variant}: {len(inter_rows)} structures, {len(rows)} cases")
     return summary
 
@@ -266,9 +291,13 @@ def format_summary(summary: dict) -> str:
                      f"NoC@90 {summary['noc90_mean']:.2f} (reached {summary['reached90_fraction']:.0%}) "
                      f"over {summary['structures_interactive']} structures")
     if summary.get("coarse_dice_mean") is not None:
-        lines.append(f"automatic pipeline mean Dice: coarse {summary['coarse_dice_mean']:.3f} -> refined "
-                     f"{summary['refined_dice_mean']:.3f} over {summary['structures_automatic']} structures "
-                     f"(refined better for {summary['refined_better_fraction']:.0%})")
+        lines.append(f"automatic pipeline (seed -> refine -> fuse) mean Dice over {summary['structures_automatic']} "
+                     f"structures: coarse {summary['coarse_dice_mean']:.3f} -> pipeline {summary['fused_dice_mean']:.3f} "
+                     f"(refinement accepted for {summary['fused_refined_fraction']:.0%})")
+        if summary.get("structures_refined"):
+            lines.append(f"refined structures only ({summary['structures_refined']}): coarse "
+                         f"{summary['coarse_dice_mean_refined']:.3f} -> refined {summary['refined_dice_mean']:.3f} "
+                         f"(refined better for {summary['refined_better_fraction']:.0%})")
     if summary.get("failed"):
         lines.append(f"failed cases: {', '.join(sorted(summary['failed']))}")
     return "\n".join(lines)

@@ -4,7 +4,9 @@ One optimisation step on a global batch of ``batch_size`` patches (each rank tak
 gradients are averaged by DDP, so the result does not depend on the number of ranks):
 
 1. the patches are encoded once (with gradients, or without for ``finetune: decoder``);
-2. every patch gets its first click (most interior point, :mod:`~ctsam.training.clicks`);
+2. every patch gets its first click (most interior point, :mod:`~ctsam.training.clicks`); a patch
+   that carries a simulated coarse mask (``coarse_prompt_probability``) gets it as the starting mask
+   prompt and its first click at the coarse mask's most interior point, as ``ctsam refine`` seeds it;
 3. ``n`` correction rounds without gradients (``n`` drawn per step from ``[0, rounds)``): decode with the
    clicks so far and the previous probabilities as mask prompt, then add one click at the centre of the
    largest error region (at most ``max_points`` clicks);
@@ -76,6 +78,7 @@ class TrainSettings:
     scale_max: float = 1.1
     rotate_deg: float = 10.0
     quality_weight: float = 0.1
+    coarse_prompt_probability: float = 0.0
     cpp: bool = False
     cpp_weight: float = 1.0
     cpp_stride_voxels: int = 48
@@ -181,22 +184,21 @@ class _TrainForward:
         import torch
         from torch import nn
 
-        from ctsam.training.clicks import ClickSequence, add_correction_clicks, start_sequences
+        from ctsam.training.clicks import ClickSequence, add_correction_clicks
 
         class TrainForward(nn.Module):
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model
 
-            def forward(self, image, targets_np, n_rounds: int, neighbour=None):
+            def forward(self, image, targets_np, n_rounds: int, neighbour=None, coarse_np=None):
                 m = self.model
                 if settings.finetune == "decoder":
                     with torch.no_grad():
                         feats = m.encode(image)
                 else:
                     feats = m.encode(image)
-                seqs = start_sequences(targets_np)
-                prev = None
+                seqs, prev = start_prompts(targets_np, coarse_np, image.device, settings.channels_last)
                 with torch.no_grad():
                     for _ in range(n_rounds):
                         pts, lab = ClickSequence.tensors(seqs)
@@ -215,6 +217,21 @@ class _TrainForward:
                 return result
 
         return TrainForward()
+
+
+def start_prompts(targets: list[np.ndarray], coarse: list[np.ndarray | None] | None, device, channels_last: bool):
+    """First clicks and starting mask prompt of a batch: from the coarse mask where a patch has one
+    (click at its most interior point, the mask as prompt), else from the target (prompt zeros).
+    Returns ``(sequences, prev)`` with ``prev`` None when no patch has a coarse mask."""
+    from ctsam.training.clicks import start_sequences
+
+    coarse = list(coarse) if coarse is not None else [None] * len(targets)
+    seqs = start_sequences([c if c is not None else t for t, c in zip(targets, coarse)])
+    if all(c is None for c in coarse):
+        return seqs, None
+    prev = _stack([c.astype(np.float32) if c is not None else np.zeros(t.shape, np.float32)
+                   for t, c in zip(targets, coarse)], device, channels_last)
+    return seqs, prev
 
 
 def _stack(arrays: list[np.ndarray], device, channels_last: bool):
@@ -316,7 +333,7 @@ class Trainer:
                     else contextlib.nullcontext())
         self.optimizer.zero_grad(set_to_none=True)
         with autocast:
-            out = self.forward(image, targets_np, n_rounds, neighbour)
+            out = self.forward(image, targets_np, n_rounds, neighbour, [b.coarse for b in batch])
         logits = out["logits"][:, 0:1].float()
         seg = segmentation_loss(logits, target)
         loss = seg
@@ -371,7 +388,35 @@ class Trainer:
             curves.append(click_curve(self.model, smp.image, smp.target, n_clicks=self.s.rounds,
                                       max_points=self.s.max_points))
         c = np.array(curves)
-        return {"val_dice_1click": float(c[:, 0].mean()), f"val_dice_{self.s.rounds}clicks": float(c[:, -1].mean())}
+        out = {"val_dice_1click": float(c[:, 0].mean()), f"val_dice_{self.s.rounds}clicks": float(c[:, -1].mean())}
+        if self.s.coarse_prompt_probability > 0:
+            out.update(self.validate_coarse_prompt())
+        return out
+
+    def validate_coarse_prompt(self) -> dict:
+        """Mean patch Dice of simulated coarse masks and of the model's refinement of them (one pass)."""
+        import torch
+
+        from ctsam.training.clicks import ClickSequence
+        from ctsam.training.data import simulate_coarse
+        from ctsam.training.evaluate import _dice
+
+        before, after = [], []
+        with torch.inference_mode():
+            for i in range(self.s.val_samples):
+                smp = self.val_sampler.sample(0, i)
+                coarse = simulate_coarse(smp.target, np.random.default_rng([self.s.seed, i, 13]))
+                if coarse is None:
+                    continue
+                image = _stack([smp.image], self.device, self.s.channels_last)
+                seqs, prev = start_prompts([smp.target], [coarse], self.device, self.s.channels_last)
+                pts, lab = ClickSequence.tensors(seqs)
+                probs = self.model.decode(self.model.encode(image), pts, lab, prev)["probs"]
+                before.append(_dice(coarse, smp.target))
+                after.append(_dice((probs[0, 0] > 0.5).cpu().numpy(), smp.target))
+        if not before:
+            return {}
+        return {"val_coarse_dice": float(np.mean(before)), "val_coarse_refined_dice": float(np.mean(after))}
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -461,6 +506,8 @@ class Trainer:
 
         m = self.model
         m.meta = dc.replace(m.meta, cpp_trained=bool(self.s.cpp or m.meta.cpp_trained), source="ctsam train",
+                            coarse_prompt_trained=bool(self.s.coarse_prompt_probability > 0
+                                                       or m.meta.coarse_prompt_trained),
                             sha256=None)
         return m
 
