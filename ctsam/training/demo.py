@@ -76,13 +76,13 @@ def demo_settings(steps: int, max_minutes: float, threads: int):
 
     return TrainSettings(variant="micro", steps=steps, batch_size=2, lr=2e-3, weight_decay=1e-4, warmup_steps=10,
                          lr_decay_at=0.8, lr_decay_factor=0.1, rounds=3, seed=42, quality_weight=0.1, cpp=False,
-                         coarse_prompt_probability=0.7,
-                         checkpoint_every=20, keep_checkpoints=2, val_every=40, val_samples=8, log_every=5,
+                         coarse_prompt_probability=0.75,
+                         checkpoint_every=50, keep_checkpoints=2, val_every=100, val_samples=8, log_every=10,
                          device="cpu", threads=threads, max_minutes=max_minutes)
 
 
 def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1, heldout_cases: int = 2,
-               steps: int = 300, max_minutes: float = 25.0, threads: int = 0, install: bool = False,
+               steps: int = 1200, max_minutes: float = 27.0, threads: int = 0, install: bool = False,
                evaluate_heldout: bool = True, eval_only: bool = False, config: dict | None = None) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo model."""
     from ctsam.training.data import PatchSampler, prepare_case, read_table
