@@ -14,7 +14,10 @@ Pipeline for one case (:meth:`RefineEngine.run`):
    ``max_clicks``). The first round's mask prompt is the structure's coarse mask inside the box when
    ``coarse_mask_prompt`` is on (``auto``: when the checkpoint was trained to take one, see
    ``train.coarse_prompt_probability``) and the coarse labels are given, else zeros (CT-SAM3D's start).
-   From round 2 on, the job's previous probabilities are fed back as the mask prompt.
+   From round 2 on, the job's previous probabilities are fed back as the mask prompt. A job that
+   started from the coarse mask runs ``coarse_prompt_rounds`` rounds (default 1: no new clicks arrive
+   between rounds, and feeding the network its own output back made the demo model's masks worse:
+   held-out Dice 0.850 after 1 round, 0.803 after 3), others up to ``rounds``.
    A job stops when its binary mask changes by less than ``settle_threshold`` (1 - Dice) between
    rounds, after ``rounds`` rounds, or when settled patches of the same structure already cover its mask.
 4. **Propagation.** When a job's mask touches a patch face, the neighbouring box (``propagation_stride``
@@ -70,6 +73,7 @@ class RefineSettings:
 
     rounds: int = 3
     coarse_mask_prompt: str = "auto"
+    coarse_prompt_rounds: int = 1
     settle_threshold: float = 0.02
     batch_size: int = 8
     patch_snap_voxels: int = 8
@@ -109,6 +113,7 @@ class Job:
     source: str  # "seed", "correction" or "propagation"
     generation: int = 0
     rounds_done: int = 0
+    coarse_start: bool = False  # first round's mask prompt was the coarse mask
     settled: bool = False
     stop_reason: str = ""
     probs_u8: np.ndarray | None = None
@@ -197,7 +202,7 @@ class RefineEngine:
         iteration = 0
         max_iterations = self.s.rounds + self.s.max_propagation_steps * self.s.rounds + 1
         while iteration < max_iterations:
-            active = [j for st in states.values() for j in st.jobs if not j.settled and j.rounds_done < self.s.rounds]
+            active = [j for st in states.values() for j in st.jobs if not j.settled and j.rounds_done < self._max_rounds(j)]
             self._skip_covered(states, active)
             active = [j for j in active if not j.settled]
             if not active:
@@ -338,10 +343,14 @@ class RefineEngine:
         elif self._frame_coarse is not None and st.name in self._coarse_label:
             crop = crop_padded(self._frame_coarse, job.box.start_zyx, (size, size, size), pad_value=0)
             prev = (crop == self._coarse_label[st.name]).astype(np.float32)
+            job.coarse_start = True
         else:
             prev = None
         return DecodeRequest(box=job.box, points_xyz=np.asarray(pts, dtype=np.int64).reshape(-1, 3),
                              labels=np.asarray(labels, dtype=np.int64), prev_probs=prev)
+
+    def _max_rounds(self, job: Job) -> int:
+        return self.s.coarse_prompt_rounds if job.coarse_start else self.s.rounds
 
     def _update(self, job: Job, probs: np.ndarray, quality: float) -> None:
         new_u8 = probs_to_u8(probs)
@@ -353,7 +362,7 @@ class RefineEngine:
         job.quality = quality
         job.rounds_done += 1
         job.n_decodes += 1
-        if not job.settled and job.rounds_done >= self.s.rounds:
+        if not job.settled and job.rounds_done >= self._max_rounds(job):
             job.settled, job.stop_reason = True, "max_rounds"
 
     def _interior_slices(self, box: PatchBox) -> tuple[int, int]:

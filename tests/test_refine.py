@@ -87,7 +87,16 @@ def test_first_round_mask_prompt_is_the_coarse_mask_when_on():
     assert np.array_equal(prev, expected)
     probs = np.full((16, 16, 16), 0.25, np.float32)
     e._update(job, probs, 0.5)
-    assert np.allclose(e._request(st, job, 16).prev_probs, probs_to_u8(probs) / 255.0)  # round 2: own probabilities
+    assert job.coarse_start and job.settled and job.stop_reason == "max_rounds"  # coarse_prompt_rounds 1
+    job2 = Job("liver", PatchBox((-2, 0, 1), 16), [(6.0, 7.0, 8.0)], "seed")
+    e2 = RefineEngine(e.predictor, RefineSettings(coarse_mask_prompt="on", coarse_prompt_rounds=2, rounds=5))
+    e2._frame_coarse, e2._coarse_label = frame_coarse, {"liver": 7}
+    e2._request(st, job2, 16)
+    e2._update(job2, probs, 0.5)
+    assert not job2.settled
+    assert np.allclose(e2._request(st, job2, 16).prev_probs, probs_to_u8(probs) / 255.0)  # round 2: own probabilities
+    e2._update(job2, 1 - probs, 0.5)
+    assert job2.settled and job2.stop_reason == "max_rounds" and job2.rounds_done == 2
     assert e._request(StructureState("spleen"), Job("spleen", PatchBox((0, 0, 0), 16), [], "seed"), 16).prev_probs is None
 
 
