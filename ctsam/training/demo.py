@@ -75,7 +75,7 @@ def demo_settings(steps: int, max_minutes: float, threads: int):
     from ctsam.training.loop import TrainSettings
 
     return TrainSettings(variant="micro", steps=steps, batch_size=2, lr=2e-3, weight_decay=1e-4, warmup_steps=10,
-                         lr_decay_at=0.8, lr_decay_factor=0.1, rounds=3, seed=42, quality_weight=1.0, cpp=False,
+                         lr_decay_at=0.8, lr_decay_factor=0.1, rounds=3, seed=42, quality_weight=0.1, cpp=False,
                          coarse_prompt_probability=0.75,
                          checkpoint_every=50, keep_checkpoints=2, val_every=100, val_samples=8, log_every=10,
                          device="cpu", threads=threads, max_minutes=max_minutes)
