@@ -26,7 +26,10 @@ Pipeline for one case (:meth:`RefineEngine.run`):
    heatmap (``cpp``). Only towards the structure's coarse bounding box plus ``propagation_margin_mm``,
    ``max_patches_per_structure`` and ``max_propagation_steps``; boxes already covered by the
    structure's patches (``coverage_skip_fraction``) are skipped.
-5. **Output.** Per structure, its patches are blended (linear border ramp) into a float32 crop of
+5. **Quality.** Each structure's quality is the quality head's score averaged over its patches
+   (weighted by mask size), or NaN when the checkpoint's measured validation correlation between
+   score and true IoU (``quality_r``) is below ``min_quality_r``: such a head says nothing.
+6. **Output.** Per structure, its patches are blended (linear border ramp) into a float32 crop of
    the model frame (one structure at a time), resampled linearly onto the CT grid within the
    structure's bounding box, and stored as uint8 (:mod:`ctsam.refined`).
 
@@ -74,6 +77,7 @@ class RefineSettings:
     rounds: int = 3
     coarse_mask_prompt: str = "auto"
     coarse_prompt_rounds: int = 1
+    min_quality_r: float = 0.3
     settle_threshold: float = 0.02
     batch_size: int = 8
     patch_snap_voxels: int = 8
@@ -154,6 +158,10 @@ class RefineEngine:
             raise ValueError(f"coarse_mask_prompt must be auto, on or off, got {self.s.coarse_mask_prompt!r}")
         self._frame_coarse: np.ndarray | None = None
         self._coarse_label: dict[str, int] = {}
+        meta = getattr(getattr(predictor, "model", None), "meta", None)
+        self.quality_r = getattr(meta, "quality_r", None)
+        # a head measured as uninformative gives no score (fusion's quality gate then does not apply)
+        self.quality_trusted = self.quality_r is None or self.quality_r >= self.s.min_quality_r
 
     def uses_coarse_prompt(self, coarse_given: bool, *, case: str | None = None) -> bool:
         """Whether the first round's mask prompt is the coarse mask (see ``coarse_mask_prompt``)."""
@@ -238,6 +246,7 @@ class RefineEngine:
             "settings": {k: v for k, v in self.s.to_dict().items() if k not in ("device",)},
             "propagation_clicks_used": "cpp" if use_cpp else "mask",
             "coarse_mask_prompt_used": use_coarse,
+            "quality_head": {"validation_r": self.quality_r, "scores_used": self.quality_trusted},
             "model_frame": frame.to_dict(),
             "counts": {
                 "patches_encoded": st.n_encodes,
@@ -359,7 +368,7 @@ class RefineEngine:
             if change <= self.s.settle_threshold:
                 job.settled, job.stop_reason = True, "settled"
         job.probs_u8 = new_u8
-        job.quality = quality
+        job.quality = quality if self.quality_trusted else float("nan")
         job.rounds_done += 1
         job.n_decodes += 1
         if not job.settled and job.rounds_done >= self._max_rounds(job):

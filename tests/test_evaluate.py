@@ -18,6 +18,16 @@ from test_train_data import synthetic_case  # noqa: E402
 from ctsam.training.evaluate import EvalSettings, click_curve, evaluate, format_summary, noc  # noqa: E402
 
 
+def test_quality_calibration_measures_the_head_against_true_iou():
+    from ctsam.training.data import PatchSampler
+    from ctsam.training.evaluate import quality_calibration
+
+    sampler = PatchSampler([synthetic_case()], hu_window=(-125, 225), seed=0)
+    cal = quality_calibration(_model(), sampler, 4)
+    assert cal["n"] == 4 and -1.0 <= cal["r"] <= 1.0 and 0.0 <= cal["mean_iou"] <= 1.0
+    assert cal == quality_calibration(_model(), sampler, 4)  # deterministic
+
+
 def test_noc_convention():
     assert noc([0.5, 0.86, 0.95], 0.85) == (2, True)
     assert noc([0.5, 0.6, 0.7], 0.9) == (3, False)

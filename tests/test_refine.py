@@ -100,6 +100,22 @@ def test_first_round_mask_prompt_is_the_coarse_mask_when_on():
     assert e._request(StructureState("spleen"), Job("spleen", PatchBox((0, 0, 0), 16), [], "seed"), 16).prev_probs is None
 
 
+def test_quality_scores_of_an_uninformative_head_are_not_reported():
+    from types import SimpleNamespace
+
+    def eng(r):
+        pred = SimpleNamespace(model=SimpleNamespace(meta=SimpleNamespace(quality_r=r)))
+        return RefineEngine(pred, RefineSettings(min_quality_r=0.3))
+
+    p = np.zeros((8, 8, 8), np.float32)
+    for r, expected in ((None, 0.8), (0.6, 0.8), (0.05, None)):
+        e = eng(r)
+        job = Job("liver", PatchBox((0, 0, 0), 8), [], "seed")
+        e._update(job, p, 0.8)
+        assert (np.isnan(job.quality) if expected is None else job.quality == expected), (r, job.quality)
+        assert e.quality_trusted == (expected is not None)
+
+
 def test_propagation_click_from_mask_and_limits():
     e = engine(propagation_stride_voxels=48, propagation_min_border_voxels=4, max_patches_per_structure=3,
                propagation_margin_mm=0.0)

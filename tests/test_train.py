@@ -76,6 +76,9 @@ def test_coarse_mask_prompt_training_starts_from_the_coarse_mask(tmp_path):
     losses = [trainer.train_step(batch, 0)["loss"] for _ in range(3)]
     assert losses[2] < losses[0], losses
     assert load_ctsam3d(trainer.export(tmp_path / "m.safetensors")).meta.coarse_prompt_trained
+    measured = Trainer(dataclasses.replace(settings, val_samples=2), sampler, tmp_path / "v", val_sampler=sampler)
+    r = load_ctsam3d(measured.export(tmp_path / "v.safetensors")).meta.quality_r
+    assert r is not None and -1.0 <= r <= 1.0  # quality head measured on the validation patches
     assert not Trainer(FAST, _sampler(), tmp_path / "plain")._export_model_view().meta.coarse_prompt_trained
 
 

@@ -49,6 +49,9 @@ class ModelMeta:
         coarse_prompt_trained: whether the model was trained to take a coarse segmentation as its
             starting mask prompt (``train.coarse_prompt_probability`` > 0); ``refine.coarse_mask_prompt:
             auto`` feeds it the coarse labels only then.
+        quality_r: Pearson correlation between the quality head's score and the true IoU on validation
+            patches (measured by ``ctsam train`` with validation data and ``ctsam train-demo``); None when
+            not measured. ``ctsam refine`` ignores the scores of a head below ``refine.min_quality_r``.
     """
 
     variant: str
@@ -62,6 +65,7 @@ class ModelMeta:
     dropped_keys: dict[str, str] = field(default_factory=dict)
     cpp_trained: bool = False
     coarse_prompt_trained: bool = False
+    quality_r: float | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

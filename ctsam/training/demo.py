@@ -127,7 +127,8 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
         trainer.close()
         result["train"] = summary
     if evaluate_heldout:
-        result["eval"] = evaluate_and_record(model_path, heldout_tsv, out / "eval", config=config, cache_dir=cache)
+        result["eval"] = evaluate_and_record(model_path, heldout_tsv, out / "eval", config=config, cache_dir=cache,
+                                             val_sampler=val_sampler, seed=settings.seed)
     if install:
         dest = builtin_models_dir()
         dest.mkdir(parents=True, exist_ok=True)
@@ -138,19 +139,32 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
 
 
 def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config: dict | None,
-                        cache_dir: Path | None) -> dict:
-    """Evaluate a model file on held-out cases and add the figures to its training provenance."""
+                        cache_dir: Path | None, val_sampler=None, seed: int = 0) -> dict:
+    """Evaluate a model file on held-out cases and add the figures to its training provenance.
+
+    A model without a measured quality head (``meta.quality_r`` None) is first measured on
+    ``val_sampler``'s patches (:func:`~ctsam.training.evaluate.quality_calibration`).
+    """
     from ctsam.io.atomic import atomic_write_json
     from ctsam.model import load_ctsam3d, save_safetensors
     from ctsam.model.checkpoint import read_safetensors_metadata
     from ctsam.training.data import read_table
     from ctsam.training.evaluate import evaluate, format_summary
 
+    import dataclasses
+
+    from ctsam.training.evaluate import quality_calibration
+
     t0 = time.perf_counter()
     model = load_ctsam3d(model_path)
+    training = read_safetensors_metadata(model_path).get("training", {})
+    if model.meta.quality_r is None and val_sampler is not None:
+        cal = quality_calibration(model, val_sampler, 32, seed=seed)
+        model.meta = dataclasses.replace(model.meta, quality_r=cal["r"])
+        training["quality_calibration"] = cal
+        log.info("quality head on %d validation patches: r = %.3f", cal["n"], cal["r"])
     ev = evaluate(model, read_table(table, need_coarse=True), eval_dir, config=config, cache_dir=cache_dir)
     log.info("held-out evaluation:\n%s", format_summary(ev))
-    training = read_safetensors_metadata(model_path).get("training", {})
     training["heldout_eval"] = {k: ev[k] for k in (
         "dice_by_clicks", "noc85_mean", "noc90_mean", "reached85_fraction", "reached90_fraction", "coarse_dice_mean",
         "fused_dice_mean", "fused_refined_fraction", "structures_refined", "coarse_dice_mean_refined",

@@ -95,6 +95,43 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     return curves
 
 
+def quality_calibration(model, sampler, n_samples: int = 32, *, seed: int = 0) -> dict:
+    """How well the quality head predicts the true IoU, on ``n_samples`` patches of ``sampler``.
+
+    Half the patches start from zeros with one click at the target's most interior point, half from a
+    simulated coarse mask (:func:`~ctsam.training.data.simulate_coarse`) with its click, the two ways
+    the network is prompted. Returns ``{"r": Pearson r (0.0 when either side is constant), "n",
+    "mean_score", "mean_iou"}``.
+    """
+    import torch
+
+    from ctsam.training.data import simulate_coarse
+
+    scores, ious = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for i in range(n_samples):
+                smp = sampler.sample(0, i)
+                coarse = simulate_coarse(smp.target, np.random.default_rng([seed, i, 17])) if i % 2 else None
+                seqs = start_sequences([coarse if coarse is not None else smp.target])
+                prev = None if coarse is None else torch.from_numpy(coarse[None, None].astype(np.float32)).to(model.device)
+                pts, lab = ClickSequence.tensors(seqs)
+                x = torch.from_numpy(smp.image[None, None].astype(np.float32)).to(model.device)
+                out = model.decode(model.encode(x), pts, lab, prev)
+                pred = (out["probs"][0, 0] > 0.5).cpu().numpy()
+                union = int((pred | smp.target).sum())
+                ious.append(int((pred & smp.target).sum()) / union if union else 1.0)
+                scores.append(float(out["iou"][0, 0]))
+    finally:
+        model.train(was_training)
+    s_arr, i_arr = np.asarray(scores), np.asarray(ious)
+    r = float(np.corrcoef(s_arr, i_arr)[0, 1]) if s_arr.std() > 1e-6 and i_arr.std() > 1e-6 else 0.0
+    return {"r": round(r, 4), "n": len(scores), "mean_score": round(float(s_arr.mean()), 4),
+            "mean_iou": round(float(i_arr.mean()), 4)}
+
+
 def noc(curve: list[float], threshold: float) -> tuple[int, bool]:
     """(number of clicks to reach ``threshold``, reached?) -- len(curve) when never reached."""
     for k, d in enumerate(curve, start=1):

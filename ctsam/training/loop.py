@@ -581,7 +581,16 @@ class Trainer:
         from ctsam.model import save_safetensors
 
         training = {**self.provenance, **(extra or {}), "settings": self.s.to_dict(), "steps_done": self.step}
-        return save_safetensors(self._export_model_view(), path, extra_metadata={"training": training})
+        model = self._export_model_view()
+        if self.val_sampler is not None and self.s.val_samples > 0:
+            from ctsam.training.evaluate import quality_calibration
+
+            cal = quality_calibration(model, self.val_sampler, max(16, 2 * self.s.val_samples), seed=self.s.seed)
+            model.meta = dataclasses.replace(model.meta, quality_r=cal["r"])
+            training["quality_calibration"] = cal
+            log.info("quality head on %d validation patches: r = %.3f (mean score %.3f, mean IoU %.3f)", cal["n"],
+                     cal["r"], cal["mean_score"], cal["mean_iou"])
+        return save_safetensors(model, path, extra_metadata={"training": training})
 
     def close(self) -> None:
         distributed.shutdown(self.dist)
