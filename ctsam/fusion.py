@@ -17,10 +17,12 @@ Rules (all voxel indices on the CT grid, arrays (z, y, x)):
 3. **Refined structures** are then painted in ascending output index. A voxel goes to refined
    structure s when ``p_s >= threshold``, the voxel lies within ``dilation_margin_mm`` of s's coarse
    mask (refined beats coarse only inside this margin; no constraint when s has no coarse mask
-   and was accepted anyway), and ``p_s`` is strictly greater than the best refined probability
-   painted there so far. So the most probable refined structure wins, a refined structure beats
-   any coarse label inside its margin, and **ties keep the lower output index**. Probabilities are
-   compared as stored (uint8, ``round(p * 255)``).
+   and was accepted anyway), ``p_s`` is strictly greater than the best refined probability painted
+   there so far, and -- with ``protect_coarse`` (default) -- the voxel does not belong to a structure
+   that keeps its coarse mask. So the most probable refined structure wins, a structure that was not
+   refined (skipped, rejected or excluded) keeps all its coarse voxels (with ``protect_coarse: false``
+   a refined structure beats any coarse label inside its margin), and **ties keep the lower output
+   index**. Probabilities are compared as stored (uint8, ``round(p * 255)``).
 4. **Holes.** Voxels that were in s's coarse mask, that s did not claim and nobody else claimed either
    are filled with s: all of them (``fill_holes: all``), only those enclosed by s's final mask
    (``enclosed``, 3-D ``binary_fill_holes``), or none (``none``).
@@ -404,6 +406,10 @@ def fuse(
     t_coarse = time.perf_counter()
 
     best = np.zeros(shape, dtype=np.uint8) if accepted else None
+    keeps_coarse = np.zeros(max_index + 1, dtype=bool)  # output index -> painted from its coarse mask
+    if config.get("protect_coarse", True):
+        for rec in report.values():
+            keeps_coarse[rec.index] = rec.source == SOURCE_COARSE
     claim_box: dict[str, tuple[slice, ...]] = {}
     for out in sorted(accepted, key=lambda n: report[n].index):
         rec, s = report[out], refined_by_out[out]
@@ -414,7 +420,7 @@ def fuse(
                 continue
         p = s.probs_u8[_sub(region, s.slices)]
         best_view = best[region]  # type: ignore[index]
-        cand = (p >= t_u8) & (p > best_view)
+        cand = (p >= t_u8) & (p > best_view) & ~keeps_coarse[out_arr[region]]
         if out in members:
             _restrict_to_margin(cand, region, coarse.array, member_box[out], members[out], spacing_zyx, margin_mm)
         out_arr[region][cand] = rec.index

@@ -123,17 +123,30 @@ def test_highest_probability_wins_and_ties_keep_lower_index():
     assert (out[4:12, 4:12, 14:20] == 2).all()
 
 
-def test_refined_structure_beats_coarse_neighbour_inside_margin():
+def test_refined_structure_beats_coarse_neighbour_inside_margin_unless_protected():
     coarse = coarse_map()
     probs = np.zeros(SHAPE, np.uint8)
     probs[4:12, 4:12, 4:18] = 200  # liver refined grows 6 voxels (x spacing 1.5 mm) into the gap and spleen
     refined = RefinedCase(GEOM, [structure("liver", (0, 0, 0), probs)])
-    out = fuse(coarse, refined, vocab(), cfg(dilation_margin_mm=6.0, max_volume_ratio=3.0)).labelmap.array
+    off = dict(max_volume_ratio=3.0, protect_coarse=False)
+    out = fuse(coarse, refined, vocab(), cfg(dilation_margin_mm=6.0, **off)).labelmap.array
     assert (out[4:12, 4:12, 12:16] == 1).all()  # background gap x 12..15: 1.5..6.0 mm from coarse liver
     assert (out[4:12, 4:12, 16:24] == 2).all()  # spleen from x 16 (7.5 mm away): outside the margin
-    out = fuse(coarse, refined, vocab(), cfg(dilation_margin_mm=8.0, max_volume_ratio=3.0)).labelmap.array
+    out = fuse(coarse, refined, vocab(), cfg(dilation_margin_mm=8.0, **off)).labelmap.array
     assert (out[4:12, 4:12, 16] == 1).all()  # 7.5 mm: now inside the margin, refined liver beats coarse spleen
     assert (out[4:12, 4:12, 17] == 2).all()  # 9 mm: spleen keeps it
+    # default protect_coarse: the spleen was not refined, so it keeps every coarse voxel; the gap still goes to liver
+    out = fuse(coarse, refined, vocab(), cfg(dilation_margin_mm=8.0, max_volume_ratio=3.0)).labelmap.array
+    assert (out[4:12, 4:12, 16:24] == 2).all() and (out[4:12, 4:12, 12:16] == 1).all()
+    # a rejected refinement protects its coarse mask too; an accepted one competes by probability
+    p_spleen = np.zeros(SHAPE, np.uint8)
+    p_spleen[4:12, 4:12, 16:24] = 150
+    both = RefinedCase(GEOM, [structure("liver", (0, 0, 0), probs), structure("spleen", (0, 0, 0), p_spleen)])
+    out = fuse(coarse, both, vocab(), cfg(dilation_margin_mm=8.0, max_volume_ratio=3.0)).labelmap.array
+    assert (out[4:12, 4:12, 16] == 1).all() and (out[4:12, 4:12, 17:24] == 2).all()
+    low = RefinedCase(GEOM, [structure("liver", (0, 0, 0), probs), structure("spleen", (0, 0, 0), p_spleen, 0.1)])
+    out = fuse(coarse, low, vocab(), cfg(dilation_margin_mm=8.0, max_volume_ratio=3.0)).labelmap.array
+    assert (out[4:12, 4:12, 16:24] == 2).all()
 
 
 @pytest.mark.parametrize(
