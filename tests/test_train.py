@@ -82,27 +82,6 @@ def test_coarse_mask_prompt_training_starts_from_the_coarse_mask(tmp_path):
     assert not Trainer(FAST, _sampler(), tmp_path / "plain")._export_model_view().meta.coarse_prompt_trained
 
 
-def test_coarse_start_patches_are_graded_on_their_first_decode(tmp_path):
-    from ctsam.training.clicks import ClickSequence
-    from ctsam.training.loop import _TrainForward, _stack, start_prompts, set_train_mode
-
-    settings = dataclasses.replace(FAST, rounds=3, channels_last=False)
-    sampler = PatchSampler([synthetic_case()], hu_window=(-125, 225), seed=0, coarse_prompt_probability=1.0)
-    trainer = Trainer(settings, sampler, tmp_path)
-    a = sampler.sample(0, 0)
-    b = _sampler().sample(0, 1)  # no coarse mask: starts from zeros and gets correction clicks
-    fwd = _TrainForward.make(trainer.model, settings)
-    set_train_mode(trainer.model, settings)
-    image = _stack([a.image, b.image], "cpu", False)
-    with torch.no_grad():
-        out = fwd(image, [a.target, b.target], 2, None, [a.coarse, None])
-        assert out["n_clicks"][0] == 1 and out["n_clicks"][1] >= 2
-        seqs, prev = start_prompts([a.target], [a.coarse], "cpu", False)
-        pts, lab = ClickSequence.tensors(seqs)
-        direct = trainer.model.decode(trainer.model.encode(image[:1]), pts, lab, prev)["logits"]
-    assert (out["logits"][:1] - direct).abs().max() < 1e-3  # batch 2 vs 1: float rounding only
-
-
 @pytest.mark.slow
 def test_cross_patch_network_trains_on_neighbour_pairs(tmp_path):
     settings = dataclasses.replace(FAST, cpp=True, quality_weight=0.0)

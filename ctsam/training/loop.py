@@ -6,8 +6,7 @@ gradients are averaged by DDP, so the result does not depend on the number of ra
 1. the patches are encoded once (with gradients, or without for ``finetune: decoder``);
 2. every patch gets its first click (most interior point, :mod:`~ctsam.training.clicks`); a patch
    that carries a simulated coarse mask (``coarse_prompt_probability``) gets it as the starting mask
-   prompt and its first click at the coarse mask's most interior point, as ``ctsam refine`` seeds it,
-   and skips the correction rounds: it is graded on that first decode, which is how refine uses it;
+   prompt and its first click at the coarse mask's most interior point, as ``ctsam refine`` seeds it;
 3. ``n`` correction rounds without gradients (``n`` drawn per step from ``[0, rounds)``): decode with the
    clicks so far and the previous probabilities as mask prompt, then add one click at the centre of the
    largest error region (at most ``max_points`` clicks);
@@ -200,23 +199,15 @@ class _TrainForward:
                 else:
                     feats = m.encode(image)
                 seqs, prev = start_prompts(targets_np, coarse_np, image.device, settings.channels_last)
-                # patches that start from a coarse mask are graded on their first decode, as refine uses them
-                free = [coarse_np is None or c is None for c in (coarse_np or targets_np)]
-                start = prev
                 with torch.no_grad():
-                    for _ in range(n_rounds if any(free) else 0):
+                    for _ in range(n_rounds):
                         pts, lab = ClickSequence.tensors(seqs)
                         out = m.decode(feats, pts, lab, prev)
                         prev = out["probs"].float()
-                        if start is not None:
-                            keep = torch.tensor([not f for f in free], device=prev.device).view(-1, 1, 1, 1, 1)
-                            prev = torch.where(keep, start, prev)
                         if settings.channels_last:
                             prev = prev.contiguous(memory_format=torch.channels_last_3d)
                         preds = list((prev[:, 0] > 0.5).cpu().numpy())
-                        idx = [i for i, f in enumerate(free) if f]
-                        add_correction_clicks([seqs[i] for i in idx], [preds[i] for i in idx],
-                                              [targets_np[i] for i in idx], max_points=settings.max_points)
+                        add_correction_clicks(seqs, preds, targets_np, max_points=settings.max_points)
                 pts, lab = ClickSequence.tensors(seqs)
                 out = m.decode(feats, pts, lab, prev)
                 result = {"logits": out["logits"], "iou": out["iou"], "n_clicks": [len(s) for s in seqs]}
