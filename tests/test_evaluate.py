@@ -105,6 +105,10 @@ def test_shipped_demo_model_loads_with_provenance():
     for key in ("command", "data", "settings", "steps_done", "final_losses", "heldout_eval"):
         assert key in training, key
     assert training["data"]["heldout_seed"] != training["data"]["train_seed"]
+    # the shipped model starts from coarse masks and was measured on its held-out phantoms against them
+    assert model.meta.coarse_prompt_trained and model.meta.quality_r is not None
+    ev = training["heldout_eval"]
+    assert ev["refined_dice_mean"] > ev["coarse_dice_mean_refined"] and ev["fused_dice_mean"] > ev["coarse_dice_mean"]
 
 
 def test_unknown_builtin_model_is_refused():
