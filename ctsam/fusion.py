@@ -44,7 +44,7 @@ import numpy as np
 
 from ctsam.errors import InputDataError
 from ctsam.refined import RefinedCase, StructureProbability
-from ctsam.volume import LabelMap, check_same_space, smallest_label_dtype
+from ctsam.volume import LabelMap, check_same_space, smallest_label_dtype, z_slabs
 
 log = logging.getLogger(__name__)
 
@@ -447,9 +447,8 @@ def fuse(
                 rec.filled_from_coarse_voxels = n
 
     counts = np.zeros(max_index + 1, dtype=np.int64)
-    step = max(1, (1 << 23) // max(1, shape[1] * shape[2]))  # ~8 M voxels per slab: bincount widens to int64
-    for z0 in range(0, shape[0], step):
-        counts += np.bincount(out_arr[z0 : z0 + step].ravel(), minlength=max_index + 1)
+    for zs in z_slabs(shape):  # bincount widens to int64: slabs keep that temporary small
+        counts += np.bincount(out_arr[zs].ravel(), minlength=max_index + 1)
     for rec in report.values():
         rec.final_voxels = int(counts[rec.index])
     t_end = time.perf_counter()

@@ -202,6 +202,14 @@ class LabelMap:
         return f"LabelMap(dtype={self.array.dtype}, {len(self.labels)} labels, {self.geometry.describe()})"
 
 
+def z_slabs(shape_zyx, voxels: int = 1 << 23):
+    """Slices of z covering a volume in slabs of about ``voxels`` voxels (at least one slice each), so that
+    a pass with int64 temporaries (``np.bincount``) stays bounded on a 512 x 512 x 1000 CT."""
+    step = max(1, voxels // max(1, int(shape_zyx[1]) * int(shape_zyx[2])))
+    for z0 in range(0, int(shape_zyx[0]), step):
+        yield slice(z0, min(z0 + step, int(shape_zyx[0])))
+
+
 def smallest_label_dtype(max_label: int) -> np.dtype:
     """uint8 when every label fits, else uint16."""
     return np.dtype(np.uint8) if max_label <= 255 else np.dtype(np.uint16)

@@ -28,6 +28,23 @@ def test_quality_calibration_measures_the_head_against_true_iou():
     assert cal == quality_calibration(_model(), sampler, 4)  # deterministic
 
 
+def test_label_overlap_dice_equals_mask_dice_across_slabs():
+    from ctsam.refine import dice
+    from ctsam.training.evaluate import _overlap_dice, label_overlaps
+    from ctsam.volume import z_slabs
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, size=(9, 30, 40)).astype(np.uint8)
+    b = rng.integers(0, 6, size=(9, 30, 40)).astype(np.uint16)
+    assert len(list(z_slabs(a.shape, voxels=2400))) == 5  # 2 slices per slab: the counts add up over slabs
+    counts = label_overlaps(a, b, slab_voxels=2400)
+    assert counts.sum() == a.size and counts.shape == (4, 6)
+    for i in range(4):
+        for j in range(6):
+            assert _overlap_dice(counts, i, j) == pytest.approx(dice(a == i, b == j))
+    assert _overlap_dice(counts, 1, None) == 0.0 and _overlap_dice(counts, 1, 9) == 0.0
+
+
 def test_noc_convention():
     assert noc([0.5, 0.86, 0.95], 0.85) == (2, True)
     assert noc([0.5, 0.6, 0.7], 0.9) == (3, False)

@@ -79,6 +79,8 @@ def test_coarse_mask_prompt_training_starts_from_the_coarse_mask(tmp_path):
     measured = Trainer(dataclasses.replace(settings, val_samples=2), sampler, tmp_path / "v", val_sampler=sampler)
     r = load_ctsam3d(measured.export(tmp_path / "v.safetensors")).meta.quality_r
     assert r is not None and -1.0 <= r <= 1.0  # quality head measured on the validation patches
+    val = measured.validate()
+    assert 0.0 < val["val_coarse_dice"] < 1.0 and 0.0 <= val["val_coarse_refined_dice"] <= 1.0
     assert not Trainer(FAST, _sampler(), tmp_path / "plain")._export_model_view().meta.coarse_prompt_trained
 
 

@@ -160,8 +160,6 @@ def test_labels_on_a_flipped_grid_are_resampled_not_refused():
 
 
 def test_simulated_coarse_masks_are_blocky_deterministic_and_close():
-    from scipy import ndimage
-
     from ctsam.training.data import simulate_coarse
 
     z, y, x = np.mgrid[:64, :64, :64]
@@ -178,7 +176,9 @@ def test_simulated_coarse_masks_are_blocky_deterministic_and_close():
     tiny[10, 10, 10] = True  # a single voxel can vanish on a coarse grid, like a thin rib
     results = [simulate_coarse(tiny, np.random.default_rng([k])) for k in range(12)]
     assert any(r is None for r in results)
-    assert all(r is None or ndimage.label(r)[1] >= 1 for r in results)
+    for r in results:  # what survives stays within one coarse cell (<= 3 voxels) plus one voxel of leak
+        if r is not None:
+            assert np.abs(np.argwhere(r) - 10).max() <= 3
 
 
 def test_sampler_attaches_coarse_masks_at_the_asked_rate():

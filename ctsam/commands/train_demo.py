@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-seed", type=int, default=1, help="cohort seed of the training phantoms (default 1)")
     parser.add_argument("--heldout-cases", type=int, default=2,
                         help="held-out phantoms of cohort seed 0, the workflow's demo cohort (default 2)")
-    parser.add_argument("--steps", type=int, default=1200, help="optimisation steps (default 1200: ~22 min on 2 idle CPU cores)")
+    parser.add_argument("--steps", type=int, default=1200, help="optimisation steps (default 1200: 22-26 min measured on 2 idle CPU cores)")
     parser.add_argument("--max-minutes", type=float, default=27.0,
                         help="stop training after this many minutes, checkpointing first (default 27)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

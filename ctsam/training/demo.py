@@ -145,21 +145,19 @@ def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config
     A model without a measured quality head (``meta.quality_r`` None) is first measured on
     ``val_sampler``'s patches (:func:`~ctsam.training.evaluate.quality_calibration`).
     """
+    import dataclasses
+
     from ctsam.io.atomic import atomic_write_json
     from ctsam.model import load_ctsam3d, save_safetensors
     from ctsam.model.checkpoint import read_safetensors_metadata
     from ctsam.training.data import read_table
-    from ctsam.training.evaluate import evaluate, format_summary
-
-    import dataclasses
-
-    from ctsam.training.evaluate import quality_calibration
+    from ctsam.training.evaluate import evaluate, format_summary, quality_calibration
 
     t0 = time.perf_counter()
     model = load_ctsam3d(model_path)
     training = read_safetensors_metadata(model_path).get("training", {})
     if model.meta.quality_r is None and val_sampler is not None:
-        cal = quality_calibration(model, val_sampler, 32, seed=seed)
+        cal = quality_calibration(model, val_sampler, seed=seed)
         model.meta = dataclasses.replace(model.meta, quality_r=cal["r"])
         training["quality_calibration"] = cal
         log.info("quality head on %d validation patches: r = %.3f", cal["n"], cal["r"])

@@ -33,18 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ctsam.refine import dice
 from ctsam.training.clicks import ClickSequence, add_correction_clicks, start_sequences
 
 log = logging.getLogger(__name__)
 
 NOC_THRESHOLDS = (0.85, 0.90)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    sa, sb = int(a.sum()), int(b.sum())
-    if sa + sb == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / (sa + sb)
 
 
 def click_curve(model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24) -> list[float]:
@@ -86,7 +80,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
                     prev = model.decode(feats, pts, lab, prev)["probs"].float()
                     preds = list((prev[:, 0] > 0.5).cpu().numpy())
                     for c, p, t in zip(chunk, preds, tgts):
-                        c.append(_dice(p, t))
+                        c.append(dice(p, t))
                     if k + 1 < n_clicks:
                         add_correction_clicks(seqs, preds, tgts, max_points=max_points)
                 curves += chunk
@@ -95,40 +89,61 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     return curves
 
 
-def quality_calibration(model, sampler, n_samples: int = 32, *, seed: int = 0) -> dict:
-    """How well the quality head predicts the true IoU, on ``n_samples`` patches of ``sampler``.
+#: patches used to measure the quality head (``ctsam train`` with validation data, ``train-demo``)
+QUALITY_CALIBRATION_PATCHES = 32
 
-    Half the patches start from zeros with one click at the target's most interior point, half from a
-    simulated coarse mask (:func:`~ctsam.training.data.simulate_coarse`) with its click, the two ways
-    the network is prompted. Returns ``{"r": Pearson r (0.0 when either side is constant), "n",
-    "mean_score", "mean_iou"}``.
+
+def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: int, stream: int) -> list[dict]:
+    """One decode per patch, prompted as the pipeline prompts it, on items ``0..n_samples-1`` of step 0.
+
+    Every ``coarse_every``-th patch (1: all) starts from a simulated coarse mask of its target
+    (:func:`~ctsam.training.data.simulate_coarse`, drawn from ``default_rng([seed, i, stream])``) with the
+    click at its most interior point; the others, and those whose coarse mask vanished, start from zeros
+    with one click at the target's most interior point (:func:`~ctsam.training.loop.start_prompts`).
+
+    Returns per patch ``{"coarse_dice": Dice of the coarse prompt or None, "dice", "iou", "score"}``
+    (``score``: the quality head's). Runs without gradients; the model's mode is restored.
     """
     import torch
 
     from ctsam.training.data import simulate_coarse
+    from ctsam.training.loop import _stack, start_prompts
 
-    scores, ious = [], []
+    cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
     model.eval()
+    records = []
     try:
         with torch.inference_mode():
             for i in range(n_samples):
                 smp = sampler.sample(0, i)
-                coarse = simulate_coarse(smp.target, np.random.default_rng([seed, i, 17])) if i % 2 else None
-                seqs = start_sequences([coarse if coarse is not None else smp.target])
-                prev = None if coarse is None else torch.from_numpy(coarse[None, None].astype(np.float32)).to(model.device)
+                coarse = (simulate_coarse(smp.target, np.random.default_rng([seed, i, stream]))
+                          if i % coarse_every == coarse_every - 1 else None)
+                seqs, prev = start_prompts([smp.target], [coarse], model.device, cl)
                 pts, lab = ClickSequence.tensors(seqs)
-                x = torch.from_numpy(smp.image[None, None].astype(np.float32)).to(model.device)
-                out = model.decode(model.encode(x), pts, lab, prev)
+                out = model.decode(model.encode(_stack([smp.image], model.device, cl)), pts, lab, prev)
                 pred = (out["probs"][0, 0] > 0.5).cpu().numpy()
                 union = int((pred | smp.target).sum())
-                ious.append(int((pred & smp.target).sum()) / union if union else 1.0)
-                scores.append(float(out["iou"][0, 0]))
+                records.append({"coarse_dice": None if coarse is None else dice(coarse, smp.target),
+                                "dice": dice(pred, smp.target),
+                                "iou": int((pred & smp.target).sum()) / union if union else 1.0,
+                                "score": float(out["iou"][0, 0])})
     finally:
         model.train(was_training)
-    s_arr, i_arr = np.asarray(scores), np.asarray(ious)
+    return records
+
+
+def quality_calibration(model, sampler, n_samples: int = QUALITY_CALIBRATION_PATCHES, *, seed: int = 0) -> dict:
+    """How well the quality head predicts the true IoU, on ``n_samples`` patches of ``sampler``.
+
+    Half the patches start from zeros, half from a simulated coarse mask (:func:`first_decodes`), the
+    two ways the network is prompted. Returns ``{"r": Pearson r (0.0 when either side is constant),
+    "n", "mean_score", "mean_iou"}``.
+    """
+    recs = first_decodes(model, sampler, n_samples, seed=seed, coarse_every=2, stream=17)
+    s_arr, i_arr = np.array([r["score"] for r in recs]), np.array([r["iou"] for r in recs])
     r = float(np.corrcoef(s_arr, i_arr)[0, 1]) if s_arr.std() > 1e-6 and i_arr.std() > 1e-6 else 0.0
-    return {"r": round(r, 4), "n": len(scores), "mean_score": round(float(s_arr.mean()), 4),
+    return {"r": round(r, 4), "n": len(recs), "mean_score": round(float(s_arr.mean()), 4),
             "mean_iou": round(float(i_arr.mean()), 4)}
 
 
@@ -173,7 +188,7 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     import copy
 
     from ctsam.config import fill_defaults, load_schema
-    from ctsam.fusion import default_vocabulary, fuse
+    from ctsam.fusion import default_vocabulary, fuse, threshold_u8
     from ctsam.io.image import read_labelmap
     from ctsam.predictor import PatchPredictor
     from ctsam.refine import RefineEngine, RefineSettings
@@ -197,24 +212,51 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     source = {f.name: f.source for f in fused.structures}
     by_name = {sp.name: sp for sp in refined.structures}
     coarse_idx = {n: i for i, n in coarse.labels.items()}
+    vs_coarse = label_overlaps(truth.array, coarse.array)  # one pass per label map, not one per structure
+    vs_fused = label_overlaps(truth.array, fused.labelmap.array)
+    t_u8 = threshold_u8(float(fuse_cfg["threshold"]))
     rows = []
     for idx in truth.present_labels():
         name = truth.labels[idx]
-        gt = truth.array == idx
-        co = coarse.array == coarse_idx[name] if name in coarse_idx else np.zeros_like(gt)
-        ref = np.zeros(ct.array.shape, dtype=bool)
         sp = by_name.get(name)
-        if sp is not None:
-            ref[sp.slices] = sp.probs_u8 >= 128
+        refined_dice = float("nan")
+        if sp is not None:  # inside the refined structure's box only
+            ref = sp.probs_u8 >= t_u8
+            inter = int(np.count_nonzero(ref & (truth.array[sp.slices] == idx)))
+            refined_dice = _dice_from_counts(inter, int(vs_coarse[idx].sum()), int(np.count_nonzero(ref)))
         out_name = vocabulary.output_name(name)
         out_idx = vocabulary.output_index(out_name) if out_name is not None else None
-        fu = fused.labelmap.array == out_idx if out_idx is not None else np.zeros_like(gt)
-        rows.append({"case": row.case_id, "structure": name, "coarse_dice": _dice(co, gt),
-                     "refined_dice": _dice(ref, gt) if sp is not None else float("nan"),
-                     "fused_dice": _dice(fu, gt), "fused_source": source.get(out_name, "none"),
-                     "truth_ml": float(gt.sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
+        rows.append({"case": row.case_id, "structure": name,
+                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name)),
+                     "refined_dice": refined_dice,
+                     "fused_dice": _overlap_dice(vs_fused, idx, out_idx), "fused_source": source.get(out_name, "none"),
+                     "truth_ml": float(vs_coarse[idx].sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
     log.info("%s: automatic pipeline on %d structures in %.1f s", row.case_id, len(rows), timing.get("total_s", 0.0))
     return rows
+
+
+def label_overlaps(a: np.ndarray, b: np.ndarray, *, slab_voxels: int = 1 << 23) -> np.ndarray:
+    """(max a + 1, max b + 1) int64 voxel counts of every (label in ``a``, label in ``b``) pair, z-slab-wise."""
+    from ctsam.volume import z_slabs
+
+    na, nb = int(a.max(initial=0)) + 1, int(b.max(initial=0)) + 1
+    counts = np.zeros(na * nb, dtype=np.int64)
+    for zs in z_slabs(a.shape, slab_voxels):
+        counts += np.bincount(a[zs].ravel().astype(np.int64) * nb + b[zs].ravel(), minlength=na * nb)
+    return counts.reshape(na, nb)
+
+
+def _dice_from_counts(inter: int, size_a: int, size_b: int) -> float:
+    return 1.0 if size_a + size_b == 0 else 2.0 * inter / (size_a + size_b)
+
+
+def _overlap_dice(counts: np.ndarray, i: int, j: int | None) -> float:
+    """Dice of label ``i`` of the first map and ``j`` of the second from :func:`label_overlaps` (j None or
+    absent: an empty mask)."""
+    size_a = int(counts[i].sum())
+    if j is None or j >= counts.shape[1]:
+        return _dice_from_counts(0, size_a, 0)
+    return _dice_from_counts(int(counts[i, j]), size_a, int(counts[:, j].sum()))
 
 
 def _mean(values) -> float | None:

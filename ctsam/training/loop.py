@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-
 import os
 import shutil
 import time
@@ -394,29 +393,15 @@ class Trainer:
         return out
 
     def validate_coarse_prompt(self) -> dict:
-        """Mean patch Dice of simulated coarse masks and of the model's refinement of them (one pass)."""
-        import torch
+        """Mean patch Dice of simulated coarse masks and of the model's refinement of them (one decode)."""
+        from ctsam.training.evaluate import first_decodes
 
-        from ctsam.training.clicks import ClickSequence
-        from ctsam.training.data import simulate_coarse
-        from ctsam.training.evaluate import _dice
-
-        before, after = [], []
-        with torch.inference_mode():
-            for i in range(self.s.val_samples):
-                smp = self.val_sampler.sample(0, i)
-                coarse = simulate_coarse(smp.target, np.random.default_rng([self.s.seed, i, 13]))
-                if coarse is None:
-                    continue
-                image = _stack([smp.image], self.device, self.s.channels_last)
-                seqs, prev = start_prompts([smp.target], [coarse], self.device, self.s.channels_last)
-                pts, lab = ClickSequence.tensors(seqs)
-                probs = self.model.decode(self.model.encode(image), pts, lab, prev)["probs"]
-                before.append(_dice(coarse, smp.target))
-                after.append(_dice((probs[0, 0] > 0.5).cpu().numpy(), smp.target))
-        if not before:
+        recs = [r for r in first_decodes(self.model, self.val_sampler, self.s.val_samples, seed=self.s.seed,
+                                         coarse_every=1, stream=13) if r["coarse_dice"] is not None]
+        if not recs:
             return {}
-        return {"val_coarse_dice": float(np.mean(before)), "val_coarse_refined_dice": float(np.mean(after))}
+        return {"val_coarse_dice": float(np.mean([r["coarse_dice"] for r in recs])),
+                "val_coarse_refined_dice": float(np.mean([r["dice"] for r in recs]))}
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -576,7 +561,7 @@ class Trainer:
         if self.val_sampler is not None and self.s.val_samples > 0:
             from ctsam.training.evaluate import quality_calibration
 
-            cal = quality_calibration(model, self.val_sampler, max(16, 2 * self.s.val_samples), seed=self.s.seed)
+            cal = quality_calibration(model, self.val_sampler, seed=self.s.seed)
             model.meta = dataclasses.replace(model.meta, quality_r=cal["r"])
             training["quality_calibration"] = cal
             log.info("quality head on %d validation patches: r = %.3f (mean score %.3f, mean IoU %.3f)", cal["n"],
