@@ -118,7 +118,6 @@ class Job:
     source: str  # "seed", "correction" or "propagation"
     generation: int = 0
     rounds_done: int = 0
-    coarse_start: bool = False  # first round's mask prompt was the coarse mask
     settled: bool = False
     stop_reason: str = ""
     probs_u8: np.ndarray | None = None
@@ -350,17 +349,20 @@ class RefineEngine:
                 add(p, label)
         if job.probs_u8 is not None:
             prev = job.probs_u8.astype(np.float32) / 255.0
-        elif self._frame_coarse is not None and st.name in self._coarse_label:
+        elif self._starts_from_coarse(job):
             crop = crop_padded(self._frame_coarse, job.box.start_zyx, (size, size, size), pad_value=0)
             prev = (crop == self._coarse_label[st.name]).astype(np.float32)
-            job.coarse_start = True
         else:
             prev = None
         return DecodeRequest(box=job.box, points_xyz=np.asarray(pts, dtype=np.int64).reshape(-1, 3),
                              labels=np.asarray(labels, dtype=np.int64), prev_probs=prev)
 
     def _max_rounds(self, job: Job) -> int:
-        return self.s.coarse_prompt_rounds if job.coarse_start else self.s.rounds
+        return self.s.coarse_prompt_rounds if self._starts_from_coarse(job) else self.s.rounds
+
+    def _starts_from_coarse(self, job: Job) -> bool:
+        """Whether the job's first mask prompt is its structure's coarse mask (set up by :meth:`run`)."""
+        return self._frame_coarse is not None and job.structure in self._coarse_label
 
     def _update(self, job: Job, probs: np.ndarray, quality: float) -> None:
         new_u8 = probs_to_u8(probs)

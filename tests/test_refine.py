@@ -87,7 +87,7 @@ def test_first_round_mask_prompt_is_the_coarse_mask_when_on():
     assert np.array_equal(prev, expected)
     probs = np.full((16, 16, 16), 0.25, np.float32)
     e._update(job, probs, 0.5)
-    assert job.coarse_start and job.settled and job.stop_reason == "max_rounds"  # coarse_prompt_rounds 1
+    assert e._starts_from_coarse(job) and job.settled and job.stop_reason == "max_rounds"  # coarse_prompt_rounds 1
     job2 = Job("liver", PatchBox((-2, 0, 1), 16), [(6.0, 7.0, 8.0)], "seed")
     e2 = RefineEngine(e.predictor, RefineSettings(coarse_mask_prompt="on", coarse_prompt_rounds=2, rounds=5))
     e2._frame_coarse, e2._coarse_label = frame_coarse, {"liver": 7}
