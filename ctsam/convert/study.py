@@ -8,8 +8,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from ctsam.convert.geometry import GeometryTolerances, SliceStack, validate_stack
 from ctsam.convert.selection import Selection, select_series
+from ctsam.convert.nifti import write_ct_nifti
 from ctsam.convert.sidecar import build_sidecar
 from ctsam.convert.stacks import split_stacks
 from ctsam.convert.studies import choose_study
@@ -47,7 +50,7 @@ class ConvertOptions:
     tilt_tolerance_deg: float = 0.1
     min_slices: int = 3
     series_uid: str | None = None
-    compresslevel: int = 1
+    compresslevel: int = 6
     prefer_kernels: tuple[str, ...] = ()
     study_uid: str | None = None
     uneven_spacing: str = "error"
@@ -86,6 +89,7 @@ class ConvertOptions:
             "prefer_kernels",
             "uneven_spacing",
             "uneven_target",
+            "compresslevel",
         )
         values = {k: section[k] for k in keys if k in section}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -111,6 +115,13 @@ class ConvertResult:
     selection: Selection
     stack: SliceStack
     report: VolumeReport
+
+    def hu(self) -> np.ndarray:
+        """The volume in HU (applies the NIfTI scaling when the array holds stored values)."""
+        if self.report.scl_slope_inter is None:
+            return self.volume.array
+        slope, intercept = self.report.scl_slope_inter
+        return self.volume.array.astype(np.float64) * slope + intercept
 
 
 def convert_study(
@@ -180,7 +191,11 @@ def convert_study(
     if stack.tilted:
         log.warning("gantry tilt of %.2f degrees: resampling onto an orthogonal grid", stack.tilt_deg)
 
-    volume, report = build_volume(stack, resample_tilt=stack.tilted)
+    target = None
+    if stack.uneven:
+        steps = np.diff(stack.distances_mm())
+        target = float(np.median(steps)) if options.uneven_target == "median" else float(steps.min())
+    volume, report = build_volume(stack, resample_tilt=stack.tilted, uneven_target_mm=target)
     t2 = time.perf_counter()
     settings = asdict(options)
     settings["study_uid"] = "given (--study-uid)" if options.study_uid else None  # the UID itself stays out
@@ -188,9 +203,7 @@ def convert_study(
         scan=scan, selection=selection, stack=stack, geometry=volume.geometry, report=report, settings=settings
     )
     if out_path is not None:
-        from ctsam.io.image import write_ct
-
-        write_ct(out_path, volume, compresslevel=options.compresslevel)
+        write_ct_nifti(out_path, volume, scl=report.scl_slope_inter, compresslevel=options.compresslevel)
     if sidecar_path is not None:
         atomic_write_json(sidecar_path, sidecar)
     t3 = time.perf_counter()

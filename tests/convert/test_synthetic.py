@@ -359,19 +359,24 @@ def test_rescale_slope_and_intercept(tmp_path, slope, intercept):
     assert res.sidecar["hu"]["rescale_slope_intercept"] == [[slope, intercept]]
 
 
-def test_per_slice_rescale_and_int16_clipping(tmp_path, caplog):
+def test_per_slice_rescale_beyond_int16_is_kept_exactly_as_int32(tmp_path, caplog):
+    # behaviour changed (issue 19): HU beyond int16 were clipped; now the volume widens to int32
     s = write_series(tmp_path / "s", n_slices=3)
     ds = pydicom.dcmread(s.paths[1])
     ds.RescaleIntercept = 31000  # stored values up to ~2700 -> HU up to ~33700, beyond int16
     ds.save_as(s.paths[1])
     with caplog.at_level(logging.WARNING):
-        res = convert_study(tmp_path / "s", None)
+        res = convert_study(tmp_path / "s", tmp_path / "ct.nii.gz")
     raw1 = s.hu_zyx[1] + 1024
-    expected = np.clip(raw1 + 31000, -32768, 32767)
-    assert np.array_equal(res.volume.array[1], expected[::-1].astype(np.int16))
-    assert res.report.clipped_voxels == int(np.count_nonzero(raw1 + 31000 > 32767)) > 0
-    assert "clipped" in caplog.text
+    assert res.volume.array.dtype == np.int32
+    assert np.array_equal(res.volume.array[1], (raw1 + 31000)[::-1])
+    assert np.array_equal(res.volume.array[0], s.hu_zyx[0][::-1])
+    assert res.report.clipped_voxels == 0
+    assert res.report.beyond_int16_voxels == int(np.count_nonzero(raw1 + 31000 > 32767)) > 0
+    assert "nothing clipped" in caplog.text
     assert len(res.sidecar["hu"]["rescale_slope_intercept"]) == 2
+    assert res.sidecar["hu"]["dtype"] == "int32"
+    assert np.array_equal(read_ct(tmp_path / "ct.nii.gz").array, res.volume.array)
 
 
 # ------------------------------------------------------------------ sidecar, determinism, CLI
