@@ -198,7 +198,7 @@ def convert_study(
     volume, report = build_volume(stack, resample_tilt=stack.tilted, uneven_target_mm=target)
     t2 = time.perf_counter()
     settings = asdict(options)
-    settings["study_uid"] = "given (--study-uid)" if options.study_uid else None  # the UID itself stays out
+    settings["study_uid"] = "given (--study-uid)" if options.study_uid is not None else None  # the UID itself stays out
     sidecar = build_sidecar(
         scan=scan, selection=selection, stack=stack, geometry=volume.geometry, report=report, settings=settings
     )
