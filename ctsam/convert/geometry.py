@@ -23,7 +23,6 @@ import numpy as np
 from ctsam.errors import DicomSeriesError
 from ctsam.io.dicom import DicomHeader
 
-
 #: uneven-spacing resampling never bridges a step wider than this many median steps
 UNEVEN_MAX_STEP_RATIO = 3.0
 

@@ -95,8 +95,7 @@ def write_ct_nifti(
                 pending.append(pool.submit(deflate.gzip_compress, chunk, level))
                 if len(pending) >= 2 * workers:
                     fh.write(pending.pop(0).result())
-            for future in pending:
-                fh.write(future.result())
+            fh.writelines(future.result() for future in pending)
 
 
 def _write_zlib(fh, head: bytes, data: memoryview, level: int) -> None:

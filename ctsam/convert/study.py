@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ctsam.convert.geometry import GeometryTolerances, SliceStack, validate_stack
-from ctsam.convert.selection import Selection, select_series
 from ctsam.convert.nifti import write_ct_nifti
+from ctsam.convert.selection import Selection, select_series
 from ctsam.convert.sidecar import build_sidecar
 from ctsam.convert.stacks import split_stacks
 from ctsam.convert.studies import choose_study
@@ -78,7 +78,7 @@ class ConvertOptions:
             )
 
     @classmethod
-    def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ConvertOptions":
+    def from_config(cls, section: dict[str, Any], **overrides: Any) -> ConvertOptions:
         """Options from the ``convert`` config section; ``overrides`` that are not None win."""
         keys = (
             "spacing_tolerance_mm",

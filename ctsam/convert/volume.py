@@ -173,7 +173,9 @@ class _FrameCache:
     def read(self, header: DicomHeader) -> np.ndarray:
         if header.frame_index is None:
             return read_pixels(header)
-        fast = read_pixels(header) if header.transfer_syntax_uid in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1") else None
+        fast = (
+            read_pixels(header) if header.transfer_syntax_uid in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1") else None
+        )
         if fast is not None:
             return fast
         key = str(header.path)
@@ -289,7 +291,7 @@ def build_volume(
     step, n_z, uneven = stack.step_mm, stack.n_slices, None
     if stack.uneven:
         d = stack.distances_mm()
-        array, grid = _resample_z(array, d, float(uneven_target_mm))  # type: ignore[arg-type]
+        array, _ = _resample_z(array, d, float(uneven_target_mm))  # type: ignore[arg-type]
         step, n_z = float(uneven_target_mm), array.shape[0]  # type: ignore[arg-type]
         uneven = {
             "resampled": True,

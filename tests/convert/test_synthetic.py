@@ -12,9 +12,9 @@ import pytest
 
 from ctsam.cli import main as cli_main
 from ctsam.convert import ConvertOptions, convert_study
-from tests.convert.synthetic import tilted_orientation, write_series
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.image import read_ct
+from tests.convert.synthetic import tilted_orientation, write_series
 
 
 def _world_of_dicom_pixels(series, k: int, rows: int, cols: int, iop, spacing) -> np.ndarray:
@@ -210,7 +210,10 @@ def test_tilt_resample_gives_orthogonal_grid_with_dicom_slice_positions(tmp_path
 
 def test_tilt_resample_with_fractional_shift_interpolates_within_the_plane(tmp_path):
     s = write_series(
-        tmp_path / "study", n_slices=3, pixel_spacing_mm=(1.0, 1.0), iop=tilted_orientation(14.0),
+        tmp_path / "study",
+        n_slices=3,
+        pixel_spacing_mm=(1.0, 1.0),
+        iop=tilted_orientation(14.0),
         stack_vector_mm=(0.0, 0.0, 5.0),
     )
     res = convert_study(tmp_path / "study", None, options=ConvertOptions(tilt="resample"))
@@ -240,8 +243,10 @@ def test_two_series_picks_the_one_with_more_slices_and_says_why(tmp_path):
     (rej,) = side["selection"]["rejected"]
     assert rej["series_key"] == small.series_uid
     assert rej["reasons"] == [
-        "ranked below the chosen series: less coverage along the slice normal "
-        "(7.5 mm over 4 positions < 12.5 mm over 6 positions)"
+        (
+            "ranked below the chosen series: less coverage along the slice normal "
+            "(7.5 mm over 4 positions < 12.5 mm over 6 positions)"
+        )
     ]
 
 

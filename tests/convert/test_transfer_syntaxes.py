@@ -6,8 +6,8 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
     JPEG2000,
+    DeflatedExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     JPEGLSNearLossless,
@@ -75,7 +75,9 @@ def test_lossless_syntaxes_convert_voxel_identical(tmp_path, uid, kwargs):
 
 
 @pytest.mark.parametrize(
-    "syntax", ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "ExplicitVRBigEndian"], ids=["jpeg-sv1", "jpeg-p14", "big-endian"]
+    "syntax",
+    ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "ExplicitVRBigEndian"],
+    ids=["jpeg-sv1", "jpeg-p14", "big-endian"],
 )
 def test_gdcm_written_syntaxes_convert_voxel_identical(tmp_path, syntax):
     s = write_series(tmp_path / "s", n_slices=4, rows=32, columns=32)
