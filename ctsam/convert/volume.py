@@ -208,6 +208,11 @@ def decode_stack(headers: list[DicomHeader], plan: HuPlan, *, threads: int | Non
         header = headers[k]
         raw = cache.read(header)
         target = out[k][::-1]  # rows bottom-up (module docstring): a view, written in place
+        if plan.scl is None and plan.dtype == "int16" and _int16_add_safe(header):
+            # the common case: HU = stored + integer intercept, provably within int16 -> one int16 pass
+            stored = raw.view(np.int16) if raw.dtype == np.uint16 else raw.astype(np.int16, copy=False)
+            np.add(stored, np.int16(header.rescale_intercept), out=target)
+            return
         if plan.scl is not None:
             np.copyto(target, raw, casting="unsafe")  # values fit int16 (plan_hu checked BitsStored)
             return
@@ -237,6 +242,15 @@ def decode_stack(headers: list[DicomHeader], plan: HuPlan, *, threads: int | Non
         )
         return wide, beyond
     return out, 0
+
+
+def _int16_add_safe(header: DicomHeader) -> bool:
+    """Slope 1, integer intercept, and every possible stored value plus the intercept fits int16 (and
+    unsigned stored values fit int16, so their bits can be read as int16)."""
+    if header.rescale_slope != 1 or not float(header.rescale_intercept).is_integer():
+        return False
+    lo, hi = _stored_range([header])
+    return hi <= _INT16_MAX and lo + header.rescale_intercept >= _INT16_MIN and hi + header.rescale_intercept <= _INT16_MAX
 
 
 def _run_threaded(fn: Callable[[int], None], n: int, threads: int | None, done: Callable[[int], None]) -> None:
