@@ -68,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
         uneven_spacing=args.uneven_spacing,
     )
     sidecar = Path(args.sidecar) if args.sidecar else default_sidecar(args.output)
-    convert_study(args.study_dir, args.output, sidecar_path=sidecar, options=options)
+    convert_study(args.study_dir, args.output, sidecar_path=sidecar, options=options, keep_volume=False)
     return 0

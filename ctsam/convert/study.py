@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 
 from ctsam.convert.geometry import GeometryTolerances, SliceStack, validate_stack
-from ctsam.convert.nifti import write_ct_nifti
+from ctsam.convert.nifti import nifti_header_bytes, write_ct_nifti, write_nifti_slices
 from ctsam.convert.selection import Selection, select_series
 from ctsam.convert.sidecar import build_sidecar
 from ctsam.convert.stacks import split_stacks
 from ctsam.convert.studies import choose_study
-from ctsam.convert.volume import VolumeReport, build_volume
+from ctsam.convert.volume import VolumeReport, build_volume, output_geometry, plan_hu, stream_slices, streamable
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.atomic import atomic_write_json
 from ctsam.io.dicom import ScanResult, group_series, scan_dicom_files
@@ -110,7 +110,7 @@ class ConvertOptions:
 class ConvertResult:
     """What :func:`convert_study` produced."""
 
-    volume: CTVolume
+    volume: CTVolume | None
     sidecar: dict[str, Any]
     selection: Selection
     stack: SliceStack
@@ -118,6 +118,8 @@ class ConvertResult:
 
     def hu(self) -> np.ndarray:
         """The volume in HU (applies the NIfTI scaling when the array holds stored values)."""
+        if self.volume is None:
+            raise ValueError("the volume was streamed to the file (keep_volume=False)")
         if self.report.scl_slope_inter is None:
             return self.volume.array
         slope, intercept = self.report.scl_slope_inter
@@ -130,6 +132,7 @@ def convert_study(
     *,
     sidecar_path: str | os.PathLike[str] | None = None,
     options: ConvertOptions | None = None,
+    keep_volume: bool = True,
 ) -> ConvertResult:
     """Convert the CT series of a DICOM study folder into an int16 HU volume.
 
@@ -138,6 +141,8 @@ def convert_study(
         out_path: NIfTI to write (``.nii.gz`` or ``.nii``), atomically; None writes nothing.
         sidecar_path: JSON sidecar to write, atomically; None writes none.
         options: settings (defaults: :class:`ConvertOptions`).
+        keep_volume: return the volume in the result. False (the CLI) lets a plain stack stream from
+            the decoder into the file without ever holding the volume (``result.volume`` is None).
 
     Raises:
         DicomSeriesError: no usable series, broken geometry (missing slices, duplicate positions,
@@ -195,25 +200,47 @@ def convert_study(
     if stack.uneven:
         steps = np.diff(stack.distances_mm())
         target = float(np.median(steps)) if options.uneven_target == "median" else float(steps.min())
-    volume, report = build_volume(stack, resample_tilt=stack.tilted, uneven_target_mm=target)
-    t2 = time.perf_counter()
     settings = asdict(options)
     settings["study_uid"] = "given (--study-uid)" if options.study_uid is not None else None  # the UID itself stays out
-    sidecar = build_sidecar(
-        scan=scan, selection=selection, stack=stack, geometry=volume.geometry, report=report, settings=settings
-    )
-    if out_path is not None:
-        write_ct_nifti(out_path, volume, scl=report.scl_slope_inter, compresslevel=options.compresslevel)
+    plan = plan_hu(stack.headers)
+    if out_path is not None and not keep_volume and streamable(stack, plan):
+        # slices go from the decoder threads straight into the gzip writer: no volume in memory
+        geometry = output_geometry(stack, (stack.rows, stack.columns), np.zeros(2))
+        report = VolumeReport(
+            clipped_voxels=0,
+            rescale=sorted({(h.rescale_slope, h.rescale_intercept) for h in stack.headers}),
+            tilt_resampled=False,
+            hu_dtype=plan.dtype,
+            scl_slope_inter=plan.scl,
+            hu_storage=plan.why,
+        )
+        sidecar = build_sidecar(
+            scan=scan, selection=selection, stack=stack, geometry=geometry, report=report, settings=settings
+        )
+        head = nifti_header_bytes(geometry.shape_zyx, plan.dtype, geometry, plan.scl)
+        write_nifti_slices(out_path, head, stream_slices(stack, plan), compresslevel=options.compresslevel)
+        volume = None
+        t2 = time.perf_counter()
+    else:
+        volume, report = build_volume(stack, resample_tilt=stack.tilted, uneven_target_mm=target)
+        geometry = volume.geometry
+        t2 = time.perf_counter()
+        sidecar = build_sidecar(
+            scan=scan, selection=selection, stack=stack, geometry=geometry, report=report, settings=settings
+        )
+        if out_path is not None:
+            write_ct_nifti(out_path, volume, scl=report.scl_slope_inter, compresslevel=options.compresslevel)
     if sidecar_path is not None:
         atomic_write_json(sidecar_path, sidecar)
     t3 = time.perf_counter()
     log.info(
-        "converted %s: %s (scan+select %.2f s, decode %.2f s, write %.2f s)",
+        "converted %s: %s (scan+select %.2f s, decode %.2f s, write %.2f s%s)",
         chosen.key,
-        volume.geometry.describe(),
+        geometry.describe(),
         t1 - t0,
         t2 - t1,
         t3 - t2,
+        "; decode and write overlap: streamed" if volume is None else "",
     )
     return ConvertResult(volume=volume, sidecar=sidecar, selection=selection, stack=stack, report=report)
 

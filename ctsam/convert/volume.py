@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -205,26 +205,9 @@ def decode_stack(headers: list[DicomHeader], plan: HuPlan, *, threads: int | Non
     lock = threading.Lock()
 
     def fill(k: int) -> None:
-        header = headers[k]
-        raw = cache.read(header)
-        target = out[k][::-1]  # rows bottom-up (module docstring): a view, written in place
-        if plan.scl is None and plan.dtype == "int16" and _int16_add_safe(header):
-            # the common case: HU = stored + integer intercept, provably within int16 -> one int16 pass
-            stored = raw.view(np.int16) if raw.dtype == np.uint16 else raw.astype(np.int16, copy=False)
-            np.add(stored, np.int16(header.rescale_intercept), out=target)
-            return
-        if plan.scl is not None:
-            np.copyto(target, raw, casting="unsafe")  # values fit int16 (plan_hu checked BitsStored)
-            return
-        hu = _hu_exact(raw, header)
-        if plan.dtype == "float32":
-            np.copyto(target, hu, casting="unsafe")
-            return
-        if hu.min() < _INT16_MIN or hu.max() > _INT16_MAX:
+        if not _fill_slice(out[k], cache.read(headers[k]), headers[k], plan):
             with lock:
                 overflow.append(k)
-            return
-        np.copyto(target, hu, casting="unsafe")
 
     progress = Progress(len(headers), "decoding slices")
     _run_threaded(fill, len(headers), threads, lambda k: progress.update(item=headers[k].rel))
@@ -244,13 +227,75 @@ def decode_stack(headers: list[DicomHeader], plan: HuPlan, *, threads: int | Non
     return out, 0
 
 
+def streamable(stack: SliceStack, plan: HuPlan) -> bool:
+    """Whether slices can go straight to the file: no tilt or uneven resampling, and a dtype that no
+    slice can change (float32, scaled int16, or int16 HU that provably stays within int16)."""
+    if stack.tilted or stack.uneven:
+        return False
+    return plan.scl is not None or plan.dtype == "float32" or all(_int16_add_safe(h) for h in stack.headers)
+
+
+def stream_slices(
+    stack: SliceStack, plan: HuPlan, *, threads: int | None = None, window: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the output slices (rows bottom-up, dtype ``plan.dtype``) in z order, decoded ahead by threads.
+
+    At most ``window`` slices (default: twice the threads) are decoded ahead, so memory stays at a few
+    slices whatever the series length. Only for :func:`streamable` stacks.
+    """
+    headers = stack.headers
+    one = np.empty((1, int(headers[0].rows), int(headers[0].columns)), dtype=plan.dtype)  # type: ignore[arg-type]
+    cache = _FrameCache(headers)
+    workers = threads or min(8, os.cpu_count() or 1)
+    window = window or 2 * workers
+    progress = Progress(len(headers), "decoding slices")
+
+    def one_slice(k: int) -> np.ndarray:
+        out = np.empty_like(one[0])
+        _fill_slice(out, cache.read(headers[k]), headers[k], plan)
+        return out
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctsam-decode") as pool:
+        pending = [pool.submit(one_slice, k) for k in range(min(window, len(headers)))]
+        for k in range(len(headers)):
+            result = pending.pop(0).result()
+            nxt = k + len(pending) + 1
+            if nxt < len(headers):
+                pending.append(pool.submit(one_slice, nxt))
+            progress.update(item=headers[k].rel)
+            yield result
+
+
+def _fill_slice(out: np.ndarray, raw: np.ndarray, header: DicomHeader, plan: HuPlan) -> bool:
+    """Write one slice's HU (rows bottom-up) into ``out``; False if int16 HU would overflow (nothing written)."""
+    target = out[::-1]
+    if plan.scl is None and plan.dtype == "int16" and _int16_add_safe(header):
+        # the common case: HU = stored + integer intercept, provably within int16 -> one int16 pass
+        stored = raw.view(np.int16) if raw.dtype == np.uint16 else raw.astype(np.int16, copy=False)
+        np.add(stored, np.int16(header.rescale_intercept), out=target)
+        return True
+    if plan.scl is not None:
+        np.copyto(target, raw, casting="unsafe")  # values fit int16 (plan_hu checked BitsStored)
+        return True
+    hu = _hu_exact(raw, header)
+    if plan.dtype == "float32":
+        np.copyto(target, hu, casting="unsafe")
+        return True
+    if hu.min() < _INT16_MIN or hu.max() > _INT16_MAX:
+        return False
+    np.copyto(target, hu, casting="unsafe")
+    return True
+
+
 def _int16_add_safe(header: DicomHeader) -> bool:
     """Slope 1, integer intercept, and every possible stored value plus the intercept fits int16 (and
     unsigned stored values fit int16, so their bits can be read as int16)."""
     if header.rescale_slope != 1 or not float(header.rescale_intercept).is_integer():
         return False
     lo, hi = _stored_range([header])
-    return hi <= _INT16_MAX and lo + header.rescale_intercept >= _INT16_MIN and hi + header.rescale_intercept <= _INT16_MAX
+    return (
+        hi <= _INT16_MAX and lo + header.rescale_intercept >= _INT16_MIN and hi + header.rescale_intercept <= _INT16_MAX
+    )
 
 
 def _run_threaded(fn: Callable[[int], None], n: int, threads: int | None, done: Callable[[int], None]) -> None:

@@ -139,3 +139,38 @@ def test_uneven_spacing_combined_with_tilt_resampling(tmp_path):
     side = json.loads((tmp_path / "ct.json").read_text())
     assert side["gantry_tilt"]["resampled"] and side["uneven_spacing"]["resampled"]
     assert side["gantry_tilt"]["angle_deg"] == pytest.approx(30.0, abs=0.01)
+
+
+# ------------------------------------------------------------------ streaming writer
+@pytest.mark.parametrize("slope", [1.0, 0.001])
+def test_streamed_output_is_byte_identical_to_the_in_memory_one(tmp_path, slope):
+    # BitsStored 15: stored + intercept provably fits int16, so the stack can stream
+    s = write_series(tmp_path / "s", n_slices=40, rows=64, columns=48, extra_tags={"BitsStored": 15, "HighBit": 14})
+    if slope != 1.0:
+        for p in s.paths:
+            ds = pydicom.dcmread(p)
+            ds.RescaleSlope = str(slope)
+            ds.save_as(p)
+    kept = convert_study(tmp_path / "s", tmp_path / "a.nii.gz", sidecar_path=tmp_path / "a.json")
+    streamed = convert_study(tmp_path / "s", tmp_path / "b.nii.gz", sidecar_path=tmp_path / "b.json", keep_volume=False)
+    assert streamed.volume is None and kept.volume is not None
+    assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert np.array_equal(read_ct(tmp_path / "b.nii.gz").array, kept.volume.array)
+
+
+def test_gzip_chunks_make_one_valid_stream_for_gzip_nibabel_and_simpleitk(tmp_path, monkeypatch):
+    import gzip
+
+    import SimpleITK as sitk
+
+    from ctsam.convert import nifti
+
+    monkeypatch.setattr(nifti, "CHUNK_BYTES", 1000)  # many gzip members
+    s = write_series(tmp_path / "s", n_slices=5, rows=32, columns=32)
+    res = convert_study(tmp_path / "s", tmp_path / "ct.nii.gz")
+    raw = gzip.decompress((tmp_path / "ct.nii.gz").read_bytes())
+    assert len(raw) == 352 + res.volume.array.nbytes
+    assert np.array_equal(read_ct(tmp_path / "ct.nii.gz").array, s.hu_zyx[:, ::-1, :].astype(np.int16))
+    itk = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ct.nii.gz")))
+    assert np.array_equal(itk, res.volume.array)
