@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +95,7 @@ def write_nifti_slices(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         if not path.name.endswith(".gz"):
             fh.write(head)
-            for sl in slices:
-                fh.write(memoryview(np.ascontiguousarray(sl)).cast("B"))
+            fh.writelines(memoryview(np.ascontiguousarray(sl)).cast("B") for sl in slices)
             return
         try:
             import deflate
@@ -113,8 +112,7 @@ def write_nifti_slices(
                 pending.append(pool.submit(deflate.gzip_compress, chunk, level))
                 while len(pending) > workers:  # bounded: at most workers + 1 chunks in flight
                     fh.write(pending.pop(0).result())
-            for future in pending:
-                fh.write(future.result())
+            fh.writelines(future.result() for future in pending)
 
 
 def _chunks(slices: Iterable[np.ndarray]) -> Iterator[bytes]:
