@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 GOALS = {"wall": 0.7, "file": 1.0, "rss": 1.2}
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MiB). Raises if it fails."""
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS in MiB, CPU seconds user+system). Raises if it fails."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
@@ -43,7 +43,7 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float,
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0  # Linux: KiB
+    return wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime  # ru_maxrss: KiB on Linux
 
 
 def dcm2niix_binary() -> str:
@@ -110,6 +110,7 @@ def bench_study(name: str, study: Path, repeats: int, binary: str, env: dict[str
     }
     walls: dict[str, list[float]] = {t: [] for t in tools}
     rss: dict[str, list[float]] = {t: [] for t in tools}
+    cpu: dict[str, list[float]] = {t: [] for t in tools}
     size: dict[str, int] = {}
     n_files = sum(1 for p in study.rglob("*") if p.is_file())
     print(f"\n== {name}: {study} ({n_files} files), {repeats} interleaved repeats")
@@ -118,24 +119,28 @@ def bench_study(name: str, study: Path, repeats: int, binary: str, env: dict[str
             out = Path(tempfile.mkdtemp(prefix="ctsam-bench-"))
             try:
                 cmd, result = make(out)
-                wall, peak = run_child(cmd, env=env)
+                wall, peak, cpu_s = run_child(cmd, env=env)
                 walls[tool].append(wall)
                 rss[tool].append(peak)
+                cpu[tool].append(cpu_s)
                 size[tool] = result.stat().st_size
             finally:
                 shutil.rmtree(out, ignore_errors=True)
-            print(f"  repeat {rep + 1}: {tool:16s} {wall:6.2f} s  {peak:7.1f} MiB  {size[tool] / 1e6:7.2f} MB")
+            print(
+                f"  repeat {rep + 1}: {tool:16s} {wall:6.2f} s wall {cpu_s:6.2f} s CPU {peak:7.1f} MiB "
+                f"{size[tool] / 1e6:7.2f} MB"
+            )
     ours, base = "ctsam convert", "dcm2niix -z y"
     ratios = {
         "wall": statistics.median(walls[ours]) / statistics.median(walls[base]),
         "file": size[ours] / size[base],
         "rss": max(rss[ours]) / max(rss[base]),
     }
-    print(f"  {'tool':16s} {'median s':>9s} {'min s':>7s} {'peak MiB':>9s} {'file MB':>8s}")
+    print(f"  {'tool':16s} {'median s':>9s} {'min s':>7s} {'CPU s':>7s} {'peak MiB':>9s} {'file MB':>8s}")
     for tool in tools:
         print(
             f"  {tool:16s} {statistics.median(walls[tool]):9.2f} {min(walls[tool]):7.2f} "
-            f"{max(rss[tool]):9.1f} {size[tool] / 1e6:8.2f}"
+            f"{statistics.median(cpu[tool]):7.2f} {max(rss[tool]):9.1f} {size[tool] / 1e6:8.2f}"
         )
     print(
         "  ratio ctsam / dcm2niix: "
@@ -143,6 +148,8 @@ def bench_study(name: str, study: Path, repeats: int, binary: str, env: dict[str
             f"{k} {v:.2f}x (goal <= {GOALS[k]}x: {'met' if v <= GOALS[k] else 'MISSED'})" for k, v in ratios.items()
         )
     )
+    ratios["cpu"] = statistics.median(cpu[ours]) / statistics.median(cpu[base])
+    print(f"  (CPU seconds ratio, user+system of all threads: {ratios['cpu']:.2f}x; no goal, shown for context)")
     return ratios
 
 
@@ -172,7 +179,9 @@ def main() -> None:
             results[name] = bench_study(name, folder, args.repeats, binary, env)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (the machine is shared: wall ratios vary with load)")
     for name, r in results.items():
-        print(f"{name:28s} wall {r['wall']:.2f}x  file {r['file']:.3f}x  peak RSS {r['rss']:.2f}x")
+        print(
+            f"{name:28s} wall {r['wall']:.2f}x  file {r['file']:.3f}x  peak RSS {r['rss']:.2f}x  (CPU {r['cpu']:.2f}x)"
+        )
 
 
 if __name__ == "__main__":
