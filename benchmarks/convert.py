@@ -68,7 +68,7 @@ def write_synthetic_study(folder: Path, n_slices: int, size: int = 512) -> None:
     for k in range(n_slices):
         t = k / max(1, n_slices - 1)
         body = (xx / (0.42 - 0.05 * t)) ** 2 + (yy / 0.32) ** 2 < 1
-        lungs = ((np.abs(xx) - 0.17) / 0.12) ** 2 + ((yy + 0.02) / (0.18 * (1 - t))) ** 2 < 1
+        lungs = ((np.abs(xx) - 0.17) / 0.12) ** 2 + ((yy + 0.02) / (0.18 * (1 - 0.9 * t))) ** 2 < 1
         spine = (xx / 0.05) ** 2 + ((yy - 0.2) / 0.05) ** 2 < 1
         hu = np.full((size, size), -1000.0, np.float32)
         hu[body] = 40.0

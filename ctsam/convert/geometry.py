@@ -108,9 +108,10 @@ def slice_step_estimate(headers: list[DicomHeader]) -> float | None:
 def slice_extent_mm(headers: list[DicomHeader]) -> float | None:
     """Distance between the first and the last slice position along the normal (mm), or None (coverage)."""
     usable = [h for h in headers if h.ipp_xyz_mm is not None and h.iop is not None]
-    if not usable:
+    if not usable or usable[0].iop is None:
         return None
-    n = np.cross(usable[0].iop[:3], usable[0].iop[3:])
+    iop = usable[0].iop
+    n = np.cross(iop[:3], iop[3:])
     norm = float(np.linalg.norm(n))
     if norm < 1e-6:
         return None

@@ -95,7 +95,7 @@ def write_nifti_slices(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         if not path.name.endswith(".gz"):
             fh.write(head)
-            fh.writelines(memoryview(np.ascontiguousarray(sl)).cast("B") for sl in slices)
+            fh.writelines(np.ascontiguousarray(sl).data.cast("B") for sl in slices)
             return
         try:
             import deflate
@@ -120,7 +120,7 @@ def _chunks(slices: Iterable[np.ndarray]) -> Iterator[bytes]:
     boundaries, so the output bytes do not depend on how the slices arrive."""
     buf = bytearray()
     for sl in slices:
-        buf += memoryview(np.ascontiguousarray(sl)).cast("B")
+        buf += np.ascontiguousarray(sl).data.cast("B")
         while len(buf) >= CHUNK_BYTES:
             yield bytes(buf[:CHUNK_BYTES])
             del buf[:CHUNK_BYTES]
@@ -134,4 +134,4 @@ def _write_zlib(fh, head: bytes, slices: Iterable[np.ndarray], level: int) -> No
     with gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=max(1, min(9, level)), mtime=0) as gz:
         gz.write(head)
         for sl in slices:
-            gz.write(memoryview(np.ascontiguousarray(sl)).cast("B"))
+            gz.write(np.ascontiguousarray(sl).data.cast("B"))
