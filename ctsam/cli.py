@@ -15,28 +15,18 @@ import sys
 import time
 
 from ctsam import __version__
+from ctsam.stages import stage_commands
 
-# (sub-command, module under ctsam.commands). Add one line per new command.
+# (sub-command, module under ctsam.commands): the stages' commands come from the stage record
+# (ctsam/stages.py); add other commands here, one line each.
 COMMANDS: list[tuple[str, str]] = [
-    # pipeline stages, in order
-    ("convert", "convert"),
-    ("import-ct", "import_ct"),
-    ("coarse", "coarse"),
-    ("seed", "seed"),
-    ("refine", "refine"),
-    ("fuse", "fuse"),
-    ("qc", "qc"),
-    ("radiomics", "radiomics"),
+    *stage_commands(),
     # cohort level
-    ("report", "report"),
-    ("radiomics-cohort", "radiomics_cohort"),
     ("cohort-status", "cohort"),
-    ("manifest", "manifest"),
     ("export-seg", "export_seg"),
-    # models, weights, demo data
+    # models, weights
     ("weights", "weights"),
     ("model", "model"),
-    ("demo-cohort", "demo_cohort"),
     # training and evaluation
     ("train", "train"),
     ("train-demo", "train_demo"),

@@ -20,42 +20,19 @@ from pathlib import Path
 
 from ctsam.caseid import pseudonym, sanitise_case_id
 from ctsam.errors import ConfigError, InputDataError
+from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages
 
 log = logging.getLogger(__name__)
 
-# per-case stages in pipeline order -> the ``ctsam`` sub-command that runs them
-STAGE_COMMANDS: dict[str, str] = {
-    "convert": "convert",
-    "coarse": "coarse",
-    "seed": "seed",
-    "refine": "refine",
-    "fuse": "fuse",
-    "qc": "qc",
-    "radiomics": "radiomics",
-}
-# cohort-level stages (run once, after the per-case ones)
-COHORT_COMMANDS: dict[str, str] = {"report": "report", "radiomics_cohort": "radiomics-cohort"}
-PREREQUISITES: dict[str, tuple[str, ...]] = {
-    "convert": (),
-    "coarse": ("convert",),
-    "seed": ("coarse",),
-    "refine": ("seed",),
-    "fuse": ("coarse",),  # refine is optional: without it fuse keeps the coarse masks
-    "qc": ("fuse",),
-    "radiomics": ("fuse",),
-    "report": ("qc",),
-    "radiomics_cohort": ("radiomics",),
-}
-# the file whose presence marks a stage done for a case: <results>/<case>/<file>
-STAGE_FILES: dict[str, str] = {
-    "convert": "ct.nii.gz",
-    "coarse": "coarse.nii.gz",
-    "seed": "prompts.json",
-    "refine": "refined.npz",
-    "fuse": "labels.nii.gz",
-    "qc": "qc.json",
-    "radiomics": "radiomics.parquet",
-}
+# Views of the stage record (ctsam/stages.py), by stage name:
+#: per-case pipeline stages in order -> the ``ctsam`` sub-command that runs them
+STAGE_COMMANDS: dict[str, str] = {s.name: s.command for s in pipeline_stages(CASE)}
+#: cohort-level stages (run once, after the per-case ones) -> their sub-command
+COHORT_COMMANDS: dict[str, str] = {s.name: s.command for s in pipeline_stages(COHORT)}
+#: stages that must be enabled for a stage to run
+PREREQUISITES: dict[str, tuple[str, ...]] = {s.name: s.requires for s in pipeline_stages()}
+#: the file whose presence marks a stage done for a case: <results>/<case>/<file>
+STAGE_FILES: dict[str, str] = {s.name: s.done_file for s in pipeline_stages(CASE)}
 STATUS_COLUMNS = ("case", "status", "stages_done", "failed_stage", "reason")
 FAILURE_COLUMNS = ("case", "stage", "reason")
 _NIFTI = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
@@ -196,10 +173,10 @@ def _check_unique(samples: list[Sample], source: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- stages
 def available_commands() -> set[str]:
-    """Sub-commands registered in this ctsam's CLI (imports nothing heavy)."""
-    from ctsam.cli import COMMANDS
+    """The stages' sub-commands whose command module exists in this ctsam (imports nothing)."""
+    from importlib.util import find_spec
 
-    return {name for name, _ in COMMANDS}
+    return {name for s in STAGES for name, module in s.commands if find_spec(f"ctsam.commands.{module}")}
 
 
 def resolve_stages(requested: str | list[str], available: set[str]) -> list[str]:
@@ -355,21 +332,8 @@ def scan_results_samples(results_dir: str) -> list[Sample]:
     return [Sample(case_id=p.name, path="") for p in sorted(root.iterdir()) if p.is_dir() and p.name != "cohort"]
 
 
-# config sections each stage's command reads (the rest of the config does not affect its output)
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "demo": (),
-    "convert": ("convert",),
-    "coarse": ("coarse",),
-    "seed": ("seed", "structures"),
-    "refine": ("refine",),
-    "fuse": ("fuse",),
-    "qc": ("qc",),
-    "radiomics": ("radiomics",),
-    "radiomics_cohort": ("radiomics",),
-    "report": ("qc", "report"),
-    # the manifest's config digest covers every setting that shapes a case's results
-    "manifest": ("convert", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics"),
-}
+#: config sections each stage's command reads (the rest of the config does not affect its output)
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {s.name: s.config_sections for s in STAGES}
 
 
 def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str]) -> str:
@@ -391,38 +355,3 @@ def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str])
         atomic_write_text(path, f"# written by the ctsam workflow: the settings of stage '{stage}'\n"
                           + yaml.safe_dump(plain, sort_keys=True))
     return str(path)
-
-
-def import_ct(image: str | os.PathLike[str], output: str | os.PathLike[str], *, sidecar: str | None = None,
-              case: str | None = None) -> None:
-    """Read a CT image file, check it, write it as int16 HU NIfTI plus a JSON sidecar (no source path).
-
-    Raises :class:`InputDataError` when the values cannot be HU (outside -2048..32767 after rounding).
-    """
-    import numpy as np
-
-    from ctsam.io.atomic import atomic_write_json
-    from ctsam.io.image import read_ct, write_ct
-    from ctsam.provenance import sha256_file
-    from ctsam.volume import CTVolume
-
-    ct = read_ct(image, case=case)
-    values = np.rint(ct.array) if np.issubdtype(ct.array.dtype, np.floating) else ct.array
-    lo, hi = float(values.min()), float(values.max())
-    if lo < -2048 or hi > 32767:
-        raise InputDataError(
-            "image values are not Hounsfield units",
-            case=case,
-            path=image,
-            expected="values within -2048..32767 HU",
-            found=f"range {lo:g}..{hi:g} ({ct.array.dtype})",
-            fix="pass a CT in HU (apply the rescale slope/intercept first)",
-        )
-    write_ct(output, CTVolume(array=values.astype(np.int16), geometry=ct.geometry))
-    out = Path(output)
-    side = Path(sidecar) if sidecar else out.with_name(out.name.split(".nii")[0] + ".json")
-    atomic_write_json(side, {
-        "source": {"kind": "image", "sha256": sha256_file(image), "dtype": str(ct.array.dtype)},
-        "geometry": ct.geometry.to_dict(),
-        "hu_range": [lo, hi],
-    })
