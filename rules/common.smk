@@ -21,6 +21,8 @@ from ctsam.cohort import (
     write_stage_config,
     write_status_tables,
 )
+from ctsam.stages import CASE as _CASE
+from ctsam.stages import stage as _stage
 
 WF = config["workflow"]
 RESULTS = WF["results_dir"]
@@ -34,9 +36,23 @@ wildcard_constraints:
     case=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
-def out(stage):
-    # a stage's main per-case output, results/{case}/<file> (the layout is in ctsam/cohort.py)
-    return case_file(RESULTS, stage)
+def out(stage, name=None):
+    # an output file of a stage (default: its first, the one marking it done), from the stage record
+    # in ctsam/stages.py: results/{case}/<file> for per-case stages, results/cohort/<file> for cohort ones
+    record = _stage(stage)
+    name = name or record.done_file
+    if name not in record.outputs:
+        raise ValueError(f"{name} is not an output of stage {stage} in ctsam/stages.py: {record.outputs}")
+    return f"{RESULTS}/{{case}}/{name}" if record.scope == _CASE else cohort_out(name)
+
+
+def res(stage, variant=None):
+    # a stage's threads / mem_mb / runtime_min / conda environment (ctsam/stages.py)
+    return _stage(stage).resources_for(variant)
+
+
+def conda_env(stage, variant=None):
+    return f"../envs/{res(stage, variant).conda}"
 
 
 def case_out(name):
@@ -126,8 +142,13 @@ def corrections_arg(wildcards, input):
     return f"--extra-clicks {shlex.quote(input.corrections)}" if input.corrections else ""
 
 
+def kept_case_stages():
+    # enabled per-case stages whose outputs stay (not seed's temporary prompts)
+    return [s for s in STAGES if s in STAGE_FILES and not _stage(s).temporary]
+
+
 def manifest_inputs(wildcards):
-    return [case_file(RESULTS, s, wildcards.case) for s in STAGES if s in STAGE_FILES and s != "seed"]
+    return [case_file(RESULTS, s, wildcards.case) for s in kept_case_stages()]
 
 
 def _paths(item):
@@ -157,12 +178,9 @@ def final_targets():
     targets = []
     if DEMO:
         targets.extend(expand(demo_out("dicom"), case=cases))
-    targets.extend(case_file(RESULTS, s, c) for s in STAGES if s in STAGE_FILES and s != "seed" for c in cases)
-    targets.extend(f"{RESULTS}/{c}/manifest.json" for c in cases)
-    if "report" in STAGES:
-        targets.append(cohort_out("report.html"))
-    if "radiomics_cohort" in STAGES:
-        targets.append(cohort_out("radiomics.parquet"))
+    targets.extend(case_file(RESULTS, s, c) for s in kept_case_stages() for c in cases)
+    targets.extend(expand(out("manifest"), case=cases))
+    targets.extend(out(s) for s in STAGES if _stage(s).scope != _CASE)
     return targets
 
 
