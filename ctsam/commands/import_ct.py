@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctsam.cohort import import_ct
+    from ctsam.config import load_config
 
-    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case)
+    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case, config=load_config(args.config))
     return 0
