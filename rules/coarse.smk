@@ -22,6 +22,8 @@ rule coarse:
     resources:
         mem_mb=4000 if WF["coarse_backend"] == "labels" else 16000,
         runtime=20 if WF["coarse_backend"] == "labels" else 120,
+        # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
+        gpu=GPU_RESOURCE if coarse_uses_gpu() else 0,
     conda:
         "../envs/ctsam.yaml" if WF["coarse_backend"] == "labels" else "../envs/totalsegmentator.yaml"
     shell:
