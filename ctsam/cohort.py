@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctsam.caseid import pseudonym, sanitise_case_id
+from ctsam.caseid import pseudonym, safe_case_id
 from ctsam.errors import ConfigError, InputDataError
 from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages
 
@@ -40,11 +40,16 @@ _NIFTI = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 @dataclass(frozen=True)
 class Sample:
-    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map."""
+    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map.
+
+    ``input_id`` is the id as the sample sheet gave it (``case_id`` is its safe form, see
+    :func:`ctsam.caseid.safe_case_id`); empty when the id was derived (pseudonyms, demo).
+    """
 
     case_id: str
     path: str
     coarse_labels: str | None = None
+    input_id: str = ""
 
     @property
     def is_dicom(self) -> bool:
@@ -73,8 +78,9 @@ def _resolve(base: Path, value: str) -> str:
 def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
     """Read a tab-separated sheet with columns ``case_id``, ``path`` and optionally ``coarse_labels``.
 
-    Relative paths are relative to the sheet's folder. Case ids are sanitised (see
-    :mod:`ctsam.caseid`) and must be unique after sanitising.
+    Relative paths are relative to the sheet's folder. Any case id is accepted: unsafe ones map to
+    safe ids (:func:`ctsam.caseid.safe_case_id`; the map goes to ``results/cohort/case_ids.tsv``),
+    an empty one to a pseudonym of the row's path. Ids must be distinct, before and after mapping.
     """
     path = Path(path)
     if not path.is_file():
@@ -95,15 +101,53 @@ def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
         if not (row.get("path") or "").strip():
             raise ConfigError("sample sheet row has no path", path=f"{path}:{n}", found=repr(row.get("case_id")))
         coarse = (row.get("coarse_labels") or "").strip()
+        raw = row["case_id"] or ""
+        study = _resolve(base, row["path"].strip())
         samples.append(
             Sample(
-                case_id=sanitise_case_id(row["case_id"] or ""),
-                path=_resolve(base, row["path"].strip()),
+                case_id=safe_case_id(raw) if raw.strip() else pseudonym(study),
+                path=study,
                 coarse_labels=_resolve(base, coarse) if coarse else None,
+                input_id=raw,
             )
         )
+    _check_unique_inputs(samples, str(path))
     _check_unique(samples, str(path))
     return samples
+
+
+def _check_unique_inputs(samples: list[Sample], source: str) -> None:
+    seen: dict[str, str] = {}
+    for s in samples:
+        if s.input_id and s.input_id in seen:
+            raise ConfigError(
+                "duplicate case id in the sample sheet",
+                case=s.case_id,
+                path=source,
+                found=f"two rows with case id {s.input_id!r}",
+                fix="give every row a distinct case_id",
+            )
+        seen[s.input_id] = s.path
+
+
+CASE_ID_COLUMNS = ("input_id", "case_id")
+
+
+def write_case_id_map(results_dir: str, samples: list[Sample], *, cohort_dir: str | None = None) -> Path:
+    """Write ``<cohort>/case_ids.tsv``: every sample's input id and the case id its results use.
+
+    Ids derived from study folder names (``workflow.case_ids: pseudonym``) or from the demo have
+    no input id (``-``): folder names may carry patient names and never reach ``results/``.
+    Rewritten only when its content changes.
+    """
+    from ctsam.io.atomic import atomic_write_text
+
+    rows = [(s.input_id or "-", s.case_id) for s in samples]
+    text = _tsv(CASE_ID_COLUMNS, rows)
+    path = Path(cohort_dir or f"{results_dir}/cohort") / "case_ids.tsv"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return path
 
 
 def scan_studies_dir(
@@ -112,7 +156,7 @@ def scan_studies_dir(
     """One case per sub-folder of ``studies_dir`` (hidden folders ignored), sorted by folder name.
 
     ``case_ids='pseudonym'`` names cases ``case-<hash of folder name>`` (folder names often carry
-    patient names); ``'folder'`` uses the sanitised folder name. ``coarse_labels_file``, if given,
+    patient names); ``'folder'`` uses the folder name (its safe form, see :func:`safe_case_id`). ``coarse_labels_file``, if given,
     is the label map's file name inside each study folder (coarse backend ``labels``).
     """
     root = Path(studies_dir)
@@ -122,9 +166,12 @@ def scan_studies_dir(
         raise ConfigError("unknown case id scheme", expected="'pseudonym' or 'folder'", found=repr(case_ids))
     samples = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        cid = pseudonym(sub.name, salt=salt) if case_ids == "pseudonym" else sanitise_case_id(sub.name)
+        if case_ids == "pseudonym":
+            cid, raw = pseudonym(sub.name, salt=salt), ""
+        else:
+            cid, raw = safe_case_id(sub.name), sub.name
         coarse = str(sub / coarse_labels_file) if coarse_labels_file else None
-        samples.append(Sample(case_id=cid, path=str(sub), coarse_labels=coarse))
+        samples.append(Sample(case_id=cid, path=str(sub), coarse_labels=coarse, input_id=raw))
     if not samples:
         raise ConfigError("studies folder holds no study folders", path=root, expected="one sub-folder per study")
     _check_unique(samples, str(root))
@@ -162,7 +209,7 @@ def _check_unique(samples: list[Sample], source: str) -> None:
     for s in samples:
         if s.case_id in seen:
             raise ConfigError(
-                "duplicate case id after sanitising",
+                "two inputs map to one case id",
                 case=s.case_id,
                 path=source,
                 found=f"{seen[s.case_id]} and {s.path}",

@@ -80,7 +80,7 @@ class Stage:
         return dict(self.variants).get(variant or "", self.resources)
 
 
-_PIPELINE_SECTIONS = ("convert", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics")
+_PIPELINE_SECTIONS = ("privacy", "convert", "guards", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics")
 
 #: Every stage, in pipeline order (per-case stages, then cohort stages).
 STAGES: tuple[Stage, ...] = (
@@ -90,7 +90,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "convert", CASE, ("ct.nii.gz", "ct.json"), commands=(("convert", "convert"), ("import-ct", "import_ct")),
-        function="convert_study", config_sections=("convert",),
+        function="convert_study", config_sections=("convert", "guards", "privacy"),
     ),
     Stage(
         "coarse", CASE, ("coarse.nii.gz", "coarse.tsv", "coarse.json"), requires=("convert",),

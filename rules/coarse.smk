@@ -22,6 +22,8 @@ rule coarse:
     resources:
         mem_mb=res("coarse", WF["coarse_backend"]).mem_mb,
         runtime=res("coarse", WF["coarse_backend"]).runtime_min,
+        # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
+        gpu=GPU_RESOURCE if coarse_uses_gpu() else 0,
     conda:
         conda_env("coarse", WF["coarse_backend"])
     shell:

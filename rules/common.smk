@@ -18,6 +18,7 @@ from ctsam.cohort import (
     load_samples,
     log_file,
     resolve_stages,
+    write_case_id_map,
     write_stage_config,
     write_status_tables,
 )
@@ -32,8 +33,21 @@ SAMPLES = {s.case_id: s for s in load_samples(WF)}
 STAGES = resolve_stages(WF["stages"], available_commands())
 
 
+# Case ids are safe by construction (ctsam.caseid.safe_case_id: no '/', at most 64 characters, no
+# periodic tail that would raise PeriodicWildcardError); the map from input ids is written to
+# results/cohort/case_ids.tsv. The constraint keeps a wildcard from spanning folders.
 wildcard_constraints:
-    case=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    case=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+
+
+# GPU rules declare resources gpu=1: the local profile caps `gpu` at the machine's GPU count (so two
+# GPU jobs never share one GPU); the SLURM profile asks the scheduler for the GPU (--gres).
+GPU_RESOURCE = 1
+
+
+def coarse_uses_gpu():
+    ts = config.get("coarse", {}).get("totalsegmentator", {})
+    return WF["coarse_backend"] == "totalsegmentator" and str(ts.get("device", "gpu")).startswith("gpu")
 
 
 def out(stage, name=None):
@@ -184,5 +198,10 @@ def final_targets():
     return targets
 
 
+def write_case_ids():
+    write_case_id_map(RESULTS, list(SAMPLES.values()))
+
+
 def write_cohort_status():
+    write_case_ids()
     write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])

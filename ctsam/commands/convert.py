@@ -58,6 +58,10 @@ def default_sidecar(output: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ctsam.config import load_config
     from ctsam.convert import ConvertOptions, convert_study
+    from ctsam.guards import GuardSettings, check_ct
+    from ctsam.io.atomic import atomic_write_json
+    from ctsam.io.image import write_ct
+    from ctsam.privacy import PrivacySettings, scrub
 
     config = load_config(args.config)
     options = ConvertOptions.from_config(
@@ -68,5 +72,9 @@ def run(args: argparse.Namespace) -> int:
         uneven_spacing=args.uneven_spacing,
     )
     sidecar = Path(args.sidecar) if args.sidecar else default_sidecar(args.output)
-    convert_study(args.study_dir, args.output, sidecar_path=sidecar, options=options)
+    # convert in memory, run the input guards, then write (a refused CT leaves no output behind)
+    result = convert_study(args.study_dir, None, sidecar_path=None, options=options)
+    check_ct(result.volume.array, result.volume.geometry, GuardSettings.from_config(config), case=args.case)
+    write_ct(args.output, result.volume, compresslevel=options.compresslevel)
+    atomic_write_json(sidecar, scrub(result.sidecar, PrivacySettings.from_config(config)))
     return 0
