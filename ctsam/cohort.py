@@ -361,14 +361,14 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "convert": ("convert",),
     "coarse": ("coarse",),
     "seed": ("seed", "structures"),
-    "refine": ("refine",),
+    "refine": ("refine", "weights"),
     "fuse": ("fuse",),
     "qc": ("qc",),
     "radiomics": ("radiomics",),
     "radiomics_cohort": ("radiomics",),
     "report": ("qc", "report"),
     # the manifest's config digest covers every setting that shapes a case's results
-    "manifest": ("convert", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics"),
+    "manifest": ("convert", "coarse", "structures", "seed", "refine", "weights", "fuse", "qc", "radiomics"),
 }
 
 

@@ -22,12 +22,84 @@ from ctsam.cohort import (
     write_status_tables,
 )
 
+from ctsam.config import validate_config
+from ctsam.errors import CtsamError
+from ctsam.preflight import case_backend, drop_missing_auto_labels, is_dry_run, preflight, uses_conda
+
+
+def _stop(err):
+    # a few lines naming the key and the fix, instead of a Python traceback; exit code 2 (config)
+    sys.stderr.write(f"ctsam: {err}\n")
+    raise SystemExit(2)
+
+
+# The whole config is validated before any job, also when every result is up to date: unknown keys
+# (with the closest valid one), types and ranges, bounds; defaults come from the schema only.
+try:
+    config.update(validate_config(config, source="the workflow config (config.yaml, --configfile, --config)"))
+except CtsamError as err:
+    _stop(err)
+
 WF = config["workflow"]
 RESULTS = WF["results_dir"]
 DEMO = not WF["samples"] and not WF["studies_dir"]
 DEMO_DIR = WF["demo"]["dir"]
-SAMPLES = {s.case_id: s for s in load_samples(WF)}
-STAGES = resolve_stages(WF["stages"], available_commands())
+try:
+    _samples = load_samples(WF)
+    STAGES = resolve_stages(WF["stages"], available_commands())
+except CtsamError as err:
+    _stop(err)
+_samples = drop_missing_auto_labels(_samples, config["coarse"]["backend"], bool(WF["studies_dir"]) and not WF["samples"])
+SAMPLES = {s.case_id: s for s in _samples}
+# coarse backend per case (coarse.backend auto: a case with a label map uses it, others TotalSegmentator)
+BACKENDS = {c: case_backend(config["coarse"]["backend"], s.coarse_labels) for c, s in SAMPLES.items()}
+
+
+def _preflight():
+    # Submit host only (jobs re-parse this file on their nodes). Problems of one case let the
+    # others run (the case fails alone) except in a dry run, which reports everything it can.
+    import logging
+
+    dry = is_dry_run(sys.argv)
+    result = preflight(config, list(SAMPLES.values()), STAGES, demo=DEMO, use_conda=uses_conda(sys.argv))
+    if result.blocking or (dry and result.per_case):
+        _stop(result.error(include_cases=dry))
+    if result.per_case:
+        logging.getLogger("ctsam.preflight").warning("%s", result.warning_text())
+    _slurm_preflight()
+
+
+def _slurm_preflight():
+    # SLURM executor (or slurm_* resources): sbatch/sinfo present, no placeholder partition or
+    # account, partitions exist, GPU requests valid -- in seconds, before the first submission.
+    from ctsam.slurm_preflight import check_slurm, intended_executor, resources_from_settings
+
+    default, per_rule = resources_from_settings(workflow.resource_settings)
+    named = any(k.startswith("slurm_") for res in [default, *per_rule.values()] for k in res)
+    if intended_executor(sys.argv) == "slurm" or named:
+        try:
+            check_slurm(default, per_rule)
+        except CtsamError as err:
+            _stop(err)
+
+
+def _stop_on_sigterm():
+    # SIGTERM (scancel of a submitting job, kill, a CI timeout) stops the run like Ctrl-C does:
+    # Snakemake then cancels its running jobs and removes incomplete outputs
+    import signal
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+if workflow.is_main_process:
+    try:
+        _preflight()
+    except CtsamError as err:
+        _stop(err)
+    _stop_on_sigterm()
 
 
 wildcard_constraints:
@@ -86,16 +158,40 @@ def coarse_labels_path(wildcards):
     return SAMPLES[wildcards.case].coarse_labels or ""
 
 
+def coarse_backend(wildcards):
+    return BACKENDS[wildcards.case]
+
+
+def _on_labels(wildcards):
+    return BACKENDS[wildcards.case] == "labels"
+
+
 def coarse_labels_arg(wildcards):
-    if WF["coarse_backend"] != "labels":
+    if not _on_labels(wildcards):
         return ""
     return f"--labels {shlex.quote(coarse_labels_path(wildcards))}"
 
 
 def get_coarse_labels(wildcards):
-    if WF["coarse_backend"] != "labels":
+    if not _on_labels(wildcards):
         return []
     return _declared(coarse_labels_path(wildcards))
+
+
+def coarse_threads(wildcards):
+    return 1 if _on_labels(wildcards) else 4
+
+
+def coarse_mem_mb(wildcards):
+    return 4000 if _on_labels(wildcards) else 16000
+
+
+def coarse_runtime(wildcards):
+    return 20 if _on_labels(wildcards) else 120
+
+
+def coarse_env(wildcards):
+    return "../envs/ctsam.yaml" if _on_labels(wildcards) else "../envs/totalsegmentator.yaml"
 
 
 def stage_config(stage):
