@@ -65,7 +65,7 @@ class Problem:
             shown = ", ".join(self.cases[:_MAX_CASES_SHOWN])
             more = len(self.cases) - _MAX_CASES_SHOWN
             who = f"case{'s' if len(self.cases) > 1 else ''} {shown}{f' (+{more} more)' if more > 0 else ''}: "
-        return f"- {who}{self.what}\n    key: {self.key}\n    fix: {self.fix}"
+        return f"    - {who}{self.what}\n        key: {self.key}\n        fix: {self.fix}"
 
 
 @dataclass
@@ -152,14 +152,14 @@ def check_inputs(samples: Sequence[Any], backends: dict[str, str], wf: dict) -> 
         if backends.get(s.case_id) == "labels":
             if not s.coarse_labels:
                 rows.append((s.case_id, "coarse backend 'labels' but no label map given", labels_key,
-                             "give the case a coarse_labels file, or set coarse.backend: auto (TotalSegmentator "
-                             "for cases without one)"))
+                             ("give the case a coarse_labels file, or set coarse.backend: auto (TotalSegmentator "
+                              "for cases without one)")))
             else:
                 why = _readable(Path(s.coarse_labels))
                 if why:
                     rows.append((s.case_id, f"coarse label map {why}", labels_key,
-                                 "correct the label map path, or set coarse.backend: auto to use TotalSegmentator "
-                                 "for cases without labels"))
+                                 ("correct the label map path, or set coarse.backend: auto to use TotalSegmentator "
+                                  "for cases without labels")))
     return _group(rows)
 
 

@@ -196,7 +196,7 @@ def fetch(name: str, cache: Path, *, source: str | None = None, totalseg_root: P
     size = 0
     try:
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
                 total = int(resp.headers.get("Content-Length") or 0)
                 progress = Progress(max(total // (1 << 20), 1), f"fetch {name} (MiB)")
                 done_mib = 0
@@ -318,13 +318,27 @@ def is_demo_phantom_ct(ct_path: str | os.PathLike[str]) -> bool:
     return (data.get("manufacturer"), data.get("manufacturer_model_name")) == DEMO_MANUFACTURER
 
 
-def check_demo_weights(checkpoint: str, ct_path: str | os.PathLike[str], *, allow: bool,
+def is_demo_weights(checkpoint: str | os.PathLike[str]) -> bool:
+    """``builtin:demo_*``, or the file it resolves to (the workflow passes resolved paths)."""
+    from ctsam.resources import resource_path
+
+    text = str(checkpoint)
+    if text.startswith(DEMO_PREFIX):
+        return True
+    path = Path(text)
+    try:
+        return path.name.startswith("demo_") and path.resolve().parent == resource_path("models").resolve()
+    except OSError:
+        return False
+
+
+def check_demo_weights(checkpoint: str | os.PathLike[str], ct_path: str | os.PathLike[str], *, allow: bool,
                        case: str | None = None) -> bool:
     """Refuse ``builtin:demo_*`` weights on a CT that is not a demo phantom unless ``allow``.
 
     Returns True when demo weights are used on a non-phantom CT (allowed): callers record it.
     """
-    if not str(checkpoint).startswith(DEMO_PREFIX) or is_demo_phantom_ct(ct_path):
+    if not is_demo_weights(checkpoint) or is_demo_phantom_ct(ct_path):
         return False
     if not allow:
         raise ConfigError(

@@ -262,5 +262,9 @@ def final_targets():
     return targets
 
 
-def write_cohort_status():
-    write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])
+def write_cohort_status(ok=True):
+    # status.tsv / failures.tsv, then where to look: results, report, failure list (printed last)
+    from ctsam.cohort import run_summary
+
+    statuses = write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])
+    sys.stderr.write(run_summary(RESULTS, statuses, ok=ok, report="report" in STAGES) + "\n")
