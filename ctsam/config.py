@@ -56,19 +56,19 @@ def unknown_keys(instance: Any, schema: dict, prefix: str = "") -> list[tuple[st
     are checked; free-form mappings (e.g. per-structure tolerances) are not.
     """
     out: list[tuple[str, list[str]]] = []
-    if not isinstance(instance, dict) or not isinstance(schema, dict):
+    if not isinstance(schema, dict):
         return out
     props = schema.get("properties")
-    if isinstance(props, dict):
+    if isinstance(props, dict) and isinstance(instance, dict):
         for key, value in instance.items():
             dotted = f"{prefix}{key}"
             if key in props:
                 out.extend(unknown_keys(value, props[key], dotted + "."))
             elif schema.get("additionalProperties") is False:
                 out.append((dotted, sorted(props)))
-    if isinstance(schema.get("items"), dict) and isinstance(instance, list):  # pragma: no cover - lists of dicts
+    if isinstance(schema.get("items"), dict) and isinstance(instance, list):
         for i, item in enumerate(instance):
-            out.extend(unknown_keys(item, schema["items"], f"{prefix}[{i}]."))
+            out.extend(unknown_keys(item, schema["items"], f"{prefix.rstrip('.')}[{i}]."))
     return out
 
 

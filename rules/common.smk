@@ -83,9 +83,10 @@ def _slurm_preflight():
             _stop(err)
 
 
-def _stop_on_sigterm():
-    # SIGTERM (scancel of a submitting job, kill, a CI timeout) stops the run like Ctrl-C does:
-    # Snakemake then cancels its running jobs and removes incomplete outputs
+def stop_on_sigterm():
+    # Called from onstart (after Snakemake's scheduler installed its own SIGTERM handler, which only
+    # stops submitting and then waits for running jobs -- forever when SLURM never answers): SIGTERM
+    # now acts like Ctrl-C, so Snakemake cancels its running jobs (scancel on SLURM) and exits.
     import signal
 
     def _raise(signum, frame):
@@ -99,7 +100,6 @@ if workflow.is_main_process:
         _preflight()
     except CtsamError as err:
         _stop(err)
-    _stop_on_sigterm()
 
 
 wildcard_constraints:
