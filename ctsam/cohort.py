@@ -359,6 +359,8 @@ def run_summary(results_dir: str, statuses: list[CaseStatus], *, ok: bool, repor
         lines.append(f"  report:   {report_path}")
     elif report:
         lines.append(f"  report:   not written ({report_path} is made after QC of the cases)")
+    else:
+        lines.append("  report:   not part of this run (add report to workflow.stages)")
     lines.append(f"  failures: {root / 'cohort' / 'failures.tsv'}  ({len(failed)} case(s)"
                  + (": " + ", ".join(f"{s.case_id} at {s.failed_stage}" for s in failed[:5])
                     + (" ..." if len(failed) > 5 else "") if failed else "") + ")")
