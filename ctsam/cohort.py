@@ -371,6 +371,27 @@ def write_status_tables(results_dir: str, samples: list[Sample], stages: list[st
     return statuses
 
 
+def run_summary(results_dir: str, statuses: list[CaseStatus], *, ok: bool, report: bool = True) -> str:
+    """The lines a workflow run ends with: where the results, the report and the failure list are."""
+    root = Path(results_dir).resolve()
+    n_ok = sum(s.status == "ok" for s in statuses)
+    failed = [s for s in statuses if s.status != "ok"]
+    report_path = root / "cohort" / "report.html"
+    lines = ["", "ctsam: run " + ("finished" if ok else "ended with errors (completed cases are kept)"),
+             f"  results:  {root}/<case>/  ({n_ok} of {len(statuses)} cases complete)"]
+    if report and report_path.exists():
+        lines.append(f"  report:   {report_path}")
+    elif report:
+        lines.append(f"  report:   not written ({report_path} is made after QC of the cases)")
+    else:
+        lines.append("  report:   not part of this run (add report to workflow.stages)")
+    lines.append(f"  failures: {root / 'cohort' / 'failures.tsv'}  ({len(failed)} case(s)"
+                 + (": " + ", ".join(f"{s.case_id} at {s.failed_stage}" for s in failed[:5])
+                    + (" ..." if len(failed) > 5 else "") if failed else "") + ")")
+    lines.append(f"  status:   {root / 'cohort' / 'status.tsv'}")
+    return "\n".join(lines)
+
+
 def scan_results_samples(results_dir: str) -> list[Sample]:
     """Cases found as sub-folders of ``results_dir`` (for ``ctsam cohort-status`` without a sheet)."""
     root = Path(results_dir)

@@ -211,7 +211,9 @@ class RefineEngine:
             iteration += 1
             active.sort(key=lambda j: (j.box, j.structure, j.anchors[0] if j.anchors else ()))
             requests = [self._request(states[j.structure], j, size) for j in active]
-            results = session.decode(requests)
+            n_boxes = len({j.box for j in active})
+            progress = Progress(len(requests), f"refine round {iteration}: prompt sets on {n_boxes} patches")
+            results = session.decode(requests, progress=progress)
             for job, (probs, quality) in zip(active, results):
                 self._update(job, probs, quality)
             if self.s.propagation:

@@ -105,6 +105,7 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
     ckpts: Counter = Counter()
     software: dict[str, Counter] = {}
     stages: dict[str, dict[str, list[float]]] = {}
+    demo_weight_cases: list[str] = []
     n = 0
     for c in cases:
         p = c.case_dir / manifest_name
@@ -116,6 +117,8 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
             log.warning("unreadable manifest %s: %s", p, err)
             continue
         n += 1
+        if any("DEMO WEIGHTS" in str(w) for w in m.get("warnings") or []):
+            demo_weight_cases.append(c.case)
         digests[str(m.get("config_digest"))] += 1
         versions[str(m.get("ctsam_version"))] += 1
         for ck in m.get("checkpoints") or []:
@@ -131,6 +134,7 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
                 st["rss"].append(float(b["max_rss_mb"]))
     return {
         "n_manifests": n,
+        "demo_weight_cases": demo_weight_cases,
         "config_digest": dict(digests.most_common()),
         "ctsam_version": dict(versions.most_common()),
         "checkpoints": dict(ckpts.most_common()),

@@ -139,6 +139,12 @@ def render_html(data: ReportData) -> str:
     w(f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>")
     w(f"<header><h1>{_e(data.title)}</h1><p>results folder <code style='background:#2c3646;color:#fff'>{_e(data.results_name)}</code>"
       f" · {len(data.cases)} cases · ctsam {_e(__version__)}</p></header>")
+    demo_cases = data.provenance.get("demo_weight_cases") or []
+    if demo_cases:
+        w("<div role='alert' style='background:#b00020;color:#fff;padding:12px 24px;font-weight:bold'>"
+          f"DEMO WEIGHTS on real CT in {len(demo_cases)} case(s) ({_e(', '.join(demo_cases[:10]))}"
+          f"{' ...' if len(demo_cases) > 10 else ''}): refine used the phantom-trained builtin:demo_* model "
+          "(weights.allow_demo_weights: true). These refined structures are not trustworthy.</div>")
     w("<nav><a href='#summary'>Summary</a><a href='#flagged'>Flagged cases</a>"
       "<a href='#cases'>Case snapshots</a><a href='#structures'>Structures</a><a href='#provenance'>Provenance</a><a href='#failed'>Failed cases</a></nav><main>")
 

@@ -63,11 +63,15 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
     model.eval()
+    from ctsam.progress import Progress
+
     curves: list[list[float]] = []
+    progress = Progress(len(images), "evaluate: structures (click curves)")
     try:
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
                 imgs, tgts = images[i: i + batch_size], targets[i: i + batch_size]
+                progress.update(len(imgs))
                 x = torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32)).to(dev)
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -300,7 +304,10 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     config = config or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ctsam.progress import Progress
+
     inter_rows, auto_rows, failed = [], [], {}
+    progress = Progress(len(rows), "evaluate: cases")
     for row in rows:
         try:
             case = prepare_case(row, spacing_mm=float(model.meta.spacing_mm), cache_dir=cache_dir,
@@ -311,6 +318,7 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
         except Exception as err:  # noqa: BLE001 - one bad case never stops the evaluation
             log.error("%s: evaluation failed: %s", row.case_id, err)
             failed[row.case_id] = f"{type(err).__name__}: {err}"
+        progress.update(item=row.case_id)
     long = pd.DataFrame([{"case": r["case"], "structure": r["structure"], "clicks": k + 1, "dice": d}
                          for r in inter_rows for k, d in enumerate(r["curve"])],
                         columns=["case", "structure", "clicks", "dice"])

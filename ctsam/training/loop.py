@@ -497,10 +497,15 @@ class Trainer:
         t_log = time.perf_counter()
         recent: list[float] = []
         stopped_early = False
+        from ctsam.progress import Progress
+
+        progress = Progress(max(stop - self.step, 0), "train: steps") if self.dist.is_main else None
         while self.step < stop:
             batch = self.sampler.batch(self.step, self.s.batch_size, self.dist.rank, self.dist.world_size)
             metrics = self.train_step(batch, self.step)
             self.step += 1
+            if progress is not None:
+                progress.update()
             recent.append(metrics["loss"])
             self.last_metrics = metrics
             if self.step % max(1, self.s.log_every) == 0 or self.step == stop:
