@@ -168,3 +168,12 @@ def final_targets():
 
 def write_cohort_status():
     write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])
+
+
+def write_completed_cohort_outputs():
+    # after a failed run: the cohort report and tables of the cases that completed (ctsam/cohort_outputs.py)
+    from ctsam.cohort_outputs import write_completed_outputs
+
+    write_completed_outputs(
+        RESULTS, sorted(SAMPLES), report="report" in STAGES, radiomics="radiomics_cohort" in STAGES
+    )

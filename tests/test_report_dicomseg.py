@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.filterwarnings("ignore::UserW
 @pytest.fixture(scope="module")
 def series(shared_data):
     pytest.importorskip("highdicom")
-    from ctsam.dicomseg import read_source_series
+    from ctsam.export.dicomseg import read_source_series
     from ctsam.io.image import read_labelmap
 
     d = shared_data / "totalseg_examples"
@@ -37,7 +37,7 @@ def test_source_uids_repaired_in_memory(series):
 
 def test_frames_follow_world_positions(series):
     """The label map is stored with y flipped relative to the DICOM rows; frames must undo it."""
-    from ctsam.dicomseg import frames_from_labelmap
+    from ctsam.export.dicomseg import frames_from_labelmap
 
     _, datasets, _, lab = series
     frames = frames_from_labelmap(lab, datasets)
@@ -54,7 +54,7 @@ def test_export_seg_reads_back_and_is_deterministic(series, tmp_path):
     import highdicom as hd
 
     from ctsam.cli import main
-    from ctsam.dicomseg import frames_from_labelmap
+    from ctsam.export.dicomseg import frames_from_labelmap
 
     d, datasets, _, lab = series
     outs = []
@@ -74,7 +74,7 @@ def test_export_seg_reads_back_and_is_deterministic(series, tmp_path):
 
 
 def test_label_map_off_the_series_grid_is_refused(series):
-    from ctsam.dicomseg import build_segmentation
+    from ctsam.export.dicomseg import build_segmentation
 
     _, datasets, _, lab = series
     g = lab.geometry

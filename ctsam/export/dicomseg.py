@@ -8,8 +8,9 @@ SOP Class UID; empty SOP Instance / Series / Study / Frame of Reference UIDs -> 
 deterministically from the files' contents; an empty Specific Character Set is removed. The source
 files are never modified.
 
-The SEG carries the source's patient and study modules (so PACS files it with the right study); it
-is meant for clinical systems, not for tables or logs. Identical inputs give identical bytes: UIDs
+By default the SEG carries the source's patient and study modules (so PACS files it with the right
+study); it is meant for clinical systems, not for tables or logs. ``identity="deidentify"`` writes a
+de-identified object instead (:mod:`ctsam.export.identity`). Identical inputs give identical bytes: UIDs
 are derived from content hashes, and the dates/times highdicom would set to "now" are copied from
 the source series.
 """
@@ -245,15 +246,21 @@ def export_seg(
     *,
     case: str | None = None,
     transfer_syntax: str = "jpegls",
+    identity: str = "copy",
+    uid_salt: str = "",
 ) -> dict:
     """Write a DICOM-SEG for ``labelmap`` referencing the series in ``dicom_dir`` (atomically).
 
-    Returns ``{"segments", "frames", "repairs"}``.
+    ``identity``: ``copy`` the source's patient/study identity, or ``deidentify`` (basic
+    confidentiality profile; patient name/id = ``case``). Returns ``{"segments", "frames", "repairs"}``.
     """
+    from ctsam.export.identity import apply_identity, check_mode
     from ctsam.io.atomic import atomic_path
 
+    check_mode(identity)
     datasets, repairs = read_source_series(dicom_dir, case=case)
     seg = build_segmentation(labelmap, datasets, case=case, transfer_syntax=transfer_syntax)
+    apply_identity(seg, identity, pseudonym=case, salt=uid_salt)
     with atomic_path(output) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return {"segments": len(seg.SegmentSequence), "frames": int(seg.NumberOfFrames), "repairs": repairs}
