@@ -367,6 +367,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "radiomics": ("radiomics",),
     "radiomics_cohort": ("radiomics",),
     "report": ("qc", "report"),
+    "export": ("export",),
     # the manifest's config digest covers every setting that shapes a case's results
     "manifest": ("convert", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics"),
 }

@@ -159,11 +159,20 @@ def final_targets():
         targets.extend(expand(demo_out("dicom"), case=cases))
     targets.extend(case_file(RESULTS, s, c) for s in STAGES if s in STAGE_FILES and s != "seed" for c in cases)
     targets.extend(f"{RESULTS}/{c}/manifest.json" for c in cases)
+    targets.extend(export_targets(cases))
     if "report" in STAGES:
         targets.append(cohort_out("report.html"))
     if "radiomics_cohort" in STAGES:
         targets.append(cohort_out("radiomics.parquet"))
     return targets
+
+
+def export_targets(cases):
+    # optional DICOM exports (config `export`): DICOM inputs only, once the label map exists
+    formats = [f for f, key in (("seg", "dicomseg"), ("rtstruct", "rtstruct")) if config.get("export", {}).get(key)]
+    if not formats or "fuse" not in STAGES:
+        return []
+    return [f"{RESULTS}/{c}/{f}.dcm" for c in cases if SAMPLES[c].is_dicom for f in formats]
 
 
 def write_cohort_status():
