@@ -16,6 +16,7 @@ rule demo_case:
         cases=WF["demo"]["cases"],
         seed=WF["demo"]["seed"],
         corrupt="--corrupt-case" if WF["demo"]["corrupt_case"] else "",
+        defects="--defects" if WF["demo"].get("defects") else "",
     threads: 1
     resources:
         mem_mb=1000,
@@ -23,5 +24,5 @@ rule demo_case:
     conda:
         "../envs/ctsam.yaml"
     shell:
-        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt}"
+        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt} {params.defects}"
         " --only {wildcards.case} --case {wildcards.case} 2> {log}"

@@ -5,7 +5,8 @@ on the source series' voxel grid (any axis order or flips: each source slice is 
 position). Source headers with empty UIDs (real: ``totalseg_examples/example_ct_dicom``) are
 repaired in memory before highdicom sees them: empty SOP Class UID -> the file meta's Media Storage
 SOP Class UID; empty SOP Instance / Series / Study / Frame of Reference UIDs -> UIDs derived
-deterministically from the files' contents; an empty Specific Character Set is removed. The source
+deterministically from the files' contents; missing type 2 patient/study attributes (e.g. no
+PatientBirthDate, as in the demo series) -> present and empty; an empty Specific Character Set is removed. The source
 files are never modified.
 
 By default the SEG carries the source's patient and study modules (so PACS files it with the right
@@ -34,6 +35,9 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 _UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's prefix, used by pydicom.uid.generate_uid
 _POSITION_TOLERANCE_VOX = 0.05
+# type 2 patient / study attributes a derived object copies (present, may be empty); some writers omit them
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
 def _uid(*parts: str) -> str:
@@ -100,6 +104,10 @@ def read_source_series(dicom_dir: str | os.PathLike[str], *, case: str | None = 
             if not str(ds.get(key, "")):
                 setattr(ds, key, value)
                 _note(repairs, f"{key} was empty: generated from the series content")
+        for key in _TYPE2:
+            if key not in ds:
+                setattr(ds, key, "")
+                _note(repairs, f"{key} (type 2) was missing: added empty")
         if "SpecificCharacterSet" in ds and not str(ds.SpecificCharacterSet or "").strip():
             del ds.SpecificCharacterSet
             _note(repairs, "empty SpecificCharacterSet removed")

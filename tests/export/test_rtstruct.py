@@ -70,3 +70,22 @@ def test_cli_export_rtstruct_and_seg(identified_series, tmp_path):
     assert main(["export-seg", str(labels), str(dicom_dir), "-o", str(tmp_path / "seg.dcm")]) == 0
     segments = [s.SegmentLabel for s in pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence if s.SegmentNumber > 0]
     assert segments == ["kidney_left", "liver", "aorta"]  # LABELMAP SEGs also list segment 0 (background)
+
+
+def test_seg_of_a_series_without_type2_attributes(identified_series, tmp_path):
+    """The demo writer leaves out PatientBirthDate (type 2): added empty in memory, noted as a repair."""
+    pytest.importorskip("highdicom")
+    import shutil
+
+    from ctsam.export.dicomseg import export_seg
+
+    dicom_dir, labelmap, _ = identified_series
+    bare = tmp_path / "bare"
+    shutil.copytree(dicom_dir, bare)
+    for f in bare.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        del ds.PatientBirthDate
+        ds.save_as(f, enforce_file_format=True)
+    info = export_seg(labelmap, bare, tmp_path / "seg.dcm", case="syn")
+    assert any("PatientBirthDate" in r for r in info["repairs"])
+    assert pydicom.dcmread(tmp_path / "seg.dcm").PatientBirthDate == ""
