@@ -40,7 +40,7 @@ def run_workflow(workdir: Path, cases: int, cores: int) -> float:
     cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/local", "--cores", str(cores),
            "--directory", str(workdir), "--configfile", str(cfg)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"workflow failed (exit {proc.returncode}); see {workdir}")
@@ -111,7 +111,9 @@ def main() -> None:
         flagged = "; ".join(f"{n}: {','.join(f)}" for n, f in (c.get("flagged") or {}).items()) or "no flag"
         verdict = "" if c.get("found") is None else ("  FOUND" if c["found"] else "  MISSED")
         print(f"  {c['case']:<22} {what:<14} planted {','.join(c.get('planted') or []) or '-':<38} flagged {flagged}{verdict}")
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
     print(f"structures: precision {fmt(s['precision'])} ({s['tp']} of {s['tp'] + s['fp']} flagged are planted), "
           f"recall {fmt(s['recall'])} ({s['tp']} of {s['tp'] + s['fn']} planted are flagged)")
     print(f"defects found: {s['defects_found']} of {s['defects']}; flags on the {s['clean_cases']} clean cases: {s['clean_flags']}")
