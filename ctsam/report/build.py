@@ -237,7 +237,8 @@ def build_report(
 
     views = []
     for c in cases:
-        all_flags = [f | {"structure": s["name"]} for s in c.doc["structures"] for f in s.get("flags") or []]
+        all_flags = [f | {"structure": "(whole case)"} for f in c.doc.get("case_flags") or []]
+        all_flags += [f | {"structure": s["name"]} for s in c.doc["structures"] for f in s.get("flags") or []]
         sources = Counter(str((s.get("fusion") or {}).get("source")) for s in c.doc["structures"] if s.get("fusion"))
         summary = c.doc.get("summary") or {}
         views.append(
