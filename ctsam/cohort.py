@@ -178,13 +178,13 @@ def scan_studies_dir(
     return samples
 
 
-def demo_samples(demo_dir: str, n_cases: int) -> list[Sample]:
+def demo_samples(demo_dir: str, n_cases: int, *, defects: bool = False) -> list[Sample]:
     """The demo cohort's samples (known before it is written, so the workflow can generate it)."""
-    from ctsam.demo.cohort import case_ids, case_paths
+    from ctsam.demo.cohort import case_paths, cohort_case_ids
 
     return [
         Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse))
-        for c in case_ids(n_cases)
+        for c in cohort_case_ids(n_cases, defects=defects)
     ]
 
 
@@ -201,7 +201,7 @@ def load_samples(wf: dict) -> list[Sample]:
             coarse_labels_file=wf.get("coarse_labels_file"),
         )
     demo = wf.get("demo") or {}
-    return demo_samples(demo.get("dir", "demo"), int(demo.get("cases", 3)))
+    return demo_samples(demo.get("dir", "demo"), int(demo.get("cases", 3)), defects=bool(demo.get("defects", False)))
 
 
 def _check_unique(samples: list[Sample], source: str) -> None:
@@ -402,6 +402,8 @@ def scan_results_samples(results_dir: str) -> list[Sample]:
 
 #: config sections each stage's command reads (the rest of the config does not affect its output)
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {s.name: s.config_sections for s in STAGES}
+# the optional DICOM exports (rules/export.smk: not a pipeline stage, enabled by config keys) read only `export`
+STAGE_SECTIONS["export"] = ("export",)
 
 
 def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str]) -> str:

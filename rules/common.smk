@@ -294,8 +294,17 @@ def final_targets():
         targets.extend(expand(demo_out("dicom"), case=cases))
     targets.extend(case_file(RESULTS, s, c) for s in kept_case_stages() for c in cases)
     targets.extend(expand(out("manifest"), case=cases))
+    targets.extend(export_targets(cases))
     targets.extend(out(s) for s in STAGES if _stage(s).scope != _CASE)
     return targets
+
+
+def export_targets(cases):
+    # optional DICOM exports (config `export`): DICOM inputs only, once the label map exists
+    formats = [f for f, key in (("seg", "dicomseg"), ("rtstruct", "rtstruct")) if config.get("export", {}).get(key)]
+    if not formats or "fuse" not in STAGES:
+        return []
+    return [f"{RESULTS}/{c}/{f}.dcm" for c in cases if SAMPLES[c].is_dicom for f in formats]
 
 
 def write_case_ids():
@@ -308,4 +317,17 @@ def write_cohort_status(ok=True):
 
     write_case_ids()
     statuses = write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])
+    if not ok:
+        # after a failed run: the cohort report and tables of the cases that completed
+        write_completed_cohort_outputs()
     sys.stderr.write(run_summary(RESULTS, statuses, ok=ok, report="report" in STAGES) + "\n")
+
+
+def write_completed_cohort_outputs():
+    # the cohort report and tables of the cases that completed (ctsam/cohort_outputs.py); the report
+    # lists the failed cases from failures.tsv
+    from ctsam.cohort_outputs import write_completed_outputs
+
+    write_completed_outputs(
+        RESULTS, sorted(SAMPLES), report="report" in STAGES, radiomics="radiomics_cohort" in STAGES
+    )

@@ -16,6 +16,7 @@ rule demo_case:
         cases=WF["demo"]["cases"],
         seed=WF["demo"]["seed"],
         corrupt="--corrupt-case" if WF["demo"]["corrupt_case"] else "",
+        defects="--defects" if WF["demo"].get("defects") else "",
     threads: res("demo").threads
     resources:
         mem_mb=res("demo").mem_mb,
@@ -23,5 +24,5 @@ rule demo_case:
     conda:
         conda_env("demo")
     shell:
-        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt}"
+        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt} {params.defects}"
         " --only {wildcards.case} --case {wildcards.case} 2> {log}"

@@ -173,3 +173,23 @@ def test_corrupt_case_fails_alone_and_is_listed(tmp_path):
     assert "\n" not in reason and reason and "case demo-002" in reason
     status = {r["case"]: r["status"] for r in read_tsv(tmp_path / "results" / "cohort" / "status.tsv")}
     assert status == {"demo-001": "ok", "demo-002": "failed"}
+    # the completed case's manifest carries its stage timings
+    import json
+
+    stages = json.loads((tmp_path / "results" / "demo-001" / "manifest.json").read_text())["stages"]
+    assert {"convert", "fuse", "qc"} <= set(stages) and all(s["benchmark"]["wall_s"] is not None for s in stages.values())
+    # the cohort report and tables still come out, for the completed case, and list the failed one
+    if "report" in STAGES:
+        html = (tmp_path / "results" / "cohort" / "report.html").read_text()
+        failed_section = html[html.index("id='failed'"):]
+        assert "demo-002" in failed_section and "convert" in failed_section and "no failure list" not in html
+        assert "id='case-demo-001'" in html and "id='case-demo-002'" not in html
+        import pandas as pd
+
+        qc = pd.read_parquet(tmp_path / "results" / "cohort" / "report_qc.parquet")
+        assert set(qc["case"]) == {"demo-001"}
+    if "radiomics_cohort" in STAGES:
+        import pandas as pd
+
+        rad = pd.read_parquet(tmp_path / "results" / "cohort" / "radiomics.parquet")
+        assert set(rad["case"]) == {"demo-001"}
