@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("coarse", "coarse"),
     ("seed", "seed"),
     ("refine", "refine"),
+    ("lesions", "lesions"),
     ("fuse", "fuse"),
     ("qc", "qc"),
     ("radiomics", "radiomics"),
