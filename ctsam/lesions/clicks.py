@@ -171,7 +171,7 @@ def clicks_from_seeds(seeds: LabelMap, *, case: str | None = None) -> list[Click
     structure = np.ones((3, 3, 3), dtype=bool)
     clicks: list[Click] = []
     for value in values:
-        components, n = ndimage.label(array == value, structure=structure)
+        components, _ = ndimage.label(array == value, structure=structure)
         for k, sl in enumerate(ndimage.find_objects(components), start=1):
             if sl is None:
                 continue
