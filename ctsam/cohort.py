@@ -30,6 +30,7 @@ STAGE_COMMANDS: dict[str, str] = {
     "seed": "seed",
     "refine": "refine",
     "fuse": "fuse",
+    "lesions": "lesions",  # optional (config lesions.enabled): one-click tumours, in the case's GPU job
     "qc": "qc",
     "radiomics": "radiomics",
 }
@@ -41,6 +42,7 @@ PREREQUISITES: dict[str, tuple[str, ...]] = {
     "seed": ("coarse",),
     "refine": ("seed",),
     "fuse": ("coarse",),  # refine is optional: without it fuse keeps the coarse masks
+    "lesions": ("coarse",),
     "qc": ("fuse",),
     "radiomics": ("fuse",),
     "report": ("qc",),
@@ -53,6 +55,7 @@ STAGE_FILES: dict[str, str] = {
     "seed": "prompts.json",
     "refine": "refined.npz",
     "fuse": "labels.nii.gz",
+    "lesions": "lesions.nii.gz",
     "qc": "qc.json",
     "radiomics": "radiomics.parquet",
 }
@@ -63,11 +66,13 @@ _NIFTI = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 @dataclass(frozen=True)
 class Sample:
-    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map."""
+    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map and
+    lesion clicks (``CLICKS.tsv`` for ``ctsam lesions``)."""
 
     case_id: str
     path: str
     coarse_labels: str | None = None
+    lesion_clicks: str | None = None
 
     @property
     def is_dicom(self) -> bool:
@@ -93,8 +98,9 @@ def _resolve(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
-def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
-    """Read a tab-separated sheet with columns ``case_id``, ``path`` and optionally ``coarse_labels``.
+def load_samples_tsv(path: str | os.PathLike[str], *, clicks_column: str = "lesion_clicks") -> list[Sample]:
+    """Read a tab-separated sheet with columns ``case_id``, ``path`` and optionally ``coarse_labels`` and
+    ``clicks_column`` (each case's lesion ``CLICKS.tsv``; an empty cell: no lesions).
 
     Relative paths are relative to the sheet's folder. Case ids are sanitised (see
     :mod:`ctsam.caseid`) and must be unique after sanitising.
@@ -118,11 +124,13 @@ def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
         if not (row.get("path") or "").strip():
             raise ConfigError("sample sheet row has no path", path=f"{path}:{n}", found=repr(row.get("case_id")))
         coarse = (row.get("coarse_labels") or "").strip()
+        clicks = (row.get(clicks_column) or "").strip()
         samples.append(
             Sample(
                 case_id=sanitise_case_id(row["case_id"] or ""),
                 path=_resolve(base, row["path"].strip()),
                 coarse_labels=_resolve(base, coarse) if coarse else None,
+                lesion_clicks=_resolve(base, clicks) if clicks else None,
             )
         )
     _check_unique(samples, str(path))
@@ -159,18 +167,20 @@ def demo_samples(demo_dir: str, n_cases: int) -> list[Sample]:
     from ctsam.demo.cohort import case_ids, case_paths
 
     return [
-        Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse))
+        Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse),
+               lesion_clicks=str(case_paths(demo_dir, c).lesions_tsv))
         for c in case_ids(n_cases)
     ]
 
 
-def load_samples(wf: dict) -> list[Sample]:
+def load_samples(wf: dict, *, clicks_column: str = "lesion_clicks") -> list[Sample]:
     """The cohort described by the config's ``workflow`` section.
 
     ``samples`` (a sheet) wins over ``studies_dir``; with neither, the demo cohort is used.
+    ``clicks_column`` is the sheet's lesion-clicks column (config ``lesions.clicks_column``).
     """
     if wf.get("samples"):
-        return load_samples_tsv(wf["samples"])
+        return load_samples_tsv(wf["samples"], clicks_column=clicks_column)
     if wf.get("studies_dir"):
         return scan_studies_dir(
             wf["studies_dir"], case_ids=wf.get("case_ids", "pseudonym"), salt=wf.get("pseudonym_salt", ""),
@@ -240,6 +250,29 @@ def resolve_stages(requested: str | list[str], available: set[str]) -> list[str]
                 fix="add them to workflow.stages",
             )
     return [s for s in order if s in requested]
+
+
+def lesions_active(requested: str | list[str], enabled: bool | str, *, demo: bool) -> bool:
+    """Whether the optional lesion stage runs: ``lesions.enabled`` true/false, or ``'auto'`` = the demo
+    cohort only (real cohorts need clicks and a real model). Listing ``lesions`` in ``workflow.stages``
+    turns it on unless ``enabled`` is false."""
+    if enabled is False:
+        return False
+    if enabled is True or (requested != "auto" and "lesions" in requested):
+        return True
+    return bool(demo)
+
+
+def lesion_clicks_for(sample: Sample, clicks_dir: str | None) -> str | None:
+    """A case's lesion clicks: its sample-sheet cell (or the demo's table), else ``<clicks_dir>/<case>.tsv``
+    when that file exists, else None (the case gets an empty lesion map)."""
+    if sample.lesion_clicks:
+        return sample.lesion_clicks
+    if clicks_dir:
+        path = Path(clicks_dir) / f"{sample.case_id}.tsv"
+        if path.exists():
+            return str(path)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -363,12 +396,13 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "seed": ("seed", "structures"),
     "refine": ("refine",),
     "fuse": ("fuse",),
+    "lesions": ("lesions",),
     "qc": ("qc",),
     "radiomics": ("radiomics",),
     "radiomics_cohort": ("radiomics",),
     "report": ("qc", "report"),
     # the manifest's config digest covers every setting that shapes a case's results
-    "manifest": ("convert", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics"),
+    "manifest": ("convert", "coarse", "structures", "seed", "refine", "fuse", "lesions", "qc", "radiomics"),
 }
 
 

@@ -15,6 +15,8 @@ from ctsam.cohort import (
     available_commands,
     benchmark_file,
     case_file,
+    lesion_clicks_for,
+    lesions_active,
     load_samples,
     log_file,
     resolve_stages,
@@ -26,8 +28,26 @@ WF = config["workflow"]
 RESULTS = WF["results_dir"]
 DEMO = not WF["samples"] and not WF["studies_dir"]
 DEMO_DIR = WF["demo"]["dir"]
-SAMPLES = {s.case_id: s for s in load_samples(WF)}
+LESIONS = config["lesions"]
+SAMPLES = {s.case_id: s for s in load_samples(WF, clicks_column=LESIONS["clicks_column"])}
 STAGES = resolve_stages(WF["stages"], available_commands())
+
+def _lesion_model_shipped():
+    # 'auto' runs lesions on the demo cohort only when its model (builtin:demo_lesion) is shipped
+    from ctsam.errors import CheckpointError
+    from ctsam.resources import resolve_model_path
+
+    try:
+        return resolve_model_path(LESIONS["checkpoint"]).exists()
+    except CheckpointError:
+        return False
+
+
+if "lesions" in STAGES and not lesions_active(
+    WF["stages"], LESIONS["enabled"], demo=DEMO and (LESIONS["enabled"] is True or _lesion_model_shipped())
+):
+    # optional stage: off unless lesions.enabled (auto: the demo cohort only)
+    STAGES.remove("lesions")
 
 
 wildcard_constraints:
@@ -114,6 +134,50 @@ def refine_checkpoint():
     from ctsam.resources import resolve_model_path
 
     return str(resolve_model_path(config["refine"]["checkpoint"]))
+
+
+def lesion_checkpoints():
+    # {"": default model file, label: its model file}: the model files are inputs (new weights re-run lesions)
+    from ctsam.resources import resolve_model_path
+
+    if "lesions" not in STAGES:
+        return {}
+    specs = {"": LESIONS["checkpoint"], **LESIONS["checkpoints"]}
+    return {label: str(resolve_model_path(spec)) for label, spec in specs.items()}
+
+
+def lesion_checkpoint_args(wildcards, input):
+    files = lesion_checkpoints()
+    return " ".join(f"--checkpoint {shlex.quote((label + '=' if label else '') + path)}"
+                    for label, path in sorted(files.items()))
+
+
+def get_lesion_clicks(wildcards):
+    # the case's CLICKS.tsv (sample sheet column, demo table, or lesions.clicks_dir/<case>.tsv), if any
+    clicks = lesion_clicks_for(SAMPLES[wildcards.case], LESIONS["clicks_dir"])
+    return _declared(clicks) if clicks else []
+
+
+def lesion_clicks_arg(wildcards, input):
+    return f"--clicks {shlex.quote(input.clicks)}" if input.clicks else "--no-clicks"
+
+
+def get_lesion_labels(wildcards):
+    # each lesion's containing structure is named from the case's coarse labels (prep job output)
+    return out("coarse") if LESIONS["containing_labels"] == "coarse" else []
+
+
+def lesion_labels_arg(wildcards, input):
+    return f"--labels {shlex.quote(input.labels)}" if input.labels else ""
+
+
+def get_lesions(wildcards):
+    # qc and radiomics take the lesion map when the lesion stage runs
+    return case_file(RESULTS, "lesions", wildcards.case) if "lesions" in STAGES else []
+
+
+def lesions_arg(wildcards, input):
+    return f"--lesions {shlex.quote(input.lesions)}" if input.lesions else ""
 
 
 def get_corrections(wildcards):

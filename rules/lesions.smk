@@ -1,0 +1,36 @@
+# CT + one click per lesion -> results/<case>/lesions.nii.gz (value = lesion id, .tsv label table) and
+# lesions.json (per-lesion volume, RECIST diameters, centroid, probabilities, containing structure).
+# Optional (config lesions.enabled). A GPU stage: the SLURM profile puts it in the group of refine, so a
+# case's lesions run inside its existing GPU job. refined.npz is an input only to order lesions after
+# refine in that job (Snakemake joins jobs of a group that depend on each other; the two then never share
+# the GPU at once); 'ctsam lesions' does not read it.
+
+
+rule lesions:
+    input:
+        ct=out("convert"),
+        clicks=get_lesion_clicks,
+        labels=get_lesion_labels,
+        checkpoint=list(lesion_checkpoints().values()),
+        after=get_refined,
+    output:
+        lesions=out("lesions"),
+        sidecar=case_out("lesions.json"),
+    log:
+        log_path("lesions"),
+    benchmark:
+        bench_path("lesions")
+    params:
+        config=stage_config("lesions"),
+        clicks=lesion_clicks_arg,
+        labels=lesion_labels_arg,
+        checkpoints=lesion_checkpoint_args,
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/ctsam.yaml"
+    shell:
+        "python -m ctsam lesions {input.ct} {params.clicks} -o {output.lesions} {params.labels}"
+        " {params.checkpoints} --case {wildcards.case} --config {params.config} 2> {log}"
