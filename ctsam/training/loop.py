@@ -147,7 +147,7 @@ def build_or_load_model(settings: TrainSettings):
             log.warning("--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant)
     else:
         torch.manual_seed(settings.seed)
-        model = build_model(settings.variant)
+        model = build_model("ctsam3d", settings.variant).module
     return model
 
 
@@ -266,7 +266,7 @@ class Trainer:
         self.provenance = dict(provenance or {})
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
-        from ctsam.predictor import resolve_device
+        from ctsam.refine.predictor import resolve_device
 
         device = resolve_device(settings.device)
         if device.type == "cuda" and self.dist.enabled:
