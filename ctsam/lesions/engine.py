@@ -226,6 +226,8 @@ class LesionEngine:
 
     # ------------------------------------------------------------------ a case
     def run(self, ct: CTVolume, clicks: list[Click], *, case: str | None = None) -> LesionResult:
+        for click in clicks:  # every click has a model before any forward runs
+            model_for(click, self.models, case=case)
         predictions = []
         for n, click in enumerate(clicks, start=1):
             pred = self.predict(ct, click, case=case)
