@@ -148,7 +148,7 @@ def lesion_checkpoints():
 
 def lesion_checkpoint_args(wildcards, input):
     files = lesion_checkpoints()
-    return " ".join(f"--checkpoint {shlex.quote((label + '=' if label else '') + path)}"
+    return " ".join(f"--checkpoint {shlex.quote(f'{label}={path}' if label else path)}"
                     for label, path in sorted(files.items()))
 
 
