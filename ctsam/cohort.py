@@ -263,6 +263,28 @@ def lesions_active(requested: str | list[str], enabled: bool | str, *, demo: boo
     return bool(demo)
 
 
+def lesion_model_shipped(spec: str) -> bool:
+    """Whether a lesion model spec names an existing file (``builtin:NAME`` is shipped in ctsam/resources/models)."""
+    from ctsam.errors import CheckpointError
+    from ctsam.resources import resolve_model_path
+
+    try:
+        return resolve_model_path(spec).exists()
+    except CheckpointError:
+        return False
+
+
+def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
+    """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
+    stage unless :func:`lesions_active` (``'auto'`` also needs the demo model, ``builtin:demo_lesion``, shipped)."""
+    stages = resolve_stages(requested, available)
+    enabled = lesions.get("enabled", "auto")
+    demo_ready = demo and (enabled is True or lesion_model_shipped(str(lesions.get("checkpoint", ""))))
+    if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
+        stages.remove("lesions")
+    return stages
+
+
 def lesion_clicks_for(sample: Sample, clicks_dir: str | None) -> str | None:
     """A case's lesion clicks: its sample-sheet cell (or the demo's table), else ``<clicks_dir>/<case>.tsv``
     when that file exists, else None (the case gets an empty lesion map)."""

@@ -12,14 +12,13 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get(
 
 from ctsam.cohort import (
     STAGE_FILES,
+    active_stages,
     available_commands,
     benchmark_file,
     case_file,
     lesion_clicks_for,
-    lesions_active,
     load_samples,
     log_file,
-    resolve_stages,
     write_stage_config,
     write_status_tables,
 )
@@ -30,24 +29,8 @@ DEMO = not WF["samples"] and not WF["studies_dir"]
 DEMO_DIR = WF["demo"]["dir"]
 LESIONS = config["lesions"]
 SAMPLES = {s.case_id: s for s in load_samples(WF, clicks_column=LESIONS["clicks_column"])}
-STAGES = resolve_stages(WF["stages"], available_commands())
-
-def _lesion_model_shipped():
-    # 'auto' runs lesions on the demo cohort only when its model (builtin:demo_lesion) is shipped
-    from ctsam.errors import CheckpointError
-    from ctsam.resources import resolve_model_path
-
-    try:
-        return resolve_model_path(LESIONS["checkpoint"]).exists()
-    except CheckpointError:
-        return False
-
-
-if "lesions" in STAGES and not lesions_active(
-    WF["stages"], LESIONS["enabled"], demo=DEMO and (LESIONS["enabled"] is True or _lesion_model_shipped())
-):
-    # optional stage: off unless lesions.enabled (auto: the demo cohort only)
-    STAGES.remove("lesions")
+# the lesion stage is optional: lesions.enabled (auto: the demo cohort, when builtin:demo_lesion is shipped)
+STAGES = active_stages(WF["stages"], available_commands(), LESIONS, demo=DEMO)
 
 
 wildcard_constraints:

@@ -226,3 +226,19 @@ def test_lesion_clicks_from_the_sheet_column_or_a_folder(tmp_path):
     assert lesion_clicks_for(c, folder) is None and lesion_clicks_for(c, None) is None
     demo = load_samples({"demo": {"dir": "d", "cases": 1}})
     assert demo[0].lesion_clicks == "d/demo-001/lesions.tsv"
+
+
+def test_active_stages_drop_the_lesion_stage_unless_enabled(tmp_path):
+    from ctsam.cohort import active_stages
+
+    avail = ALL | {"lesions"}
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    on = {"enabled": "auto", "checkpoint": str(model)}
+    assert "lesions" in active_stages("auto", avail, on, demo=True)
+    assert "lesions" not in active_stages("auto", avail, on, demo=False)
+    # auto on the demo needs its model shipped; enabled: true does not look (a missing model fails loudly later)
+    missing = {"enabled": "auto", "checkpoint": "builtin:no_such_model"}
+    assert "lesions" not in active_stages("auto", avail, missing, demo=True)
+    assert "lesions" in active_stages("auto", avail, {**missing, "enabled": True}, demo=False)
+    assert "lesions" not in active_stages("auto", avail, {**on, "enabled": False}, demo=True)
