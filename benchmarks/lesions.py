@@ -42,7 +42,7 @@ class PeakMemory:
         self.device = device
         self.peak_mib = 0.0
 
-    def __enter__(self) -> "PeakMemory":  # noqa: PYI034
+    def __enter__(self) -> PeakMemory:  # noqa: PYI034
         import torch
 
         if self.device.type == "cuda":
