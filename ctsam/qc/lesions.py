@@ -24,8 +24,8 @@ SEVERITY = {"lesion_empty": "error", "lesion_patch_border": "warning", "lesion_l
             "lesion_click_outside": "warning", "lesion_outside_structures": "info"}
 
 
-def _flag(name: str, detail: str) -> dict[str, str]:
-    return {"flag": name, "severity": SEVERITY[name], "detail": detail}
+def _flag(name: str, message: str) -> dict:
+    return {"flag": name, "severity": SEVERITY[name], "message": message, "value": None, "threshold": None}
 
 
 def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: dict | None,
@@ -72,7 +72,8 @@ def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: 
                                                       "probably larger than one patch and cut off"))
         mp = side.get("mean_probability")
         if mp is not None and mp < min_prob:
-            flags.append(_flag("lesion_low_confidence", f"mean probability {mp:.3f} < {min_prob}"))
+            flags.append(_flag("lesion_low_confidence", f"mean probability {mp:.3f} < {min_prob}")
+                         | {"value": mp, "threshold": min_prob})
         if side and rec["voxels"] and not (side.get("click") or {}).get("inside_lesion", True):
             flags.append(_flag("lesion_click_outside", "the click is not inside the lesion it produced"))
         rec["flags"] = flags
