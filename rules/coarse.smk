@@ -8,8 +8,8 @@ rule coarse:
         labels=get_coarse_labels,
     output:
         coarse=out("coarse"),
-        table=case_out("coarse.tsv"),
-        sidecar=case_out("coarse.json"),
+        table=out("coarse", "coarse.tsv"),
+        sidecar=out("coarse", "coarse.json"),
     log:
         log_path("coarse"),
     benchmark:
@@ -18,12 +18,14 @@ rule coarse:
         backend=WF["coarse_backend"],
         labels_arg=coarse_labels_arg,
         config=stage_config("coarse"),
-    threads: 1 if WF["coarse_backend"] == "labels" else 4
+    threads: res("coarse", WF["coarse_backend"]).threads
     resources:
-        mem_mb=4000 if WF["coarse_backend"] == "labels" else 16000,
-        runtime=20 if WF["coarse_backend"] == "labels" else 120,
+        mem_mb=res("coarse", WF["coarse_backend"]).mem_mb,
+        runtime=res("coarse", WF["coarse_backend"]).runtime_min,
+        # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
+        gpu=GPU_RESOURCE if coarse_uses_gpu() else 0,
     conda:
-        "../envs/ctsam.yaml" if WF["coarse_backend"] == "labels" else "../envs/totalsegmentator.yaml"
+        conda_env("coarse", WF["coarse_backend"])
     shell:
         "python -m ctsam coarse {input.ct} -o {output.coarse} --sidecar {output.sidecar}"
         " --backend {params.backend} {params.labels_arg}"

@@ -19,9 +19,12 @@ from ctsam.cohort import (
     lesion_clicks_for,
     load_samples,
     log_file,
+    write_case_id_map,
     write_stage_config,
     write_status_tables,
 )
+from ctsam.stages import CASE as _CASE
+from ctsam.stages import stage as _stage
 
 WF = config["workflow"]
 RESULTS = WF["results_dir"]
@@ -33,13 +36,40 @@ SAMPLES = {s.case_id: s for s in load_samples(WF, clicks_column=LESIONS["clicks_
 STAGES = active_stages(WF["stages"], available_commands(), LESIONS, demo=DEMO)
 
 
+# Case ids are safe by construction (ctsam.caseid.safe_case_id: no '/', at most 64 characters, no
+# periodic tail that would raise PeriodicWildcardError); the map from input ids is written to
+# results/cohort/case_ids.tsv. The constraint keeps a wildcard from spanning folders.
 wildcard_constraints:
-    case=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    case=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
 
 
-def out(stage):
-    # a stage's main per-case output, results/{case}/<file> (the layout is in ctsam/cohort.py)
-    return case_file(RESULTS, stage)
+# GPU rules declare resources gpu=1: the local profile caps `gpu` at the machine's GPU count (so two
+# GPU jobs never share one GPU); the SLURM profile asks the scheduler for the GPU (--gres).
+GPU_RESOURCE = 1
+
+
+def coarse_uses_gpu():
+    ts = config.get("coarse", {}).get("totalsegmentator", {})
+    return WF["coarse_backend"] == "totalsegmentator" and str(ts.get("device", "gpu")).startswith("gpu")
+
+
+def out(stage, name=None):
+    # an output file of a stage (default: its first, the one marking it done), from the stage record
+    # in ctsam/stages.py: results/{case}/<file> for per-case stages, results/cohort/<file> for cohort ones
+    record = _stage(stage)
+    name = name or record.done_file
+    if name not in record.outputs:
+        raise ValueError(f"{name} is not an output of stage {stage} in ctsam/stages.py: {record.outputs}")
+    return f"{RESULTS}/{{case}}/{name}" if record.scope == _CASE else cohort_out(name)
+
+
+def res(stage, variant=None):
+    # a stage's threads / mem_mb / runtime_min / conda environment (ctsam/stages.py)
+    return _stage(stage).resources_for(variant)
+
+
+def conda_env(stage, variant=None):
+    return f"../envs/{res(stage, variant).conda}"
 
 
 def case_out(name):
@@ -173,8 +203,13 @@ def corrections_arg(wildcards, input):
     return f"--extra-clicks {shlex.quote(input.corrections)}" if input.corrections else ""
 
 
+def kept_case_stages():
+    # enabled per-case stages whose outputs stay (not seed's temporary prompts)
+    return [s for s in STAGES if s in STAGE_FILES and not _stage(s).temporary]
+
+
 def manifest_inputs(wildcards):
-    return [case_file(RESULTS, s, wildcards.case) for s in STAGES if s in STAGE_FILES and s != "seed"]
+    return [case_file(RESULTS, s, wildcards.case) for s in kept_case_stages()]
 
 
 def _paths(item):
@@ -204,14 +239,16 @@ def final_targets():
     targets = []
     if DEMO:
         targets.extend(expand(demo_out("dicom"), case=cases))
-    targets.extend(case_file(RESULTS, s, c) for s in STAGES if s in STAGE_FILES and s != "seed" for c in cases)
-    targets.extend(f"{RESULTS}/{c}/manifest.json" for c in cases)
-    if "report" in STAGES:
-        targets.append(cohort_out("report.html"))
-    if "radiomics_cohort" in STAGES:
-        targets.append(cohort_out("radiomics.parquet"))
+    targets.extend(case_file(RESULTS, s, c) for s in kept_case_stages() for c in cases)
+    targets.extend(expand(out("manifest"), case=cases))
+    targets.extend(out(s) for s in STAGES if _stage(s).scope != _CASE)
     return targets
 
 
+def write_case_ids():
+    write_case_id_map(RESULTS, list(SAMPLES.values()))
+
+
 def write_cohort_status():
+    write_case_ids()
     write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])

@@ -1,6 +1,6 @@
 # CT + one click per lesion -> results/<case>/lesions.nii.gz (value = lesion id, .tsv label table) and
 # lesions.json (per-lesion volume, RECIST diameters, centroid, probabilities, containing structure).
-# Optional (config lesions.enabled). A GPU stage: the SLURM profile puts it in the group of refine, so a
+# Optional (config lesions.enabled). A GPU stage (resources gpu=1, see rules/common.smk): the SLURM profile puts it in the group of refine, so a
 # case's lesions run inside its existing GPU job. refined.npz is an input only to order lesions after
 # refine in that job (Snakemake joins jobs of a group that depend on each other; the two then never share
 # the GPU at once); 'ctsam lesions' does not read it.
@@ -15,7 +15,7 @@ rule lesions:
         after=get_refined,
     output:
         lesions=out("lesions"),
-        sidecar=case_out("lesions.json"),
+        sidecar=out("lesions", "lesions.json"),
     log:
         log_path("lesions"),
     benchmark:
@@ -25,12 +25,13 @@ rule lesions:
         clicks=lesion_clicks_arg,
         labels=lesion_labels_arg,
         checkpoints=lesion_checkpoint_args,
-    threads: 1
+    threads: res("lesions").threads
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=res("lesions").mem_mb,
+        runtime=res("lesions").runtime_min,
+        gpu=GPU_RESOURCE,  # one GPU per job: the local profile serialises, SLURM maps it to --gres
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("lesions")
     shell:
         "python -m ctsam lesions {input.ct} {params.clicks} -o {output.lesions} {params.labels}"
         " {params.checkpoints} --case {wildcards.case} --config {params.config} 2> {log}"

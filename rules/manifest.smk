@@ -8,19 +8,19 @@ rule manifest:
         study=get_study,
         checkpoint=([refine_checkpoint()] if "refine" in STAGES else []) + sorted(set(lesion_checkpoints().values())),
     output:
-        manifest=case_out("manifest.json"),
+        manifest=out("manifest"),
     log:
         log_path("manifest"),
     params:
         case_dir=lambda wildcards: f"{RESULTS}/{wildcards.case}",
         files=manifest_args,
         config=stage_config("manifest"),
-    threads: 1
+    threads: res("manifest").threads
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=res("manifest").mem_mb,
+        runtime=res("manifest").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("manifest")
     shell:
         "python -m ctsam manifest {params.case_dir} {params.files} -o {output.manifest}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

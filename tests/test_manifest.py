@@ -60,7 +60,8 @@ def test_build_manifest(tmp_path):
         config={"fuse": {"threshold": 0.5}},
         case_dir=case,
     )
-    assert m["inputs"] == [{"name": "series", "sha256": sha256_dir(dicom)[0], "bytes": 3, "files": 2}]
+    # inputs are named pseudonymously (a study folder's name may be a patient's name)
+    assert m["inputs"] == [{"name": "input-1", "sha256": sha256_dir(dicom)[0], "bytes": 3, "files": 2}]
     assert m["outputs"][0] == {"name": "labels.nii.gz", "sha256": hashlib.sha256(b"labels").hexdigest(), "bytes": 6}
     assert m["checkpoints"][0]["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert m["stages"]["fuse"] == {"benchmark": {"wall_s": 13.0, "max_rss_mb": 816.15, "cpu_s": 12.0, "repeats": 2},
@@ -68,6 +69,8 @@ def test_build_manifest(tmp_path):
     assert "qc" not in m["stages"]  # qc.json has no timing fields
     assert len(m["config_digest"]) == 64 and m["software"]["numpy"]
     assert str(tmp_path) not in json.dumps(m)  # no absolute paths (they may carry names)
+    kept = build_manifest(case="c001", inputs=[dicom], config={"privacy": {"keep_input_names": True}})
+    assert kept["inputs"][0]["name"] == "series"
     with pytest.raises(InputDataError, match="does not exist"):
         build_manifest(case="c001", inputs=[tmp_path / "missing"])
 

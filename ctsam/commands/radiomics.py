@@ -48,8 +48,22 @@ def run(args) -> int:
     )
     if args.lesions:
         features = _with_lesions(features, args, params, case, cfg)
-    write_case_features(args.output, features)
     counts = features.counts()
+    n_rows = sum(len(r.features) for r in features.results)
+    if n_rows == 0:
+        # an empty table is a finding, not a success: the case fails here and is listed in failures.tsv
+        from ctsam.errors import InputDataError
+
+        raise InputDataError(
+            "radiomics extracted no features for this case",
+            case=case,
+            expected="at least one structure with features",
+            found=(f"{len(features.results)} structures ("
+                   + (", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or "the label map is empty")
+                   + "), 0 feature rows"),
+            fix="check the label map (qc.json flags empty_labelmap) and radiomics.structures",
+        )
+    write_case_features(args.output, features)
     log.info("%s: %s structures -> %s (read %.1f s, extract %.1f s)", case,
              ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), args.output,
              features.timings_s["read"], features.timings_s["extract"])

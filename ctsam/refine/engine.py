@@ -49,6 +49,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctsam.errors import ConfigError
+from ctsam.masks import dice
 from ctsam.refine.patching import (
     PatchBox,
     blend_weights,
@@ -136,14 +137,6 @@ class StructureState:
 
     def boxes(self) -> set[PatchBox]:
         return {j.box for j in self.jobs}
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean arrays; 1.0 when both are empty."""
-    sa, sb = int(a.sum()), int(b.sum())
-    if sa + sb == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / (sa + sb)
 
 
 class RefineEngine:
