@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ctsam.lesions.measures import centroid_world_mm, containing_structure
 from ctsam.volume import CTVolume, LabelMap
 
 SEVERITY = {"lesion_empty": "error", "lesion_patch_border": "warning", "lesion_low_confidence": "warning",
@@ -26,6 +25,21 @@ SEVERITY = {"lesion_empty": "error", "lesion_patch_border": "warning", "lesion_l
 
 def _flag(name: str, message: str) -> dict:
     return {"flag": name, "severity": SEVERITY[name], "message": message, "value": None, "threshold": None}
+
+
+def _centroid_mm(mask: np.ndarray, lesions: LabelMap, start_zyx) -> list[float]:
+    mean_zyx = np.argwhere(mask).mean(axis=0) + np.asarray(start_zyx, dtype=float)
+    return [round(float(v), 3) for v in lesions.geometry.index_to_world(mean_zyx[::-1])]
+
+
+def _containing(mask: np.ndarray, labels_crop: np.ndarray, names: dict[int, str]) -> tuple[str | None, float]:
+    """The final-label structure holding most of the lesion (lower label on ties) and its share."""
+    counts = np.bincount(labels_crop[mask].astype(np.int64))
+    counts[0] = 0
+    if counts.sum() == 0:
+        return None, 0.0
+    best = int(np.argmax(counts))
+    return names.get(best, f"label_{best}"), float(counts[best]) / int(mask.sum())
 
 
 def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: dict | None,
@@ -56,10 +70,10 @@ def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: 
                        hu={"mean": round(float(hu.mean()), 2), "sd": round(float(hu.std()), 2),
                            "p05": round(float(np.percentile(hu, 5)), 2), "p50": round(float(np.percentile(hu, 50)), 2),
                            "p95": round(float(np.percentile(hu, 95)), 2)},
-                       centroid_lps_mm=[round(v, 3) for v in centroid_world_mm(mask, lesions.geometry, start)])
+                       centroid_lps_mm=_centroid_mm(mask, lesions, start))
             name = None
             if final is not None:
-                name, fraction = containing_structure(mask, final.array[box], final.labels)
+                name, fraction = _containing(mask, final.array[box], final.labels)
                 rec["containing_structure"] = name
                 rec["containing_fraction"] = round(fraction, 4)
                 if name is None:
