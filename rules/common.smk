@@ -12,12 +12,13 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get(
 
 from ctsam.cohort import (
     STAGE_FILES,
+    active_stages,
     available_commands,
     benchmark_file,
     case_file,
+    lesion_clicks_for,
     load_samples,
     log_file,
-    resolve_stages,
     write_case_id_map,
     write_stage_config,
     write_status_tables,
@@ -47,9 +48,11 @@ WF = config["workflow"]
 RESULTS = WF["results_dir"]
 DEMO = not WF["samples"] and not WF["studies_dir"]
 DEMO_DIR = WF["demo"]["dir"]
+LESIONS = config["lesions"]
 try:
-    _samples = load_samples(WF)
-    STAGES = resolve_stages(WF["stages"], available_commands())
+    _samples = load_samples(WF, clicks_column=LESIONS["clicks_column"])
+    # the lesion stage is optional: lesions.enabled (auto: the demo cohort, when builtin:demo_lesion is shipped)
+    STAGES = active_stages(WF["stages"], available_commands(), LESIONS, demo=DEMO)
 except CtsamError as err:
     _stop(err)
 _samples = drop_missing_auto_labels(_samples, config["coarse"]["backend"], bool(WF["studies_dir"]) and not WF["samples"])
@@ -244,6 +247,50 @@ def refine_checkpoint():
     from ctsam.resources import resolve_model_path
 
     return str(resolve_model_path(config["refine"]["checkpoint"]))
+
+
+def lesion_checkpoints():
+    # {"": default model file, label: its model file}: the model files are inputs (new weights re-run lesions)
+    from ctsam.resources import resolve_model_path
+
+    if "lesions" not in STAGES:
+        return {}
+    specs = {"": LESIONS["checkpoint"], **LESIONS["checkpoints"]}
+    return {label: str(resolve_model_path(spec)) for label, spec in specs.items()}
+
+
+def lesion_checkpoint_args(wildcards, input):
+    files = lesion_checkpoints()
+    return " ".join(f"--checkpoint {shlex.quote(f'{label}={path}' if label else path)}"
+                    for label, path in sorted(files.items()))
+
+
+def get_lesion_clicks(wildcards):
+    # the case's CLICKS.tsv (sample sheet column, demo table, or lesions.clicks_dir/<case>.tsv), if any
+    clicks = lesion_clicks_for(SAMPLES[wildcards.case], LESIONS["clicks_dir"])
+    return _declared(clicks) if clicks else []
+
+
+def lesion_clicks_arg(wildcards, input):
+    return f"--clicks {shlex.quote(input.clicks)}" if input.clicks else "--no-clicks"
+
+
+def get_lesion_labels(wildcards):
+    # each lesion's containing structure is named from the case's coarse labels (prep job output)
+    return out("coarse") if LESIONS["containing_labels"] == "coarse" else []
+
+
+def lesion_labels_arg(wildcards, input):
+    return f"--labels {shlex.quote(input.labels)}" if input.labels else ""
+
+
+def get_lesions(wildcards):
+    # qc and radiomics take the lesion map when the lesion stage runs
+    return case_file(RESULTS, "lesions", wildcards.case) if "lesions" in STAGES else []
+
+
+def lesions_arg(wildcards, input):
+    return f"--lesions {shlex.quote(input.lesions)}" if input.lesions else ""
 
 
 def get_corrections(wildcards):

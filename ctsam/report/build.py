@@ -243,6 +243,8 @@ def build_report(
     for c in cases:
         all_flags = [f | {"structure": "(whole case)"} for f in c.doc.get("case_flags") or []]
         all_flags += [f | {"structure": s["name"]} for s in c.doc["structures"] for f in s.get("flags") or []]
+        lesions = c.doc.get("lesions") or []  # lesion rows (ctsam qc --lesions): their flags count with the case's
+        all_flags += [f | {"structure": le["name"]} for le in lesions for f in le.get("flags") or []]
         sources = Counter(str((s.get("fusion") or {}).get("source")) for s in c.doc["structures"] if s.get("fusion"))
         summary = c.doc.get("summary") or {}
         views.append(
@@ -253,6 +255,7 @@ def build_report(
                 n_structures=len(c.doc["structures"]),
                 flags=all_flags,
                 sources=dict(sources),
+                lesions=lesions,
             )
         )
     order = sorted(range(len(cases)), key=lambda i: (-views[i].severity_score, cases[i].case))

@@ -61,6 +61,7 @@ class CaseView:
     snapshot_png: bytes | None = None
     snapshot_note: str | None = None
     focus: str | None = None
+    lesions: list[dict] = field(default_factory=list)  # QC lesion rows (ctsam qc --lesions)
 
 
 @dataclass
@@ -213,6 +214,19 @@ def render_html(data: ReportData) -> str:
                   "flagged structure, outlined in yellow.</p>")
         elif c.snapshot_note:
             w(f"<p class='small muted'>{_e(c.snapshot_note)}</p>")
+        if c.lesions:
+            w(f"<details><summary>lesions ({len(c.lesions)})</summary><table><tr><th>lesion</th><th>label</th>"
+              "<th class='num'>volume (ml)</th><th class='num'>RECIST long / short (mm)</th>"
+              "<th class='num'>mean prob.</th><th>in</th><th>flags</th></tr>")
+            for le in c.lesions:
+                w(f"<tr><td>{_e(le.get('name'))}</td><td>{_e(le.get('label') or '')}</td>"
+                  f"<td class='num'>{_num(le.get('volume_ml'), '{:.2f}')}</td>"
+                  f"<td class='num'>{_num(le.get('recist_long_axis_mm'), '{:.1f}')} / "
+                  f"{_num(le.get('recist_short_axis_mm'), '{:.1f}')}</td>"
+                  f"<td class='num'>{_num(le.get('mean_probability'), '{:.2f}')}</td>"
+                  f"<td>{_e(le.get('containing_structure') or '')}</td>"
+                  f"<td class='small'>{_e(', '.join(f['flag'] for f in le.get('flags') or []))}</td></tr>")
+            w("</table></details>")
         if c.flags:
             w("<details open><summary>flags</summary><table class='flags'><tr><th>structure</th><th>flag</th><th>severity</th><th>detail</th></tr>")
             for structures, f, n in _grouped(c.flags):

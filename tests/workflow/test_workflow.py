@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from ctsam.cohort import STAGE_FILES, available_commands, resolve_stages
+from ctsam.cohort import STAGE_FILES, active_stages, available_commands
+from ctsam.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = resolve_stages("auto", available_commands())
+# the stages the demo run executes (the lesion stage: when builtin:demo_lesion is shipped)
+STAGES = active_stages("auto", available_commands(), load_config(None)["lesions"], demo=True)
 CASE_STAGES = [s for s in STAGES if s in STAGE_FILES and s != "seed"]  # seed's prompts are temporary
 
 
