@@ -71,9 +71,9 @@ def naive_loop(model, ct, prompts, frame_spacing_mm: float, device):
     """The published tool's loop: per structure, per positive click, crop + encode + decode + assign-paste."""
     import torch
 
-    from ctsam.patching import box_around, crop_box, model_frame_for, resample, subgrid, world_to_frame_zyx
-    from ctsam.predictor import PatchPredictor
-    from ctsam.refined import probs_to_u8
+    from ctsam.refine.patching import box_around, crop_box, model_frame_for, resample, subgrid, world_to_frame_zyx
+    from ctsam.refine.predictor import PatchPredictor
+    from ctsam.refine.refined_file import probs_to_u8
 
     pred = PatchPredictor(model, device=device, amp_bf16=True, batch_size=1)
     frame = model_frame_for(ct.geometry, frame_spacing_mm)
@@ -156,9 +156,9 @@ def main() -> None:
 
     from ctsam.io.image import read_ct, read_labelmap
     from ctsam.model import ModelMeta, build_model, load_ctsam3d
-    from ctsam.predictor import PatchPredictor, resolve_device, set_deterministic
-    from ctsam.refine import RefineEngine, RefineSettings
-    from ctsam.seeding import SeedSettings, seed_case
+    from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
+    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam.seed.seeding import SeedSettings, seed_case
 
     data = Path(os.environ.get("CTSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

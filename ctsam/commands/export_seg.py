@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.dicomseg import export_seg
+    from ctsam.export.dicomseg import export_seg
     from ctsam.io.image import read_labelmap
 
     labelmap = read_labelmap(args.labels, case=args.case)

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from ctsam.io.image import read_ct, read_labelmap
     from ctsam.qc.case import compute_case_qc
     from ctsam.qc.naming import final_name_map
-    from ctsam.refined import load_refined
+    from ctsam.refine.refined_file import load_refined
 
     full = load_config(args.config)
     config = full["qc"]

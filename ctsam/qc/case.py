@@ -18,7 +18,7 @@ import numpy as np
 from ctsam.qc import flags as qcflags
 from ctsam.qc.measures import COMPONENT_CONNECTIVITY, border_contact, centroid_world_lps, component_stats, hu_stats
 from ctsam.qc.metrics import DEFINITIONS, compare_masks, padded_crop
-from ctsam.refined import RefinedCase
+from ctsam.refine.refined_file import RefinedCase
 from ctsam.volume import CTVolume, LabelMap, check_same_space
 
 log = logging.getLogger(__name__)

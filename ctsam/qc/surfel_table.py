@@ -7,7 +7,7 @@ at spacing (s0, s1, s2) is ``sum_t |n_t * (s1*s2, s0*s2, s0*s1)|``.
 This is the table of DeepMind's surface-distance (``lookup_tables.py``) as shipped in MONAI
 (``monai.metrics.utils._get_neighbour_code_to_normals_table``), both Apache-2.0; it is stored here
 so that QC does not import torch. Encoding: one string per code, 12 digits = 4 triangles × (axis
-0, 1, 2), each digit ``8 * value + 4``. ``tests/test_qc_metrics.py`` checks it against MONAI.
+0, 1, 2), each digit ``8 * value + 4``. ``tests/qc/test_metrics.py`` checks it against MONAI.
 """
 
 from __future__ import annotations

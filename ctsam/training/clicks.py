@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ctsam.seeding import interior_point
+from ctsam.seed.seeding import interior_point
 
 MAX_POINTS = 24
 

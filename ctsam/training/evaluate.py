@@ -9,8 +9,8 @@ NoC@85 / NoC@90 = the first k with Dice >= 0.85 / 0.90, or K when never reached 
 the table also tells whether it was reached).
 
 **Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine -> fuse`` path
-(:func:`ctsam.seeding.seed_case`, :class:`ctsam.refine.RefineEngine` given the coarse labels, as the
-workflow's refine rule is, and :func:`ctsam.fusion.fuse`, with the config's ``seed``, ``refine`` and
+(:func:`ctsam.seed.seeding.seed_case`, :class:`ctsam.refine.engine.RefineEngine` given the coarse labels, as the
+workflow's refine rule is, and :func:`ctsam.fuse.fusion.fuse`, with the config's ``seed``, ``refine`` and
 ``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
 
 * ``coarse_dice``: the coarse mask (0 when the coarse labels miss the structure);
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsam.refine import dice
+from ctsam.refine.engine import dice
 from ctsam.training.clicks import ClickSequence, add_correction_clicks, start_sequences
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,8 @@ class EvalSettings:
 
 def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
     """Click curves for every structure of a :class:`~ctsam.training.data.PreparedCase`."""
-    from ctsam.patching import crop_padded
-    from ctsam.seeding import interior_point
+    from ctsam.refine.patching import crop_padded
+    from ctsam.seed.seeding import interior_point
     from ctsam.training.data import PAD_HU, window
 
     s = int(model.meta.patch_size)
@@ -188,11 +188,11 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     import copy
 
     from ctsam.config import fill_defaults, load_schema
-    from ctsam.fusion import default_vocabulary, fuse, threshold_u8
+    from ctsam.fuse.fusion import default_vocabulary, fuse, threshold_u8
     from ctsam.io.image import read_labelmap
-    from ctsam.predictor import PatchPredictor
-    from ctsam.refine import RefineEngine, RefineSettings
-    from ctsam.seeding import SeedSettings, seed_case
+    from ctsam.refine.predictor import PatchPredictor
+    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam.seed.seeding import SeedSettings, seed_case
     from ctsam.training.data import align_labels, read_ct_any
 
     ct = read_ct_any(row.ct, case=row.case_id)
