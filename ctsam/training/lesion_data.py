@@ -178,7 +178,7 @@ class LesionPatchSampler:
 
         size = np.array(self.size)
         if scale == 1.0:
-            from ctsam.patching import crop_padded
+            from ctsam.refine.patching import crop_padded
 
             start = [int(round(c)) - s // 2 for c, s in zip(centre, size)]
             hu = crop_padded(case.hu, start, tuple(size), pad_value=np.int16(PAD_HU)).astype(np.float32)

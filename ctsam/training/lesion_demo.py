@@ -95,7 +95,7 @@ def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, int, int]]]
     """(lesion component, model-frame voxel) of each click of a ``lesions.tsv`` on a prepared case."""
     import csv
 
-    from ctsam.patching import world_to_frame_zyx
+    from ctsam.refine.patching import world_to_frame_zyx
 
     out = []
     with open(tsv, newline="", encoding="utf-8") as fh:

@@ -72,7 +72,7 @@ def one_click_case(model, case, clicks: list[tuple[int, tuple[int, int, int]]], 
     """Per-lesion one-click Dice of ``model`` (and of the baseline) on a prepared :class:`LesionCase`."""
     import torch
 
-    from ctsam.patching import crop_padded
+    from ctsam.refine.patching import crop_padded
     from ctsam.training.data import PAD_HU
 
     spec = model.input_spec

@@ -257,7 +257,7 @@ class LesionTrainer:
                  provenance: dict | None = None, model=None, origin: dict | None = None) -> None:
         import torch
 
-        from ctsam.predictor import resolve_device
+        from ctsam.refine.predictor import resolve_device
 
         self.s = settings
         self.sampler = sampler
