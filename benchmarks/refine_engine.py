@@ -185,7 +185,7 @@ def main() -> None:
     if args.checkpoint:
         model = load_ctsam3d(args.checkpoint, device=device)
     else:
-        model = build_model(args.variant).eval().to(device)
+        model = build_model("ctsam3d", args.variant).module.eval().to(device)
     spacing = args.spacing_mm or model.meta.spacing_mm
     if spacing != model.meta.spacing_mm:
         model.meta = ModelMeta.from_dict({**model.meta.to_dict(), "spacing_mm": spacing})

@@ -147,7 +147,7 @@ def build_or_load_model(settings: TrainSettings):
             log.warning("--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant)
     else:
         torch.manual_seed(settings.seed)
-        model = build_model(settings.variant)
+        model = build_model("ctsam3d", settings.variant).module
     return model
 
 

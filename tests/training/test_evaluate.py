@@ -54,7 +54,7 @@ def _model():
     from ctsam.model import build_model
 
     torch.manual_seed(0)
-    return build_model("micro").eval()
+    return build_model("ctsam3d", "micro").module.eval()
 
 
 def test_click_curve_length_and_range():
