@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sam3d_adapter)")
     parser.add_argument("--steps", type=int, default=None,
                         help="optimisation steps (default 1200 for ctsam3d: 22-26 min measured on 2 idle CPU cores; "
-                             "600 for sam3d_adapter)")
+                             "250 for sam3d_adapter)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop training after this many minutes, checkpointing first (default 27; 15 for "
                              "sam3d_adapter)")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         from ctsam.training.lesion_demo import format_lesion_summary, train_lesion_demo
 
         result = train_lesion_demo(args.out, train_cases=args.train_cases, train_seed=args.train_seed,
-                                   heldout_cases=args.heldout_cases or 3, steps=args.steps or 600,
+                                   heldout_cases=args.heldout_cases or 3, steps=args.steps or 250,
                                    max_minutes=args.max_minutes if args.max_minutes is not None else 15.0,
                                    threads=args.threads, install=args.install, eval_only=args.eval_only)
         sys.stdout.write(format_lesion_summary(result["eval"]) + "\n")

@@ -195,14 +195,14 @@ def _jsonable(obj):
 
 def set_trainable(model, recipe: str) -> tuple[int, int]:
     """Apply the fine-tuning recipe; returns (trainable, total) parameter counts."""
-    from ctsam.model import apply_finetune_recipe
-
     if recipe == "all":
         params = list(model.module.parameters())
         for p in params:
             p.requires_grad_(True)
         n = sum(p.numel() for p in params)
         return n, n
+    from ctsam.model import apply_finetune_recipe
+
     return apply_finetune_recipe(model, recipe)
 
 
@@ -385,7 +385,7 @@ class LesionTrainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_model(self.model, tmp / "model.safetensors", metadata=self._metadata())
+        save_model(self.model, tmp / "model.safetensors", metadata=self._metadata(), sidecar=False)
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "torch_rng": torch.get_rng_state(), "settings_json": json.dumps(self.s.to_dict(), sort_keys=True)}
         if torch.cuda.is_available():
