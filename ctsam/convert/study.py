@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from ctsam.convert.volume import VolumeReport, build_volume, output_geometry, pl
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.atomic import atomic_write_json
 from ctsam.io.dicom import ScanResult, group_series, scan_dicom_files
-from ctsam.volume import CTVolume
+from ctsam.volume import CTVolume, Geometry
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def convert_study(
     sidecar_path: str | os.PathLike[str] | None = None,
     options: ConvertOptions | None = None,
     keep_volume: bool = True,
+    guard: Callable[[np.ndarray, Geometry], object] | None = None,
 ) -> ConvertResult:
     """Convert the CT series of a DICOM study folder into an int16 HU volume.
 
@@ -141,6 +143,10 @@ def convert_study(
         out_path: NIfTI to write (``.nii.gz`` or ``.nii``), atomically; None writes nothing.
         sidecar_path: JSON sidecar to write, atomically; None writes none.
         options: settings (defaults: :class:`ConvertOptions`).
+        guard: called with the volume's HU range (a 2-element array: min, max, in the stored dtype, or
+            float64 for scaled int16) and its geometry once every slice is decoded and before the
+            NIfTI is committed; an exception it raises stops the conversion with nothing written
+            (the CLI runs the input guards, :func:`ctsam.guards.check_ct`, here).
         keep_volume: return the volume in the result. False (the CLI) lets a plain stack stream from
             the decoder into the file without ever holding the volume (``result.volume`` is None).
 
@@ -218,7 +224,8 @@ def convert_study(
             scan=scan, selection=selection, stack=stack, geometry=geometry, report=report, settings=settings
         )
         head = nifti_header_bytes(geometry.shape_zyx, plan.dtype, geometry, plan.scl)
-        write_nifti_slices(out_path, head, stream_slices(stack, plan), compresslevel=options.compresslevel)
+        slices = _guarded(stream_slices(stack, plan), plan.scl, geometry, guard)
+        write_nifti_slices(out_path, head, slices, compresslevel=options.compresslevel)
         volume = None
         t2 = time.perf_counter()
     else:
@@ -228,6 +235,10 @@ def convert_study(
         sidecar = build_sidecar(
             scan=scan, selection=selection, stack=stack, geometry=geometry, report=report, settings=settings
         )
+        if guard is not None:
+            guard(
+                _hu_range(volume.array.min(), volume.array.max(), volume.array.dtype, report.scl_slope_inter), geometry
+            )
         if out_path is not None:
             write_ct_nifti(out_path, volume, scl=report.scl_slope_inter, compresslevel=options.compresslevel)
     if sidecar_path is not None:
@@ -243,6 +254,30 @@ def convert_study(
         "; decode and write overlap: streamed" if volume is None else "",
     )
     return ConvertResult(volume=volume, sidecar=sidecar, selection=selection, stack=stack, report=report)
+
+
+def _hu_range(lo: Any, hi: Any, dtype: np.dtype, scl: tuple[float, float] | None) -> np.ndarray:
+    if scl is None:
+        return np.array([lo, hi], dtype=dtype)
+    ends = np.array([lo, hi], dtype=np.float64) * scl[0] + scl[1]
+    return np.sort(ends)
+
+
+def _guarded(
+    slices: Iterator[np.ndarray],
+    scl: tuple[float, float] | None,
+    geometry: Geometry,
+    guard: Callable[[np.ndarray, Geometry], object] | None,
+) -> Iterator[np.ndarray]:
+    """Pass slices through, tracking the value range; after the last one, run ``guard`` (before commit)."""
+    lo = hi = None
+    for sl in slices:
+        s_lo, s_hi = sl.min(), sl.max()
+        lo = s_lo if lo is None or s_lo < lo else lo
+        hi = s_hi if hi is None or s_hi > hi else hi
+        yield sl
+    if guard is not None and lo is not None:
+        guard(_hu_range(lo, hi, np.asarray(lo).dtype, scl), geometry)
 
 
 def _validate(headers, key: str, options: ConvertOptions, scan: ScanResult, selection: Selection) -> SliceStack:

@@ -232,6 +232,8 @@ def streamable(stack: SliceStack, plan: HuPlan) -> bool:
     slice can change (float32, scaled int16, or int16 HU that provably stays within int16)."""
     if stack.tilted or stack.uneven:
         return False
+    if not all(np.isfinite(h.rescale_slope) and np.isfinite(h.rescale_intercept) for h in stack.headers):
+        return False  # non-finite HU: the in-memory path lets the guards count them
     return plan.scl is not None or plan.dtype == "float32" or all(_int16_add_safe(h) for h in stack.headers)
 
 

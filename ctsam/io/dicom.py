@@ -229,7 +229,11 @@ def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
     headers: list[DicomHeader] = []
     unreadable: list[tuple[str, str]] = []
     n_other = 0
+    from ctsam.progress import Progress
+
+    progress = Progress(len(candidates), "reading DICOM headers")
     for path in candidates:
+        progress.update()
         rel = path.relative_to(root).as_posix()
         if not is_dicom_part10(path):
             n_other += 1

@@ -29,7 +29,7 @@ def test_quality_calibration_measures_the_head_against_true_iou():
 
 
 def test_label_overlap_dice_equals_mask_dice_across_slabs():
-    from ctsam.refine.engine import dice
+    from ctsam.masks import dice
     from ctsam.training.evaluate import _overlap_dice, label_overlaps
     from ctsam.volume import z_slabs
 
@@ -54,7 +54,7 @@ def _model():
     from ctsam.model import build_model
 
     torch.manual_seed(0)
-    return build_model("micro").eval()
+    return build_model("ctsam3d", "micro").module.eval()
 
 
 def test_click_curve_length_and_range():
