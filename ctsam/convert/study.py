@@ -109,7 +109,11 @@ class ConvertOptions:
 
 @dataclass(frozen=True)
 class ConvertResult:
-    """What :func:`convert_study` produced."""
+    """What :func:`convert_study` produced.
+
+    ``volume.array`` holds HU (int16, int32, float32, or float32/float64 for a file written as int16
+    with scl_slope/scl_inter: see ``report``); None when the CLI streamed it to the file.
+    """
 
     volume: CTVolume | None
     sidecar: dict[str, Any]
@@ -118,13 +122,10 @@ class ConvertResult:
     report: VolumeReport
 
     def hu(self) -> np.ndarray:
-        """The volume in HU (applies the NIfTI scaling when the array holds stored values)."""
+        """The volume in HU (``volume.array``; it always holds HU, whatever the file's storage)."""
         if self.volume is None:
             raise ValueError("the volume was streamed to the file (keep_volume=False)")
-        if self.report.scl_slope_inter is None:
-            return self.volume.array
-        slope, intercept = self.report.scl_slope_inter
-        return self.volume.array.astype(np.float64) * slope + intercept
+        return self.volume.array
 
 
 def convert_study(
@@ -136,7 +137,7 @@ def convert_study(
     keep_volume: bool = True,
     guard: Callable[[np.ndarray, Geometry], object] | None = None,
 ) -> ConvertResult:
-    """Convert the CT series of a DICOM study folder into an int16 HU volume.
+    """Convert the CT stack of a DICOM study folder into an HU volume (storage: ctsam.convert.volume).
 
     Args:
         study_dir: folder searched recursively for DICOM files.
@@ -241,6 +242,9 @@ def convert_study(
             )
         if out_path is not None:
             write_ct_nifti(out_path, volume, scl=report.scl_slope_inter, compresslevel=options.compresslevel)
+        if report.scl_slope_inter is not None:
+            # the file holds stored values + scl; callers of the API get HU (float32 where exact, else float64)
+            volume = CTVolume(array=_scaled_to_hu(volume.array, report.scl_slope_inter), geometry=geometry)
     if sidecar_path is not None:
         atomic_write_json(sidecar_path, sidecar)
     t3 = time.perf_counter()
@@ -254,6 +258,12 @@ def convert_study(
         "; decode and write overlap: streamed" if volume is None else "",
     )
     return ConvertResult(volume=volume, sidecar=sidecar, selection=selection, stack=stack, report=report)
+
+
+def _scaled_to_hu(stored: np.ndarray, scl: tuple[float, float]) -> np.ndarray:
+    hu = stored.astype(np.float64) * scl[0] + scl[1]
+    hu32 = hu.astype(np.float32)
+    return hu32 if np.array_equal(hu32, hu) else hu
 
 
 def _hu_range(lo: Any, hi: Any, dtype: np.dtype, scl: tuple[float, float] | None) -> np.ndarray:

@@ -49,7 +49,8 @@ def test_float32_exact_rescale_is_int16_with_nifti_scaling(tmp_path):
     )
     res = convert_study(tmp_path / "s", tmp_path / "ct.nii.gz", sidecar_path=tmp_path / "ct.json")
     truth = _stored(s.paths) * 0.5 - 1024.5
-    assert res.volume.array.dtype == np.int16 and res.report.scl_slope_inter == (0.5, -1024.5)
+    assert res.report.scl_slope_inter == (0.5, -1024.5) and res.report.hu_dtype == "int16"
+    assert res.volume.array.dtype == np.float32  # the API returns HU; the file holds int16 + scl
     assert np.array_equal(res.hu(), truth[:, ::-1, :])
     img = nib.load(tmp_path / "ct.nii.gz")
     assert img.get_data_dtype() == np.int16
