@@ -8,9 +8,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.convert.synthetic import write_series
 from ctsam.errors import DicomSeriesError
 from ctsam.io.dicom import CT_IMAGE_STORAGE, group_series, is_dicom_part10, read_header, read_pixels, scan_dicom_files
+from tests.convert.synthetic import write_series
 
 
 def test_scan_finds_nested_files_with_any_names_and_ignores_others(tmp_path, caplog):
