@@ -98,7 +98,7 @@ def load_sam_image_encoder(model: PromptableModel | nn.Module, sam_state_dict: M
     if any(k.startswith(SAM_PREFIX) for k in sam_state_dict):
         source = {k[len(SAM_PREFIX):]: v for k, v in sam_state_dict.items() if k.startswith(SAM_PREFIX)}
         others = {k: _NOT_ENCODER for k in sam_state_dict if not k.startswith(SAM_PREFIX)}
-        shown = lambda k: SAM_PREFIX + k  # noqa: E731
+        shown = lambda k: SAM_PREFIX + k
     else:
         source, others, shown = dict(sam_state_dict), {}, (lambda k: k)
     target = enc.state_dict()
