@@ -163,7 +163,7 @@ def load_model(path: str | os.PathLike[str], *, preset: str | None = None, devic
                 model.with_preset(preset)
     else:
         obj = ck.torch_load_weights(path)
-        if sam3d_family.is_published(obj):
+        if isinstance(obj, Mapping) and sam3d_family.is_published(obj):
             if not preset and require_preset:
                 raise CheckpointError("a published 3DSAM-adapter checkpoint needs its preset", path=path,
                                       expected="--preset kits | lits | msd_pancreas | msd_colon",

@@ -102,17 +102,19 @@ class PatchPredictor:
         from ctsam.model import MaskRefiner, wrap_module
 
         model = wrap_module(model)
-        if not isinstance(model, MaskRefiner):
+        if not isinstance(model, MaskRefiner) or model.input_spec.hu_window is None:
             raise TypeError(f"refine needs a click-refinement model (family ctsam3d), not {model.family}")
-        self.model = model.eval()
+        self.model: MaskRefiner = model
+        self.model.eval()
         self.device = torch.device(device) if device is not None else model.device
         self.model.to(self.device)
         self.amp = bool(amp_bf16) and self.device.type == "cuda"
         self.batch_size = max(1, int(batch_size))
         self.cache_patches = max(1, int(cache_patches))
         spec = model.input_spec
+        assert spec.hu_window is not None
         self.patch_size = int(spec.patch_size_zyx[0])
-        self.hu_window = tuple(float(v) for v in spec.hu_window)
+        self.hu_window = (float(spec.hu_window[0]), float(spec.hu_window[1]))
         self.spacing_mm = float(spec.spacing_zyx_mm[0])
 
     def normalise(self, hu: np.ndarray) -> np.ndarray:
