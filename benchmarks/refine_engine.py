@@ -59,12 +59,13 @@ class PeakRSS:
 
 def coarse_dice(labels: np.ndarray, label: int, probs_u8: np.ndarray, start_zyx) -> float:
     """Dice between (probs >= 0.5) placed at ``start_zyx`` on the CT grid and ``labels == label``."""
+    from ctsam.masks import dice
+
     ref = labels == label
     pred = np.zeros_like(ref)
     sl = tuple(slice(s, s + n) for s, n in zip(start_zyx, probs_u8.shape))
     pred[sl] = probs_u8 >= 128
-    denom = int(ref.sum()) + int(pred.sum())
-    return 2.0 * int(np.logical_and(ref, pred).sum()) / denom if denom else 1.0
+    return dice(pred, ref)
 
 
 def naive_loop(model, ct, prompts, frame_spacing_mm: float, device):

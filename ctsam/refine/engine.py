@@ -49,6 +49,7 @@ import numpy as np
 from scipy import ndimage
 
 from ctsam.errors import ConfigError
+from ctsam.masks import dice
 from ctsam.refine.patching import (
     PatchBox,
     blend_weights,
@@ -138,14 +139,6 @@ class StructureState:
         return {j.box for j in self.jobs}
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean arrays; 1.0 when both are empty."""
-    sa, sb = int(a.sum()), int(b.sum())
-    if sa + sb == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / (sa + sb)
-
-
 class RefineEngine:
     """Runs the pipeline of the module docstring for one case at a time (see :meth:`run`)."""
 
@@ -223,7 +216,9 @@ class RefineEngine:
             iteration += 1
             active.sort(key=lambda j: (j.box, j.structure, j.anchors[0] if j.anchors else ()))
             requests = [self._request(states[j.structure], j, size) for j in active]
-            results = session.decode(requests)
+            n_boxes = len({j.box for j in active})
+            progress = Progress(len(requests), f"refine round {iteration}: prompt sets on {n_boxes} patches")
+            results = session.decode(requests, progress=progress)
             for job, (probs, quality) in zip(active, results):
                 self._update(job, probs, quality)
             if self.s.propagation:

@@ -189,8 +189,10 @@ class VolumeSession:
         return out
 
     # ---------------------------------------------------------------- decoder
-    def decode(self, requests: list[DecodeRequest]) -> list[tuple[np.ndarray, float]]:
+    def decode(self, requests: list[DecodeRequest], *, progress=None) -> list[tuple[np.ndarray, float]]:
         """Run every request; returns ``(probs float32 (64,64,64), quality)`` per request, in order.
+
+        ``progress``: a :class:`ctsam.progress.Progress` counting requests (updated once per batch).
 
         Requests are decoded in the order given, ``batch_size`` at a time; give requests of the same box
         next to each other to share features. A batch whose requests all use one box passes batch-1
@@ -229,6 +231,8 @@ class VolumeSession:
             self.stats.n_decode_batches += 1
             self.stats.batch_sizes[len(chunk)] = self.stats.batch_sizes.get(len(chunk), 0) + 1
             results.extend((probs[k], float(iou[k])) for k in range(len(chunk)))
+            if progress is not None:
+                progress.update(len(chunk))
         return results
 
     # ---------------------------------------------------------------- cross-patch prompt

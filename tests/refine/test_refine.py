@@ -8,7 +8,7 @@ import pytest
 
 from ctsam.refine.patching import PatchBox
 from ctsam.seed.prompts import Click, PromptSet, StructureInfo, CasePrompts, write_corrections, write_prompts
-from ctsam.refine.engine import Job, RefineEngine, RefineSettings, StructureState, dice
+from ctsam.refine.engine import Job, RefineEngine, RefineSettings, StructureState
 from ctsam.refine.refined_file import probs_to_u8
 from ctsam.volume import CTVolume, Geometry
 
@@ -18,16 +18,6 @@ torch = pytest.importorskip("torch")
 # ------------------------------------------------------------------ bookkeeping (no network)
 def engine(**kw) -> RefineEngine:
     return RefineEngine(predictor=None, settings=RefineSettings(**kw))
-
-
-def test_dice():
-    a = np.zeros((4, 4, 4), bool)
-    assert dice(a, a) == 1.0
-    b = a.copy()
-    b[0, 0, :2] = True
-    c = a.copy()
-    c[0, 0, 1:3] = True
-    assert dice(b, c) == pytest.approx(0.5)
 
 
 def test_update_settles_on_small_change_and_stops_at_max_rounds():

@@ -29,7 +29,7 @@ def test_quality_calibration_measures_the_head_against_true_iou():
 
 
 def test_label_overlap_dice_equals_mask_dice_across_slabs():
-    from ctsam.refine.engine import dice
+    from ctsam.masks import dice
     from ctsam.training.evaluate import _overlap_dice, label_overlaps
     from ctsam.volume import z_slabs
 
