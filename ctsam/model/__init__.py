@@ -28,11 +28,13 @@ from ctsam.model.families import FAMILIES, build_model, describe, load_model, sa
 from ctsam.model.presets import PRESETS, Preset, get_preset
 from ctsam.model.prompt import click_maps
 from ctsam.model.registry import MODEL_REGISTRY, build_micro, build_restv2_tiny
+from ctsam.model.sam3d_finetune import RECIPES, apply_finetune_recipe, load_sam_image_encoder
 
 __all__ = [
     "FAMILIES",
     "MODEL_REGISTRY",
     "PRESETS",
+    "RECIPES",
     "CtSam3D",
     "InputSpec",
     "MaskRefiner",
@@ -41,6 +43,7 @@ __all__ = [
     "PatchFeatures",
     "Preset",
     "PromptableModel",
+    "apply_finetune_recipe",
     "build_micro",
     "build_model",
     "build_restv2_tiny",
@@ -50,6 +53,7 @@ __all__ = [
     "get_preset",
     "load_ctsam3d",
     "load_model",
+    "load_sam_image_encoder",
     "save_model",
     "save_published",
     "save_published_ctsam3d",
