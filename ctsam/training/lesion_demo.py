@@ -13,7 +13,7 @@ NIfTI (CT in HU, lesion truth with one id per lesion):
 Model and recipe: the ``tiny`` variant (4 blocks of width 48, 64^3 patches at 1 mm) with the demo's
 input convention (HU window -54..247 and z-score 59.5 / 55.5, the KiTS preset's numbers, which cover
 liver, kidney and both tumour contrasts; output classes background / lesion). No SAM ViT weights exist
-for the tiny width, so it starts from random weights and trains every tensor (``recipe: all``); the
+for the tiny width, so it starts from random weights and trains every tensor (``recipe: full``); the
 rest is the published recipe (Dice-CE, 10 lesion + 20 random points, the published augmentation,
 batch 1, AdamW without weight decay, linear decay to 0.01x) with a larger learning rate (2e-3, 10
 warm-up steps) and more patches centred on a lesion (85 % instead of 2/3) for a run of a few hundred
@@ -86,7 +86,7 @@ def demo_input_spec(patch_size_zyx):
 def demo_settings(steps: int, max_minutes: float, threads: int):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
-    return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="all", steps=steps, batch_size=1,
+    return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="full", steps=steps, batch_size=1,
                                lr=2e-3, warmup_steps=10, lr_end_factor=0.01, positive_fraction=0.85, seed=42,
                                checkpoint_every=25, keep_checkpoints=2, val_every=50, log_every=10, device="cpu",
                                threads=threads, max_minutes=max_minutes)

@@ -8,7 +8,7 @@ The published 3DSAM-adapter recipe (med-air/3DSAM-adapter ``train.py``), on ctsa
   :func:`ctsam.model.load_sam_image_encoder`) on a freshly built ``variant``; else random weights.
 * **What trains.** :func:`ctsam.model.apply_finetune_recipe` (``recipe: adapters``) sets
   ``requires_grad`` exactly as the published code; everything else stays bit-identical. ``recipe:
-  all`` trains every tensor. Trainable and total parameter counts are logged, written to
+  decoder`` trains only the prompt encoders and the decoder, ``recipe: full`` every tensor. Trainable and total parameter counts are logged, written to
   ``settings.json``/``metrics.jsonl`` and recorded in the exported model.
 * **Step.** A global batch of patches (published: 1) with 10 lesion clicks + 20 random points
   (:mod:`.lesion_data`); loss = 0.5 Dice (foreground channel, MONAI ``DiceLoss`` with
@@ -44,7 +44,7 @@ from ctsam.training.lesion_data import LesionPatch, LesionPatchSampler, Sampling
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("adapters", "all")
+RECIPES = ("adapters", "decoder", "full")
 LESION_FAMILIES = ("sam3d_adapter",)
 
 
@@ -91,7 +91,7 @@ class LesionTrainSettings:
                               found=repr(self.model), fix="pass --model sam3d_adapter")
         if self.recipe not in RECIPES:
             raise ConfigError("unknown fine-tuning recipe", expected=" or ".join(RECIPES), found=repr(self.recipe),
-                              fix="pass --recipe adapters (published) or --recipe all")
+                              fix="pass --recipe adapters (published), decoder or full")
         if self.batch_size < 1 or self.steps < 1:
             raise ConfigError("batch_size and steps must be >= 1",
                               found=f"batch_size {self.batch_size}, steps {self.steps}")
@@ -194,13 +194,7 @@ def _jsonable(obj):
 
 
 def set_trainable(model, recipe: str) -> tuple[int, int]:
-    """Apply the fine-tuning recipe; returns (trainable, total) parameter counts."""
-    if recipe == "all":
-        params = list(model.module.parameters())
-        for p in params:
-            p.requires_grad_(True)
-        n = sum(p.numel() for p in params)
-        return n, n
+    """Apply the fine-tuning recipe (:func:`ctsam.model.apply_finetune_recipe`); returns (trainable, total)."""
     from ctsam.model import apply_finetune_recipe
 
     return apply_finetune_recipe(model, recipe)
