@@ -67,6 +67,7 @@ def write_lesion_phantoms(folder: Path, *, seed: int, indices: list[int]) -> Pat
             spec = draw_spec(rng)
             ph = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, k))
             d.mkdir(parents=True, exist_ok=True)
+            assert ph.lesion_truth is not None
             write_ct(d / "ct.nii.gz", ph.ct)
             write_labelmap(d / "lesions_truth.nii.gz", ph.lesion_truth)
             atomic_write_text(d / "lesions.tsv", lesions_tsv_text(ph.lesions))
@@ -92,7 +93,7 @@ def demo_settings(steps: int, max_minutes: float, threads: int):
                                threads=threads, max_minutes=max_minutes)
 
 
-def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, int, int]]]:
+def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, ...]]]:
     """(lesion component, model-frame voxel) of each click of a ``lesions.tsv`` on a prepared case."""
     import csv
 
@@ -167,12 +168,13 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
     if not eval_only:
         torch.manual_seed(settings.seed)
         model = build_model(settings.model, settings.variant)
-        model.with_input_spec(demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
+        model.with_input_spec(  # type: ignore[attr-defined]  # one-click (sam3d_adapter) models
+            demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
         spec = model.input_spec
         spacing = float(spec.spacing_zyx_mm[0])
         cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(train_tsv)]
         val_cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(val_tsv)]
-        sampler = LesionPatchSampler(cases, normalise=spec.normalise, zscore_sd=spec.zscore_mean_std[1],
+        sampler = LesionPatchSampler(cases, normalise=spec.normalise, zscore_sd=DEMO_ZSCORE[1],
                                      patch_size_zyx=spec.patch_size_zyx, seed=settings.seed,
                                      settings=settings.sampling)
         provenance = {
