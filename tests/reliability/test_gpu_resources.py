@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_workflow import REPO, jobs_by_case, snakemake  # tests/ is on sys.path (pytest rootdir insertion)
 
 GPU_RULES = ("refine",)
@@ -18,7 +17,7 @@ GPU_RULES = ("refine",)
 def test_every_gpu_rule_declares_the_gpu_resource_and_profiles_limit_it():
     for rule in GPU_RULES:
         text = (REPO / "rules" / f"{rule}.smk").read_text()
-        assert re.search(r"^\s+gpu=GPU_RESOURCE", text, re.M), rule
+        assert re.search(r"^\s+gpu=GPU_RESOURCE", text, re.MULTILINE), rule
     local = yaml.safe_load((REPO / "workflow" / "profiles" / "local" / "config.yaml").read_text())
     assert "gpu=1" in local["resources"]
     slurm = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
@@ -53,7 +52,7 @@ def _job_intervals(log_text: str, rule: str) -> list[tuple[int, int]]:
 
 
 def _log_span(path: Path) -> tuple[datetime, datetime]:
-    stamps = [datetime.strptime(m.group(1), "%H:%M:%S") for m in re.finditer(r"^(\d\d:\d\d:\d\d) ", path.read_text(), re.M)]
+    stamps = [datetime.strptime(m.group(1), "%H:%M:%S") for m in re.finditer(r"^(\d\d:\d\d:\d\d) ", path.read_text(), re.MULTILINE)]
     return stamps[0], stamps[-1]
 
 
@@ -71,7 +70,7 @@ def test_two_gpu_jobs_do_not_overlap_under_the_local_profile(tmp_path):
     logs = sorted((tmp_path / ".snakemake" / "log").glob("*.snakemake.log"))
     intervals = _job_intervals(logs[-1].read_text(), "refine")
     assert len(intervals) == 2, logs[-1].read_text()
-    (s1, e1), (s2, e2) = intervals
+    (_, e1), (s2, _) = intervals
     assert e1 < s2, f"refine jobs overlapped in the Snakemake log: lines {intervals}"
     # the jobs' own logs agree (second resolution): the later one started no earlier than the first ended
     spans = sorted(_log_span(tmp_path / "results" / c / "logs" / "refine.log") for c in ("demo-001", "demo-002"))
