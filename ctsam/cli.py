@@ -24,28 +24,18 @@ import time
 from pathlib import Path
 
 from ctsam import __version__
+from ctsam.stages import stage_commands
 
-# (sub-command, module under ctsam.commands). Add one line per new command.
+# (sub-command, module under ctsam.commands): the stages' commands come from the stage record
+# (ctsam/stages.py); add other commands here, one line each.
 COMMANDS: list[tuple[str, str]] = [
-    # pipeline stages, in order
-    ("convert", "convert"),
-    ("import-ct", "import_ct"),
-    ("coarse", "coarse"),
-    ("seed", "seed"),
-    ("refine", "refine"),
-    ("fuse", "fuse"),
-    ("qc", "qc"),
-    ("radiomics", "radiomics"),
+    *stage_commands(),
     # cohort level
-    ("report", "report"),
-    ("radiomics-cohort", "radiomics_cohort"),
     ("cohort-status", "cohort"),
-    ("manifest", "manifest"),
     ("export-seg", "export_seg"),
-    # models, weights, demo data
+    # models, weights
     ("weights", "weights"),
     ("model", "model"),
-    ("demo-cohort", "demo_cohort"),
     # training and evaluation
     ("train", "train"),
     ("train-demo", "train_demo"),
@@ -147,7 +137,7 @@ def common_options(*, top_level: bool) -> argparse.ArgumentParser:
         "--case", default=default(None), help="pseudonymous case id, used in log lines and error messages"
     )
     common.add_argument(
-        "--config", default=default(None), help="YAML config (default: built-in defaults, see config.yaml)"
+        "--config", default=default(None), help="YAML config (default: ./config.yaml when present, else built-in defaults)"
     )
     return common
 
@@ -186,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         # temp files a killed earlier run of this case left beside its outputs
         for p in remove_stale_temps(Path(output).parent):
             log.info("removed a temporary file left by an interrupted run: %s", p.name)
+    configure_logging(-1 if args.quiet else args.verbose, args.case)
+    from ctsam.config import default_config_path
+    from ctsam.errors import CtsamError
+
+    if getattr(args, "config", None) is None:
+        found = default_config_path()
+        if found is not None:
+            args.config = str(found)
+            log.debug("reading %s (pass --config to use another file)", found)
+
     t0 = time.perf_counter()
     try:
         rc = args._run(args)
