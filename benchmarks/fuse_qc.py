@@ -8,7 +8,7 @@ boundary), and a CT built from the labels (int16 HU per structure plus a texture
 Measured in this process (peak RSS via ``resource.getrusage``; inputs are built first and their
 footprint is reported separately):
 
-* ``ctsam.fusion.fuse`` (bounding-box streaming, one label volume + one uint8 best-probability volume);
+* ``ctsam.fuse.fusion.fuse`` (bounding-box streaming, one label volume + one uint8 best-probability volume);
 * ``ctsam.qc.case.compute_case_qc`` (all 117 structures: volumes, components, HU, border, laterality,
   Dice/HD95/MSD/NSD against the coarse map).
 
@@ -72,8 +72,8 @@ def reset_peak_rss() -> None:
 
 def build_case(nz: int, seed: int = 7):
     """(coarse LabelMap, RefinedCase, CTVolume, vocabulary) of the synthetic case."""
-    from ctsam.fusion import build_vocabulary
-    from ctsam.refined import RefinedCase, StructureProbability
+    from ctsam.fuse.fusion import build_vocabulary
+    from ctsam.refine.refined_file import RefinedCase, StructureProbability
     from ctsam.volume import CTVolume, Geometry, LabelMap
 
     rng = np.random.default_rng(seed)
@@ -156,7 +156,7 @@ def main() -> int:
         return 0
 
     from ctsam.config import load_config
-    from ctsam.fusion import fuse
+    from ctsam.fuse.fusion import fuse
     from ctsam.qc.case import compute_case_qc
 
     import logging

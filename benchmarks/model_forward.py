@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             model = load_ctsam3d(args.weights, device=device)
         else:
             torch.manual_seed(0)
-            model = build_model(variant).to(device).eval()
+            model = build_model("ctsam3d", variant).module.to(device).eval()
         cpu_tiny = device.type == "cpu" and variant == "restv2_tiny"
         batches = args.tiny_cpu_batches if cpu_tiny else args.batches
         reps = args.reps or (1 if cpu_tiny else 3)

@@ -59,21 +59,22 @@ class PeakRSS:
 
 def coarse_dice(labels: np.ndarray, label: int, probs_u8: np.ndarray, start_zyx) -> float:
     """Dice between (probs >= 0.5) placed at ``start_zyx`` on the CT grid and ``labels == label``."""
+    from ctsam.masks import dice
+
     ref = labels == label
     pred = np.zeros_like(ref)
     sl = tuple(slice(s, s + n) for s, n in zip(start_zyx, probs_u8.shape))
     pred[sl] = probs_u8 >= 128
-    denom = int(ref.sum()) + int(pred.sum())
-    return 2.0 * int(np.logical_and(ref, pred).sum()) / denom if denom else 1.0
+    return dice(pred, ref)
 
 
 def naive_loop(model, ct, prompts, frame_spacing_mm: float, device):
     """The published tool's loop: per structure, per positive click, crop + encode + decode + assign-paste."""
     import torch
 
-    from ctsam.patching import box_around, crop_box, model_frame_for, resample, subgrid, world_to_frame_zyx
-    from ctsam.predictor import PatchPredictor
-    from ctsam.refined import probs_to_u8
+    from ctsam.refine.patching import box_around, crop_box, model_frame_for, resample, subgrid, world_to_frame_zyx
+    from ctsam.refine.predictor import PatchPredictor
+    from ctsam.refine.refined_file import probs_to_u8
 
     pred = PatchPredictor(model, device=device, amp_bf16=True, batch_size=1)
     frame = model_frame_for(ct.geometry, frame_spacing_mm)
@@ -156,9 +157,9 @@ def main() -> None:
 
     from ctsam.io.image import read_ct, read_labelmap
     from ctsam.model import ModelMeta, build_model, load_ctsam3d
-    from ctsam.predictor import PatchPredictor, resolve_device, set_deterministic
-    from ctsam.refine import RefineEngine, RefineSettings
-    from ctsam.seeding import SeedSettings, seed_case
+    from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
+    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam.seed.seeding import SeedSettings, seed_case
 
     data = Path(os.environ.get("CTSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,7 +186,7 @@ def main() -> None:
     if args.checkpoint:
         model = load_ctsam3d(args.checkpoint, device=device)
     else:
-        model = build_model(args.variant).eval().to(device)
+        model = build_model("ctsam3d", args.variant).module.eval().to(device)
     spacing = args.spacing_mm or model.meta.spacing_mm
     if spacing != model.meta.spacing_mm:
         model.meta = ModelMeta.from_dict({**model.meta.to_dict(), "spacing_mm": spacing})

@@ -8,8 +8,8 @@ rule coarse:
         labels=get_coarse_labels,
     output:
         coarse=out("coarse"),
-        table=case_out("coarse.tsv"),
-        sidecar=case_out("coarse.json"),
+        table=out("coarse", "coarse.tsv"),
+        sidecar=out("coarse", "coarse.json"),
     log:
         log_path("coarse"),
     benchmark:
@@ -22,6 +22,8 @@ rule coarse:
     resources:
         mem_mb=coarse_mem_mb,
         runtime=coarse_runtime,
+        # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
+        gpu=coarse_gpu,
     conda:
         coarse_env
     shell:

@@ -69,7 +69,7 @@ _PART = "nnUNetTrainerNoMirroring"
 _SINGLE = "nnUNetTrainer_4000epochs_NoMirroring"
 
 #: Models of the ``total`` task (TotalSegmentator 2.18.0). Verified against the installed package
-#: by tests/test_coarse_weights.py.
+#: by tests/coarse/test_weights.py.
 TS_MODELS: dict[int, TsModel] = {
     m.task_id: m
     for m in (

@@ -24,10 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ctsam.config import load_config
-    from ctsam.fusion import default_vocabulary, fuse
+    from ctsam.fuse.fusion import default_vocabulary, fuse
     from ctsam.io.atomic import atomic_write_json
     from ctsam.io.image import read_labelmap, write_labelmap
-    from ctsam.refined import load_refined
+    from ctsam.refine.refined_file import load_refined
 
     config = load_config(args.config)["fuse"]
     coarse = read_labelmap(args.coarse, case=args.case)

@@ -33,10 +33,10 @@ def run(args) -> int:
     from ctsam.io.atomic import atomic_write_json
     from ctsam.io.image import read_ct, read_labelmap
     from ctsam.model import load_ctsam3d
-    from ctsam.predictor import PatchPredictor, resolve_device, set_deterministic
-    from ctsam.prompts import merge_corrections, read_corrections, read_prompts
-    from ctsam.refine import RefineEngine, RefineSettings
-    from ctsam.refined import save_refined
+    from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
+    from ctsam.seed.prompts import merge_corrections, read_corrections, read_prompts
+    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam.refine.refined_file import save_refined
     from ctsam.volume import check_same_space
 
     from ctsam.weights import check_demo_weights

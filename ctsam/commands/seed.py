@@ -17,8 +17,8 @@ def run(args) -> int:
 
     from ctsam.config import load_config
     from ctsam.io.image import read_geometry, read_labelmap
-    from ctsam.prompts import write_prompts
-    from ctsam.seeding import SeedSettings, seed_case
+    from ctsam.seed.prompts import write_prompts
+    from ctsam.seed.seeding import SeedSettings, seed_case
     from ctsam.volume import check_same_space
 
     log = logging.getLogger("ctsam.seed")

@@ -6,7 +6,7 @@
   ``coarse_labels`` (evaluation only) and an id in ``case_id``. Relative paths are relative to the
   TSV's folder. The ``samples.tsv`` of ``ctsam demo-cohort`` is such a table.
 * **Model frame.** Each case is resampled once to the RAI 1.5 mm grid of
-  :func:`ctsam.patching.model_frame_for` (CT: linear, pad -1024 HU; labels: nearest neighbour, pad 0)
+  :func:`ctsam.refine.patching.model_frame_for` (CT: linear, pad -1024 HU; labels: nearest neighbour, pad 0)
   and cached as ``<cache>/<case>-<key>.npz`` (the key hashes the input files' paths, sizes, mtimes and
   the spacing), so later runs and other ranks skip the resampling.
 * **Sampling.** Item ``i`` of optimisation step ``s`` is drawn from ``numpy.random.default_rng([seed,
@@ -129,7 +129,7 @@ class PreparedCase:
 
     Attributes:
         case_id: id from the table.
-        frame: RAI isotropic grid (:func:`ctsam.patching.model_frame_for`).
+        frame: RAI isotropic grid (:func:`ctsam.refine.patching.model_frame_for`).
         hu: (z, y, x) int16 HU on ``frame`` (pad -1024).
         labels: (z, y, x) label indices on ``frame`` (nearest neighbour).
         names: {label index: structure name}.
@@ -167,7 +167,7 @@ def align_labels(labelmap: LabelMap, geometry: Geometry, *, case: str | None = N
     """The label map on ``geometry``'s grid: unchanged when already there; resampled (nearest neighbour)
     when it covers the same world box on another grid (e.g. a DICOM conversion that flipped an axis);
     otherwise :class:`~ctsam.errors.SpaceMismatchError` printing both geometries."""
-    from ctsam.patching import resample
+    from ctsam.refine.patching import resample
     from ctsam.volume import check_same_space
 
     if labelmap.geometry.same_space(geometry):
@@ -183,7 +183,7 @@ def align_labels(labelmap: LabelMap, geometry: Geometry, *, case: str | None = N
 def to_model_frame(ct: CTVolume, labelmap: LabelMap, spacing_mm: float, *,
                    case: str | None = None) -> tuple[Geometry, np.ndarray, np.ndarray]:
     """Resample a CT (linear, pad -1024) and its label map (nearest, pad 0) onto the model frame."""
-    from ctsam.patching import model_frame_for, resample
+    from ctsam.refine.patching import model_frame_for, resample
 
     labelmap = align_labels(labelmap, ct.geometry, case=case)
     frame = model_frame_for(ct.geometry, spacing_mm)
@@ -357,7 +357,7 @@ class PatchSampler:
         self.coarse_prompt_probability = float(coarse_prompt_probability)
 
     def _crop(self, case: PreparedCase, centre: np.ndarray, matrix: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        from ctsam.patching import crop_padded
+        from ctsam.refine.patching import crop_padded
 
         s = self.size
         if matrix is None:

@@ -9,8 +9,8 @@ NoC@85 / NoC@90 = the first k with Dice >= 0.85 / 0.90, or K when never reached 
 the table also tells whether it was reached).
 
 **Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine -> fuse`` path
-(:func:`ctsam.seeding.seed_case`, :class:`ctsam.refine.RefineEngine` given the coarse labels, as the
-workflow's refine rule is, and :func:`ctsam.fusion.fuse`, with the config's ``seed``, ``refine`` and
+(:func:`ctsam.seed.seeding.seed_case`, :class:`ctsam.refine.engine.RefineEngine` given the coarse labels, as the
+workflow's refine rule is, and :func:`ctsam.fuse.fusion.fuse`, with the config's ``seed``, ``refine`` and
 ``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
 
 * ``coarse_dice``: the coarse mask (0 when the coarse labels miss the structure);
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsam.refine import dice
+from ctsam.masks import dice, dice_from_counts
 from ctsam.training.clicks import ClickSequence, add_correction_clicks, start_sequences
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
     Every ``coarse_every``-th patch (1: all) starts from a simulated coarse mask of its target
     (:func:`~ctsam.training.data.simulate_coarse`, drawn from ``default_rng([seed, i, stream])``) with the
     click at its most interior point; the others, and those whose coarse mask vanished, start from zeros
-    with one click at the target's most interior point (:func:`~ctsam.training.loop.start_prompts`).
+    with one click at the target's most interior point (:func:`~ctsam.training.clicks.start_prompts`).
 
     Returns per patch ``{"coarse_dice": Dice of the coarse prompt or None, "dice", "iou", "score"}``
     (``score``: the quality head's). Runs without gradients; the model's mode is restored.
@@ -111,7 +111,7 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
     import torch
 
     from ctsam.training.data import simulate_coarse
-    from ctsam.training.loop import _stack, start_prompts
+    from ctsam.training.clicks import stack_patches, start_prompts
 
     cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
@@ -125,7 +125,7 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
                           if i % coarse_every == coarse_every - 1 else None)
                 seqs, prev = start_prompts([smp.target], [coarse], model.device, cl)
                 pts, lab = ClickSequence.tensors(seqs)
-                out = model.decode(model.encode(_stack([smp.image], model.device, cl)), pts, lab, prev)
+                out = model.decode(model.encode(stack_patches([smp.image], model.device, cl)), pts, lab, prev)
                 pred = (out["probs"][0, 0] > 0.5).cpu().numpy()
                 union = int((pred | smp.target).sum())
                 records.append({"coarse_dice": None if coarse is None else dice(coarse, smp.target),
@@ -168,8 +168,8 @@ class EvalSettings:
 
 def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
     """Click curves for every structure of a :class:`~ctsam.training.data.PreparedCase`."""
-    from ctsam.patching import crop_padded
-    from ctsam.seeding import interior_point
+    from ctsam.refine.patching import crop_padded
+    from ctsam.seed.seeding import interior_point
     from ctsam.training.data import PAD_HU, window
 
     s = int(model.meta.patch_size)
@@ -192,11 +192,11 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     import copy
 
     from ctsam.config import fill_defaults, load_schema
-    from ctsam.fusion import default_vocabulary, fuse, threshold_u8
+    from ctsam.fuse.fusion import default_vocabulary, fuse, threshold_u8
     from ctsam.io.image import read_labelmap
-    from ctsam.predictor import PatchPredictor
-    from ctsam.refine import RefineEngine, RefineSettings
-    from ctsam.seeding import SeedSettings, seed_case
+    from ctsam.refine.predictor import PatchPredictor
+    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam.seed.seeding import SeedSettings, seed_case
     from ctsam.training.data import align_labels, read_ct_any
 
     ct = read_ct_any(row.ct, case=row.case_id)
@@ -227,7 +227,7 @@ def automatic_case(model, row, config: dict) -> list[dict]:
         if sp is not None:  # inside the refined structure's box only
             ref = sp.probs_u8 >= t_u8
             inter = int(np.count_nonzero(ref & (truth.array[sp.slices] == idx)))
-            refined_dice = _dice_from_counts(inter, int(vs_coarse[idx].sum()), int(np.count_nonzero(ref)))
+            refined_dice = dice_from_counts(inter, int(vs_coarse[idx].sum()), int(np.count_nonzero(ref)))
         out_name = vocabulary.output_name(name)
         out_idx = vocabulary.output_index(out_name) if out_name is not None else None
         rows.append({"case": row.case_id, "structure": name,
@@ -250,17 +250,13 @@ def label_overlaps(a: np.ndarray, b: np.ndarray, *, slab_voxels: int = 1 << 23) 
     return counts.reshape(na, nb)
 
 
-def _dice_from_counts(inter: int, size_a: int, size_b: int) -> float:
-    return 1.0 if size_a + size_b == 0 else 2.0 * inter / (size_a + size_b)
-
-
 def _overlap_dice(counts: np.ndarray, i: int, j: int | None) -> float:
     """Dice of label ``i`` of the first map and ``j`` of the second from :func:`label_overlaps` (j None or
     absent: an empty mask)."""
     size_a = int(counts[i].sum())
     if j is None or j >= counts.shape[1]:
-        return _dice_from_counts(0, size_a, 0)
-    return _dice_from_counts(int(counts[i, j]), size_a, int(counts[:, j].sum()))
+        return dice_from_counts(0, size_a, 0)
+    return dice_from_counts(int(counts[i, j]), size_a, int(counts[:, j].sum()))
 
 
 def _mean(values) -> float | None:

@@ -45,6 +45,8 @@ import numpy as np
 
 from ctsam.errors import CheckpointError, ConfigError
 from ctsam.training import distributed
+from ctsam.training.clicks import stack_patches as _stack
+from ctsam.training.clicks import start_prompts
 from ctsam.training.data import AugmentSettings, PatchSample, PatchSampler
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,7 @@ def build_or_load_model(settings: TrainSettings):
             log.warning("--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant)
     else:
         torch.manual_seed(settings.seed)
-        model = build_model(settings.variant)
+        model = build_model("ctsam3d", settings.variant).module
     return model
 
 
@@ -218,30 +220,6 @@ class _TrainForward:
         return TrainForward()
 
 
-def start_prompts(targets: list[np.ndarray], coarse: list[np.ndarray | None] | None, device, channels_last: bool):
-    """First clicks and starting mask prompt of a batch: from the coarse mask where a patch has one
-    (click at its most interior point, the mask as prompt), else from the target (prompt zeros).
-    Returns ``(sequences, prev)`` with ``prev`` None when no patch has a coarse mask."""
-    from ctsam.training.clicks import start_sequences
-
-    coarse = list(coarse) if coarse is not None else [None] * len(targets)
-    seqs = start_sequences([c if c is not None else t for t, c in zip(targets, coarse)])
-    if all(c is None for c in coarse):
-        return seqs, None
-    prev = _stack([c.astype(np.float32) if c is not None else np.zeros(t.shape, np.float32)
-                   for t, c in zip(targets, coarse)], device, channels_last)
-    return seqs, prev
-
-
-def _stack(arrays: list[np.ndarray], device, channels_last: bool):
-    import torch
-
-    t = torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32)).to(device)
-    if channels_last:
-        t = t.contiguous(memory_format=torch.channels_last_3d)
-    return t
-
-
 class Trainer:
     """Runs :class:`TrainSettings` on a sampler, writing into ``out_dir`` (see the module docstring).
 
@@ -266,7 +244,7 @@ class Trainer:
         self.provenance = dict(provenance or {})
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
-        from ctsam.predictor import resolve_device
+        from ctsam.refine.predictor import resolve_device
 
         device = resolve_device(settings.device)
         if device.type == "cuda" and self.dist.enabled:
