@@ -6,8 +6,6 @@ rule demo_case:
         dicom=directory(demo_out("dicom")),
         coarse=demo_out("coarse.nii.gz"),
         truth=demo_out("truth.nii.gz"),
-        lesion_clicks=demo_out("lesions.tsv"),
-        lesions_truth=demo_out("lesions_truth.nii.gz"),
         meta=demo_out("phantom.json"),
         lesion_clicks=demo_out(DEMO_LESION_CLICKS),
         lesion_truth=demo_out(DEMO_LESION_TRUTH),
