@@ -32,7 +32,7 @@ def run(args) -> int:
     from ctsam.config import load_config
     from ctsam.io.atomic import atomic_write_json
     from ctsam.io.image import read_ct, read_labelmap
-    from ctsam.model import load_ctsam3d
+    from ctsam.model import load_model
     from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
     from ctsam.seed.prompts import merge_corrections, read_corrections, read_prompts
     from ctsam.refine.engine import RefineEngine, RefineSettings
@@ -62,7 +62,13 @@ def run(args) -> int:
     if args.coarse:
         coarse = read_labelmap(args.coarse, case=args.case)
         check_same_space(ct.geometry, coarse.geometry, name_a="CT", name_b="coarse labels", case=args.case)
-    model = load_ctsam3d(checkpoint, device=device)
+    model = load_model(checkpoint, device=device)
+    if model.family != "ctsam3d":
+        from ctsam.errors import CheckpointError
+
+        raise CheckpointError("refine needs an anatomy refinement model (family ctsam3d)", path=checkpoint,
+                              found=f"a {model.family} model",
+                              fix="pass a CT-SAM3D checkpoint; tumour models are used by 'ctsam lesions'")
     predictor = PatchPredictor(model, device=device, amp_bf16=settings.amp_bf16, batch_size=settings.batch_size,
                                cache_patches=settings.feature_cache_patches)
     engine = RefineEngine(predictor, settings)

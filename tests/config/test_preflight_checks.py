@@ -58,12 +58,12 @@ def test_inputs_missing_empty_and_label_maps(tmp_path):
 
 
 def test_checkpoint_header_checks(tmp_path):
-    from ctsam.model import build_micro, save_safetensors
+    from ctsam.model import build_model, save_model
 
     assert checkpoint_problem("builtin:demo_micro") is None
     assert "unknown built-in model" in checkpoint_problem("builtin:nope")
     assert "does not exist" in checkpoint_problem(str(tmp_path / "none.safetensors"))
-    good = save_safetensors(build_micro(), tmp_path / "m.safetensors", sidecar=False)
+    good = save_model(build_model("ctsam3d", "micro"), tmp_path / "m.safetensors", sidecar=False)
     assert checkpoint_problem(str(good)) is None
     data = good.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
