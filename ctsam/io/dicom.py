@@ -525,7 +525,7 @@ def _fallback_key(h: DicomHeader) -> tuple:
 
 
 def _split_by_acquisition(headers: list[DicomHeader]) -> dict[int | None, list[DicomHeader]]:
-    whole = {None: headers}
+    whole: dict[int | None, list[DicomHeader]] = {None: headers}
     if not _has_duplicate_positions(headers):
         return whole
     parts: dict[int | None, list[DicomHeader]] = defaultdict(list)
@@ -709,7 +709,9 @@ def _read_native_16bit(header: DicomHeader) -> np.ndarray | None:
             array = (array << shift) >> shift
         else:
             array &= (1 << bits) - 1
-    return array.reshape(header.rows, header.columns).astype(array.dtype.newbyteorder("="), copy=False)
+    return array.reshape(int(header.rows or 0), int(header.columns or 0)).astype(
+        array.dtype.newbyteorder("="), copy=False
+    )
 
 
 # ---------------------------------------------------------------------------- tag values
