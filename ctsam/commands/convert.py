@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "convert the CT series of a DICOM study folder into a validated HU NIfTI (+ JSON sidecar)"
 
@@ -31,23 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_sidecar(output: str) -> Path:
-    """CT.nii.gz -> CT.json beside it."""
-    out = Path(output)
-    name = out.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return out.with_name(name + ".json")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ctsam.config import load_config
-    from ctsam.convert import ConvertOptions, convert_study
+    from ctsam.api import convert_study
 
-    config = load_config(args.config)
-    options = ConvertOptions.from_config(config.get("convert", {}), tilt=args.tilt, series_uid=args.series_uid)
-    sidecar = Path(args.sidecar) if args.sidecar else default_sidecar(args.output)
-    convert_study(args.study_dir, args.output, sidecar_path=sidecar, options=options)
+    convert_study(args.study_dir, args.output, sidecar=args.sidecar, config=args.config, series_uid=args.series_uid,
+                  tilt=args.tilt)
     return 0

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.convert.image import import_ct
+    from ctsam.api import import_ct
 
     import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case)
     return 0

@@ -21,39 +21,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import logging
-    from pathlib import Path
+    from ctsam.api import extract_radiomics
 
-    from ctsam.caseid import sanitise_case_id
-    from ctsam.config import load_config
-    from ctsam.radiomics.extract import extract_case
-    from ctsam.radiomics.params import load_params
-    from ctsam.radiomics.table import write_case_features
-
-    log = logging.getLogger("ctsam.radiomics")
-    cfg = load_config(args.config)["radiomics"]
-    case = args.case or sanitise_case_id(_stem(Path(args.ct)))
-    params = load_params(args.params if args.params is not None else cfg["params"])
-    features = extract_case(
-        args.ct,
-        args.labels,
-        params,
-        case=case,
-        workers=args.workers if args.workers is not None else cfg["workers"],
-        structures=args.structures if args.structures is not None else (cfg["structures"] or None),
-        margin_mm=args.margin_mm if args.margin_mm is not None else cfg["margin_mm"],
-    )
-    write_case_features(args.output, features)
-    counts = features.counts()
-    log.info("%s: %s structures -> %s (read %.1f s, extract %.1f s)", case,
-             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), args.output,
-             features.timings_s["read"], features.timings_s["extract"])
+    extract_radiomics(args.ct, args.labels, args.output, config=args.config, case=args.case, params=args.params,
+              workers=args.workers, structures=args.structures, margin_mm=args.margin_mm)
     return 0
-
-
-def _stem(path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
