@@ -468,8 +468,8 @@ def extract_radiomics(
     cfg = stage_config(config, "radiomics")["radiomics"]
     case = case or sanitise_case_id(_stem(Path(ct)))
     features = extract_case(
-        ct,
-        labels,
+        Path(ct),
+        Path(labels),
         load_params(params if params is not None else cfg["params"]),
         case=case,
         workers=workers if workers is not None else cfg["workers"],

@@ -256,7 +256,8 @@ def reason_from_log(path: str | os.PathLike[str], *, redact: tuple[str, ...] = (
         tail = [line.strip() for line in lines if line.strip()]
         text = tail[-1] if tail else "failed without a message (killed? see the scheduler's job log)"
     else:
-        msg = _LOGGER_PREFIX.sub("", _ERROR_LINE.search(lines[start]).group("msg").strip())
+        match = _ERROR_LINE.search(lines[start])
+        msg = _LOGGER_PREFIX.sub("", match.group("msg").strip() if match else lines[start].strip())
         parts = [msg]
         for line in lines[start + 1 : start + 6]:
             if not line.startswith("  ") or not line.strip():

@@ -73,7 +73,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
                 feats = model.encode(x)
                 seqs = start_sequences(tgts)
                 prev = None
-                chunk = [[] for _ in tgts]
+                chunk: list[list[float]] = [[] for _ in tgts]
                 for k in range(n_clicks):
                     pts, lab = ClickSequence.tensors(seqs)
                     prev = model.decode(feats, pts, lab, prev)["probs"].float()
@@ -223,7 +223,7 @@ def automatic_case(model, row, config: dict) -> list[dict]:
         out_name = vocabulary.output_name(name)
         out_idx = vocabulary.output_index(out_name) if out_name is not None else None
         rows.append({"case": row.case_id, "structure": name,
-                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name)),
+                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name) if name else None),
                      "refined_dice": refined_dice,
                      "fused_dice": _overlap_dice(vs_fused, idx, out_idx), "fused_source": source.get(out_name, "none"),
                      "truth_ml": float(vs_coarse[idx].sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
@@ -347,7 +347,7 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     }
     atomic_write_json(out / "summary.json", summary)
     if len(curve_mean):
-        _plot(curve_mean, summary["coarse_dice_mean"], summary["fused_dice_mean"], out / "curve.png",
+        _plot(curve_mean, _mean(auto_df["coarse_dice"]), _mean(auto_df["fused_dice"]), out / "curve.png",
               f"{model.meta.variant}: {len(inter_rows)} structures, {len(rows)} cases")
     return summary
 
