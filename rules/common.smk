@@ -133,7 +133,7 @@ def refine_checkpoint():
 
 
 def get_corrections(wildcards):
-    # reviewer clicks for this case, if someone wrote them (see README 'seed and refine')
+    # reviewer clicks for this case, if someone wrote them (see docs/refine.md)
     path = Path(WF["corrections_dir"]) / f"{wildcards.case}.json"
     return [str(path)] if path.exists() else []
 

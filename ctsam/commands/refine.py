@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
                              "(config refine.coarse_mask_prompt: auto uses it when the checkpoint was trained for it)")
     parser.add_argument("--device", default=None, help="cpu | cuda[:N] | auto (default: config refine.device)")
     parser.add_argument("--extra-clicks", default=None,
-                        help="reviewer corrections JSON (see README 'seed and refine'); a missing file is an error")
+                        help="reviewer corrections JSON (see docs/refine.md); a missing file is an error")
     parser.add_argument("--timings", default=None, help="write timing figures (JSON) here (not deterministic)")
 
 
