@@ -9,9 +9,9 @@ first use, so ``import ctsam`` stays cheap):
 * ``run_case(input, out_dir, *, coarse_labels=None, config=None)`` -- every stage for one case
   (DICOM study folder or CT image file), writing the files the workflow writes in ``results/<case>/``;
 * one function per stage -- ``convert_study``, ``import_ct``, ``coarse_file``, ``seed_prompts``,
-  ``refine_structures``, ``fuse_labels``, ``qc_case``, ``extract_radiomics``, ``write_manifest``,
-  ``cohort_report``, ``radiomics_cohort``; file-to-file variants ``seed_file``, ``refine_file``,
-  ``fuse_file``, ``qc_file``;
+  ``refine_structures``, ``fuse_labels``, ``segment_lesions``, ``qc_case``, ``extract_radiomics``,
+  ``write_manifest``, ``cohort_report``, ``radiomics_cohort``; file-to-file variants ``seed_file``,
+  ``refine_file``, ``fuse_file``, ``lesions_file``, ``qc_file``;
 * helpers -- ``load_config`` (path, dict or None -> validated config), ``load_model``, ``read_ct``,
   ``read_labelmap``, ``write_labelmap``, ``demo_cohort``; the stage record ``STAGES``.
 
@@ -50,6 +50,8 @@ _LAZY: dict[str, str] = {
             "Refinement",
             "fuse_labels",
             "fuse_file",
+            "segment_lesions",
+            "lesions_file",
             "qc_case",
             "qc_file",
             "extract_radiomics",

@@ -1,4 +1,4 @@
-# CT + prompts -> per-structure refined probabilities (the GPU stage; the SLURM profile asks for a GPU).
+# CT + prompts -> per-structure refined probabilities (the GPU stage: resources gpu=1, see rules/common.smk).
 
 
 rule refine:
@@ -21,6 +21,7 @@ rule refine:
     resources:
         mem_mb=res("refine").mem_mb,
         runtime=res("refine").runtime_min,
+        gpu=GPU_RESOURCE,  # one GPU per job: the local profile serialises, SLURM maps it to --gres
     conda:
         conda_env("refine")
     shell:

@@ -39,12 +39,18 @@ SHARED_RANK: dict[str, int] = {
     "volume": 2,
     "masks": 2,
     "labels": 2,
+    "privacy": 1,
     "io": 3,
+    "guards": 3,
     "model": 4,
 }
 STAGE_UNITS = {"convert", "coarse", "seed", "refine", "lesions", "fuse", "qc", "radiomics", "report", "export",
                "demo", "manifest"}
-ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort"}  # "" = the package root ctsam/__init__.py
+# "" = the package root ctsam/__init__.py; cohort_outputs builds the report and radiomics table of the
+# completed cases after a failed run (workflow onerror hook): it calls two stages, like the workflow does
+# preflight / slurm_preflight / weights check a whole run's inputs, backends and model files before any job
+ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort", "cohort_outputs", "preflight", "slurm_preflight",
+                       "weights"}
 INTERFACE_UNITS = {"commands", "cli", "__main__"}
 #: modules of one stage that other stages may import: the file formats stages hand each other
 PUBLIC_CROSS_STAGE = {"ctsam.seed.prompts", "ctsam.refine.refined_file"}

@@ -15,7 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", required=True, help="coarse label map to write (.nii.gz); sidecars .tsv and .json beside it"
     )
-    p.add_argument("--backend", choices=["totalsegmentator", "labels"], default=None, help="default: coarse.backend")
+    p.add_argument(
+        "--backend", choices=["auto", "totalsegmentator", "labels"], default=None,
+        help="default: coarse.backend (auto: labels when --labels is given, else TotalSegmentator)",
+    )
     p.add_argument("--sidecar", default=None, help="JSON sidecar path (default: <output stem>.json)")
     ts = p.add_argument_group("totalsegmentator backend (defaults: coarse.totalsegmentator.*)")
     mode = ts.add_mutually_exclusive_group()

@@ -23,6 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="convert this series (SeriesInstanceUID, or the auto-... key of a series without one)",
     )
     parser.add_argument(
+        "--study-uid",
+        default=None,
+        metavar="UID",
+        help="when the folder holds several studies (StudyInstanceUID), convert this one (default: refuse)",
+    )
+    parser.add_argument(
+        "--uneven-spacing",
+        choices=("error", "resample"),
+        default=None,
+        help="uneven slice spacing: refuse (error) or resample linearly in z onto equal spacing "
+        "(default: config convert.uneven_spacing)",
+    )
+    parser.add_argument(
         "--tilt",
         choices=("error", "resample"),
         default=None,
@@ -34,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     from ctsam.api import convert_study
 
     convert_study(args.study_dir, args.output, sidecar=args.sidecar, config=args.config, series_uid=args.series_uid,
-                  tilt=args.tilt)
+                  tilt=args.tilt, study_uid=args.study_uid, uneven_spacing=args.uneven_spacing, case=args.case)
     return 0

@@ -22,5 +22,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctsam.api import import_ct
 
-    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case)
+    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case, config=args.config)
     return 0

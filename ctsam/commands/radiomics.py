@@ -16,6 +16,9 @@ def add_arguments(parser) -> None:
                         help="worker processes, one thread each (= Snakemake threads) [config radiomics.workers]")
     parser.add_argument("--structures", nargs="+", default=None, metavar="NAME",
                         help="only these structures (label-table names) [config radiomics.structures; default all]")
+    parser.add_argument("--lesions", default=None,
+                        help="lesion map from 'ctsam lesions' (LESIONS.nii.gz): one more structure per lesion, "
+                             "'lesion_<id>', with its containing structure from LESIONS.json")
     parser.add_argument("--margin-mm", type=float, default=None,
                         help="context kept around each structure's bounding box, mm [config radiomics.margin_mm]")
 
@@ -24,5 +27,5 @@ def run(args) -> int:
     from ctsam.api import extract_radiomics
 
     extract_radiomics(args.ct, args.labels, args.output, config=args.config, case=args.case, params=args.params,
-              workers=args.workers, structures=args.structures, margin_mm=args.margin_mm)
+                      workers=args.workers, structures=args.structures, margin_mm=args.margin_mm, lesions=args.lesions)
     return 0

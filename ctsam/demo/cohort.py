@@ -7,10 +7,13 @@ Layout under the cohort folder ``DIR``::
     DIR/<case>/truth.nii.gz (+ .tsv)   ground-truth labels (TotalSegmentator names), on the grid of
                                        the converted CT (see :func:`rows_bottom_up`)
     DIR/<case>/coarse.nii.gz (+ .tsv)  labels imitating a 3 mm segmenter, same grid
-    DIR/<case>/phantom.json            parameters, coarse errors introduced, corruption if any
+    DIR/<case>/lesions_truth.nii.gz    planted liver/kidney tumours (value = lesion id), same grid
+    DIR/<case>/lesions.tsv             one click per lesion: lesion_id, x, y, z (world LPS mm), label
+    DIR/<case>/phantom.json            parameters, coarse errors introduced, lesions, corruption if any
 
 Case ``k`` (1-based) is ``demo-00k``; its phantom is drawn from ``(seed, k)`` alone, so one case can
-be (re)written without the others and always comes out byte-identical.
+be (re)written without the others and always comes out byte-identical. Its lesions come from their own
+stream ``(seed, k, LESION_STREAM)`` (:mod:`ctsam.demo.lesions`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ SAMPLES_COLUMNS = ("case_id", "path", "coarse_labels", "truth_labels")
 def case_ids(n_cases: int) -> list[str]:
     """Ids of a demo cohort of ``n_cases`` cases: ``demo-001``, ``demo-002``, ..."""
     return [f"demo-{k:03d}" for k in range(1, n_cases + 1)]
+
+
+def cohort_case_ids(n_cases: int, *, defects: bool = False) -> list[str]:
+    """Every case id of a cohort: the ``n_cases`` clean ones, then (``defects``) one per planted defect."""
+    from ctsam.demo.defects import defect_case_ids
+
+    return case_ids(n_cases) + (defect_case_ids() if defects else [])
 
 
 def corrupt_case_id(n_cases: int) -> str:
@@ -59,6 +69,14 @@ class DemoCasePaths:
         return self.root / "coarse.nii.gz"
 
     @property
+    def lesions_truth(self) -> Path:
+        return self.root / "lesions_truth.nii.gz"
+
+    @property
+    def lesions_tsv(self) -> Path:
+        return self.root / "lesions.tsv"
+
+    @property
     def meta(self) -> Path:
         return self.root / "phantom.json"
 
@@ -68,6 +86,10 @@ def case_paths(cohort_dir: str | os.PathLike[str], case_id: str) -> DemoCasePath
 
 
 def _index_of(case_id: str, n_cases: int) -> int:
+    from ctsam.demo.defects import defect_index, defect_of
+
+    if defect_of(case_id):
+        return defect_index(defect_of(case_id))
     ids = case_ids(n_cases)
     if case_id not in ids:
         raise ConfigError(
@@ -102,15 +124,20 @@ def rows_bottom_up(labelmap: LabelMap) -> LabelMap:
 
 def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int, seed: int, corrupt_case: bool) -> DemoCasePaths:
     """Write one case (DICOM series, truth, coarse labels, phantom.json) and return its paths."""
+    from ctsam.demo.defects import defect_of, plant
     from ctsam.demo.dicom import write_series
+    from ctsam.demo.lesions import lesion_rng, lesions_tsv_text
     from ctsam.demo.phantom import draw_spec, make_phantom
-    from ctsam.io.atomic import atomic_write_json
+    from ctsam.io.atomic import atomic_write_json, atomic_write_text
     from ctsam.io.image import write_labelmap
 
     index = _index_of(case_id, n_cases)
     rng = np.random.default_rng([int(seed), index])
     spec = draw_spec(rng)
-    phantom = make_phantom(spec, rng)
+    phantom = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, index))
+    defect = None
+    if defect_of(case_id):
+        phantom, defect = plant(defect_of(case_id), phantom)
     paths = case_paths(cohort_dir, case_id)
     corrupt = corrupt_case and case_id == corrupt_case_id(n_cases)
     nz = spec.shape_zyx[0]
@@ -121,6 +148,9 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
     write_series(phantom.ct, paths.dicom_dir, case_id=case_id, seed=seed, contrast=spec.contrast, skip_slices=skip)
     write_labelmap(paths.truth, rows_bottom_up(phantom.truth))
     write_labelmap(paths.coarse, rows_bottom_up(phantom.coarse))
+    if phantom.lesion_truth is not None:
+        write_labelmap(paths.lesions_truth, rows_bottom_up(phantom.lesion_truth))
+        atomic_write_text(paths.lesions_tsv, lesions_tsv_text(phantom.lesions))
     atomic_write_json(
         paths.meta,
         {
@@ -133,19 +163,21 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
             "coarse_spacing_mm": spec.coarse_spacing_mm,
             "coarse_errors": phantom.coarse_errors,
             "corrupt": f"slices {skip[0]} and {skip[1]} (0-based) missing from the DICOM series" if corrupt else None,
+            "defect": defect,
             "structures": sorted(phantom.truth.labels[i] for i in phantom.truth.present_labels()),
+            "lesions": [les.to_dict() for les in phantom.lesions],
         },
     )
     log.info("wrote %s: %s%s", case_id, phantom.ct.geometry.describe(), " (corrupt)" if corrupt else "")
     return paths
 
 
-def write_samples_tsv(cohort_dir: str | os.PathLike[str], n_cases: int) -> Path:
+def write_samples_tsv(cohort_dir: str | os.PathLike[str], n_cases: int, *, defects: bool = False) -> Path:
     """Write ``DIR/samples.tsv`` with paths relative to ``DIR``."""
     from ctsam.io.atomic import atomic_write_text
 
     lines = ["\t".join(SAMPLES_COLUMNS)]
-    for case_id in case_ids(n_cases):
+    for case_id in cohort_case_ids(n_cases, defects=defects):
         p = case_paths(".", case_id)
         lines.append("\t".join([case_id, str(p.dicom_dir), str(p.coarse), str(p.truth)]))
     path = Path(cohort_dir) / "samples.tsv"
@@ -154,17 +186,17 @@ def write_samples_tsv(cohort_dir: str | os.PathLike[str], n_cases: int) -> Path:
 
 
 def write_cohort(cohort_dir: str | os.PathLike[str], *, n_cases: int, seed: int = 0, corrupt_case: bool = False,
-                 only: list[str] | None = None) -> list[str]:
+                 only: list[str] | None = None, defects: bool = False) -> list[str]:
     """Write the demo cohort (or only the cases in ``only``); return the case ids written."""
     if n_cases < 1:
         raise ConfigError("a demo cohort needs at least one case", expected="--cases >= 1", found=str(n_cases))
     from ctsam.progress import Progress
 
-    ids = only if only else case_ids(n_cases)
+    ids = only if only else cohort_case_ids(n_cases, defects=defects)
     progress = Progress(len(ids), "demo cases")
     for case_id in ids:
         write_case(cohort_dir, case_id, n_cases=n_cases, seed=seed, corrupt_case=corrupt_case)
         progress.update(item=case_id)
     if not only:
-        write_samples_tsv(cohort_dir, n_cases)
+        write_samples_tsv(cohort_dir, n_cases, defects=defects)
     return list(ids)
