@@ -102,6 +102,18 @@ class Sam3dAdapterModel(OneClickSegmenter):
             "licence": self._extra.get("licence", LICENCE_NOTE),
         }
 
+    def update_metadata(self, **fields: Any) -> Sam3dAdapterModel:
+        """Set extra metadata keys (provenance, training record); the input spec, family and variant are
+        changed only through :meth:`with_input_spec`."""
+        reserved = {"family", "variant", "format_version", "input_spec", "preset", "output_classes"}
+        bad = sorted(reserved & set(fields))
+        if bad:
+            raise ValueError(f"metadata keys {bad} are set by the model itself")
+        if "sha256" in fields:
+            self._sha256 = fields.pop("sha256")
+        self._extra.update(fields)
+        return self
+
     def with_input_spec(self, spec: InputSpec, output_classes: tuple[str, ...] | None = None) -> Sam3dAdapterModel:
         """Set the input convention (e.g. a preset's); returns self."""
         p = self._net.config.patch_size
