@@ -264,8 +264,16 @@ def from_safetensors(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
     classes = tuple(meta["output_classes"]) if meta.get("output_classes") else None
     extra = {k: v for k, v in meta.items()
              if k not in ("family", "variant", "format_version", "input_spec", "preset", "output_classes", "sha256")}
-    return Sam3dAdapterModel(net, variant=variant, input_spec=spec, output_classes=classes, metadata=extra,
-                             sha256=meta.get("sha256") or sha256)
+    model = Sam3dAdapterModel(net, variant=variant, metadata=extra, sha256=meta.get("sha256") or sha256)
+    if spec is not None:
+        try:
+            model.with_input_spec(spec, classes)
+        except ValueError as err:
+            raise CheckpointError("checkpoint metadata contradicts its weights", path=path, found=str(err),
+                                  fix="write the file again with ctsam.model.save_model") from err
+    elif classes:
+        model._classes = classes
+    return model
 
 
 def header_json(model: Sam3dAdapterModel, extra: Mapping[str, Any] | None) -> str:
