@@ -12,7 +12,7 @@ One-click lesion models (3DSAM-adapter; parameter-efficient fine-tuning, docs/le
         --sam-checkpoint sam_vit_b_01ec64.pth --out runs/lesion      # from SAM ViT-B image-encoder weights
 
     LESIONS.tsv: the same columns; ``labels`` is a lesion label map (non-zero = lesion, each connected
-    component one lesion). Only the published recipe's parameters train (``--recipe all``: every
+    component one lesion). Only the published recipe's parameters train (``--recipe full``: every
     tensor); trainable/total counts are printed and recorded. Defaults: the published settings (batch 1,
     AdamW 4e-4, no weight decay, linear decay to 0.01x, Dice-CE 0.5/0.5, clip 1.0, 10 lesion + 20
     random points per patch). Validation: one-click Dice on --val-data lesions against region growing.
@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["ctsam3d", "sam3d_adapter"], default="ctsam3d",
                         help="ctsam3d (default): the anatomy network; sam3d_adapter: a one-click lesion model "
                              "fine-tuned with the 3DSAM-adapter recipe")
-    parser.add_argument("--recipe", choices=["adapters", "all"], default=None,
+    parser.add_argument("--recipe", choices=["adapters", "decoder", "full"], default=None,
                         help="sam3d_adapter: which parameters train: 'adapters' (published: adapters, norms, depth "
-                             "embedding, necks, prompt encoders, decoder; SAM weights frozen) or 'all'")
+                             "embedding, necks, prompt encoders, decoder; SAM weights frozen), 'decoder' (prompt "
+                             "encoders and decoder) or 'full' (every tensor)")
     parser.add_argument("--preset", default=None,
                         help="sam3d_adapter: input convention of a published checkpoint (kits | lits | msd_pancreas "
                              "| msd_colon: HU window and z-score)")
@@ -150,7 +151,7 @@ def run_lesion(args: argparse.Namespace) -> int:
     for flag in ("finetune", "cpp", "rounds"):
         if getattr(args, flag) not in (None, False):
             raise ConfigError(f"--{flag} is a ctsam3d option", found=f"--{flag} with --model sam3d_adapter",
-                              fix="use --recipe adapters|all to choose what trains")
+                              fix="use --recipe adapters|decoder|full to choose what trains")
     config = load_config(args.config)
     settings = LesionTrainSettings.from_config(
         config.get("train_lesion") or {}, model=args.model, variant=args.variant, init=args.init, preset=args.preset,

@@ -13,7 +13,7 @@ NIfTI (CT in HU, lesion truth with one id per lesion):
 Model and recipe: the ``tiny`` variant (4 blocks of width 48, 64^3 patches at 1 mm) with the demo's
 input convention (HU window -54..247 and z-score 59.5 / 55.5, the KiTS preset's numbers, which cover
 liver, kidney and both tumour contrasts; output classes background / lesion). No SAM ViT weights exist
-for the tiny width, so it starts from random weights and trains every tensor (``recipe: all``); the
+for the tiny width, so it starts from random weights and trains every tensor (``recipe: full``); the
 rest is the published recipe (Dice-CE, 10 lesion + 20 random points, the published augmentation,
 batch 1, AdamW without weight decay, linear decay to 0.01x) with a larger learning rate (2e-3, 10
 warm-up steps) and more patches centred on a lesion (85 % instead of 2/3) for a run of a few hundred
@@ -67,6 +67,7 @@ def write_lesion_phantoms(folder: Path, *, seed: int, indices: list[int]) -> Pat
             spec = draw_spec(rng)
             ph = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, k))
             d.mkdir(parents=True, exist_ok=True)
+            assert ph.lesion_truth is not None
             write_ct(d / "ct.nii.gz", ph.ct)
             write_labelmap(d / "lesions_truth.nii.gz", ph.lesion_truth)
             atomic_write_text(d / "lesions.tsv", lesions_tsv_text(ph.lesions))
@@ -86,13 +87,13 @@ def demo_input_spec(patch_size_zyx):
 def demo_settings(steps: int, max_minutes: float, threads: int):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
-    return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="all", steps=steps, batch_size=1,
+    return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="full", steps=steps, batch_size=1,
                                lr=2e-3, warmup_steps=10, lr_end_factor=0.01, positive_fraction=0.85, seed=42,
                                checkpoint_every=25, keep_checkpoints=2, val_every=50, log_every=10, device="cpu",
                                threads=threads, max_minutes=max_minutes)
 
 
-def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, int, int]]]:
+def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, ...]]]:
     """(lesion component, model-frame voxel) of each click of a ``lesions.tsv`` on a prepared case."""
     import csv
 
@@ -167,12 +168,13 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
     if not eval_only:
         torch.manual_seed(settings.seed)
         model = build_model(settings.model, settings.variant)
-        model.with_input_spec(demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
+        model.with_input_spec(  # type: ignore[attr-defined]  # one-click (sam3d_adapter) models
+            demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
         spec = model.input_spec
         spacing = float(spec.spacing_zyx_mm[0])
         cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(train_tsv)]
         val_cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(val_tsv)]
-        sampler = LesionPatchSampler(cases, normalise=spec.normalise, zscore_sd=spec.zscore_mean_std[1],
+        sampler = LesionPatchSampler(cases, normalise=spec.normalise, zscore_sd=DEMO_ZSCORE[1],
                                      patch_size_zyx=spec.patch_size_zyx, seed=settings.seed,
                                      settings=settings.sampling)
         provenance = {

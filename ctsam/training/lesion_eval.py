@@ -34,7 +34,7 @@ def dice(pred: np.ndarray, truth: np.ndarray, truth_total: int | None = None) ->
     return 2.0 * inter / denom if denom else 1.0
 
 
-def region_grow(hu: np.ndarray, click_zyx: tuple[int, int, int]) -> np.ndarray:
+def region_grow(hu: np.ndarray, click_zyx: tuple[int, ...]) -> np.ndarray:
     """The confidence-connected baseline (see the module docstring) on an HU patch; (z, y, x) bool."""
     from scipy import ndimage
 
@@ -56,7 +56,7 @@ def region_grow(hu: np.ndarray, click_zyx: tuple[int, int, int]) -> np.ndarray:
     return region
 
 
-def random_clicks(case, seed: int) -> list[tuple[int, tuple[int, int, int]]]:
+def random_clicks(case, seed: int) -> list[tuple[int, tuple[int, ...]]]:
     """One voxel drawn at random in each lesion of a prepared case (published test protocol)."""
     out = []
     for lesion in range(1, case.n_lesions + 1):
@@ -66,7 +66,7 @@ def random_clicks(case, seed: int) -> list[tuple[int, tuple[int, int, int]]]:
     return out
 
 
-def one_click_case(model, case, clicks: list[tuple[int, tuple[int, int, int]]], *, baseline: bool = True,
+def one_click_case(model, case, clicks: list[tuple[int, tuple[int, ...]]], *, baseline: bool = True,
                    device=None) -> list[dict]:
     """Per-lesion one-click Dice of ``model`` (and of the baseline) on a prepared :class:`LesionCase`."""
     import torch
