@@ -9,6 +9,8 @@ rule demo_case:
         lesion_clicks=demo_out("lesions.tsv"),
         lesions_truth=demo_out("lesions_truth.nii.gz"),
         meta=demo_out("phantom.json"),
+        lesion_clicks=demo_out(DEMO_LESION_CLICKS),
+        lesion_truth=demo_out(DEMO_LESION_TRUTH),
     log:
         log_path("demo"),
     benchmark:
