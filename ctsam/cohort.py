@@ -183,14 +183,14 @@ def scan_studies_dir(
     return samples
 
 
-def demo_samples(demo_dir: str, n_cases: int) -> list[Sample]:
+def demo_samples(demo_dir: str, n_cases: int, *, defects: bool = False) -> list[Sample]:
     """The demo cohort's samples (known before it is written, so the workflow can generate it)."""
-    from ctsam.demo.cohort import case_ids, case_paths
+    from ctsam.demo.cohort import case_paths, cohort_case_ids
 
     return [
         Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse),
                lesion_clicks=str(case_paths(demo_dir, c).lesions_tsv))
-        for c in case_ids(n_cases)
+        for c in cohort_case_ids(n_cases, defects=defects)
     ]
 
 
@@ -208,7 +208,7 @@ def load_samples(wf: dict, *, clicks_column: str = "lesion_clicks") -> list[Samp
             coarse_labels_file=wf.get("coarse_labels_file"),
         )
     demo = wf.get("demo") or {}
-    return demo_samples(demo.get("dir", "demo"), int(demo.get("cases", 3)))
+    return demo_samples(demo.get("dir", "demo"), int(demo.get("cases", 3)), defects=bool(demo.get("defects", False)))
 
 
 def _check_unique(samples: list[Sample], source: str) -> None:
@@ -423,6 +423,27 @@ def write_status_tables(results_dir: str, samples: list[Sample], stages: list[st
     return statuses
 
 
+def run_summary(results_dir: str, statuses: list[CaseStatus], *, ok: bool, report: bool = True) -> str:
+    """The lines a workflow run ends with: where the results, the report and the failure list are."""
+    root = Path(results_dir).resolve()
+    n_ok = sum(s.status == "ok" for s in statuses)
+    failed = [s for s in statuses if s.status != "ok"]
+    report_path = root / "cohort" / "report.html"
+    lines = ["", "ctsam: run " + ("finished" if ok else "ended with errors (completed cases are kept)"),
+             f"  results:  {root}/<case>/  ({n_ok} of {len(statuses)} cases complete)"]
+    if report and report_path.exists():
+        lines.append(f"  report:   {report_path}")
+    elif report:
+        lines.append(f"  report:   not written ({report_path} is made after QC of the cases)")
+    else:
+        lines.append("  report:   not part of this run (add report to workflow.stages)")
+    lines.append(f"  failures: {root / 'cohort' / 'failures.tsv'}  ({len(failed)} case(s)"
+                 + (": " + ", ".join(f"{s.case_id} at {s.failed_stage}" for s in failed[:5])
+                    + (" ..." if len(failed) > 5 else "") if failed else "") + ")")
+    lines.append(f"  status:   {root / 'cohort' / 'status.tsv'}")
+    return "\n".join(lines)
+
+
 def scan_results_samples(results_dir: str) -> list[Sample]:
     """Cases found as sub-folders of ``results_dir`` (for ``ctsam cohort-status`` without a sheet)."""
     root = Path(results_dir)
@@ -433,6 +454,8 @@ def scan_results_samples(results_dir: str) -> list[Sample]:
 
 #: config sections each stage's command reads (the rest of the config does not affect its output)
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {s.name: s.config_sections for s in STAGES}
+# the optional DICOM exports (rules/export.smk: not a pipeline stage, enabled by config keys) read only `export`
+STAGE_SECTIONS["export"] = ("export",)
 
 
 def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str]) -> str:

@@ -80,8 +80,8 @@ class Stage:
         return dict(self.variants).get(variant or "", self.resources)
 
 
-_PIPELINE_SECTIONS = ("privacy", "convert", "guards", "coarse", "structures", "seed", "refine", "fuse", "lesions", "qc",
-                      "radiomics")
+_PIPELINE_SECTIONS = ("privacy", "convert", "guards", "coarse", "structures", "seed", "refine", "weights", "fuse", "lesions",
+                      "qc", "radiomics")
 
 #: Every stage, in pipeline order (per-case stages, then cohort stages).
 STAGES: tuple[Stage, ...] = (
@@ -104,7 +104,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "refine", CASE, ("refined.npz",), requires=("seed",), commands=(("refine", "refine"),), function="refine",
-        config_sections=("refine",), resources=Resources(1, 16000, 60), gpu=True,
+        config_sections=("refine", "weights"), resources=Resources(1, 16000, 60), gpu=True,
     ),
     Stage(
         "fuse", CASE, ("labels.nii.gz", "labels.tsv", "fuse.json"), requires=("coarse",), uses=("refine",),

@@ -6,8 +6,6 @@ rule demo_case:
         dicom=directory(demo_out("dicom")),
         coarse=demo_out("coarse.nii.gz"),
         truth=demo_out("truth.nii.gz"),
-        lesion_clicks=demo_out("lesions.tsv"),
-        lesions_truth=demo_out("lesions_truth.nii.gz"),
         meta=demo_out("phantom.json"),
         lesion_clicks=demo_out(DEMO_LESION_CLICKS),
         lesion_truth=demo_out(DEMO_LESION_TRUTH),
@@ -20,6 +18,7 @@ rule demo_case:
         cases=WF["demo"]["cases"],
         seed=WF["demo"]["seed"],
         corrupt="--corrupt-case" if WF["demo"]["corrupt_case"] else "",
+        defects="--defects" if WF["demo"].get("defects") else "",
     threads: res("demo").threads
     resources:
         mem_mb=res("demo").mem_mb,
@@ -27,5 +26,5 @@ rule demo_case:
     conda:
         conda_env("demo")
     shell:
-        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt}"
+        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt} {params.defects}"
         " --only {wildcards.case} --case {wildcards.case} 2> {log}"

@@ -1,5 +1,6 @@
 # Every per-case output -> results/<case>/manifest.json: input and output hashes, software versions,
-# checkpoint sha256, config digest and per-stage timings (from results/<case>/benchmarks/*.tsv).
+# checkpoint sha256, config digest and per-stage timings (every results/<case>/benchmarks/<stage>.tsv the
+# case's stage jobs wrote before this one runs: wall time, max RSS, CPU time per stage).
 
 
 rule manifest:
@@ -22,5 +23,6 @@ rule manifest:
     conda:
         conda_env("manifest")
     shell:
-        "python -m ctsam manifest {params.case_dir} {params.files} -o {output.manifest}"
+        "python -m ctsam manifest {params.case_dir} {params.files} --benchmarks-dir {params.case_dir}/benchmarks"
+        " -o {output.manifest}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

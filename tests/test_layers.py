@@ -44,7 +44,9 @@ SHARED_RANK: dict[str, int] = {
 }
 STAGE_UNITS = {"convert", "coarse", "seed", "refine", "lesions", "fuse", "qc", "radiomics", "report", "export",
                "demo", "manifest"}
-ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort"}  # "" = the package root ctsam/__init__.py
+# "" = the package root ctsam/__init__.py; cohort_outputs builds the report and radiomics table of the
+# completed cases after a failed run (workflow onerror hook): it calls two stages, like the workflow does
+ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort", "cohort_outputs"}
 INTERFACE_UNITS = {"commands", "cli", "__main__"}
 #: modules of one stage that other stages may import: the file formats stages hand each other
 PUBLIC_CROSS_STAGE = {"ctsam.seed.prompts", "ctsam.refine.refined_file"}

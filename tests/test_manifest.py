@@ -94,3 +94,19 @@ def test_cli_manifest_scan_and_explicit_lists_deterministic(tmp_path):
     m2 = json.loads(out2.read_text())
     assert [o["name"] for o in m2["outputs"]] == ["qc.json"] and list(m2["stages"]) == ["fuse"]
     assert main(["manifest", "--scan", "-o", str(out2)]) == 2
+
+
+def test_cli_benchmarks_dir_gives_stage_timings(tmp_path):
+    """The workflow passes --benchmarks-dir RESULTS/CASE/benchmarks: every stage's timings land in 'stages'."""
+    from ctsam.cli import main
+
+    case, _, _ = make_case(tmp_path)
+    (case / "benchmarks" / "convert.tsv").write_text(BENCH)
+    out = tmp_path / "m.json"
+    argv = ["manifest", str(case), "--output-file", str(case / "qc.json"), "--benchmarks-dir", str(case / "benchmarks"), "-o", str(out)]
+    assert main(argv) == 0
+    stages = json.loads(out.read_text())["stages"]
+    assert sorted(stages) == ["convert", "fuse"]
+    assert stages["convert"]["benchmark"]["wall_s"] == 13.0 and stages["convert"]["benchmark"]["max_rss_mb"] == 816.15
+    assert main(["manifest", str(case), "--benchmarks-dir", str(tmp_path / "none"), "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["stages"] == {}

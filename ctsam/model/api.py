@@ -165,5 +165,9 @@ class MaskRefiner(PromptableModel):
         """Decode click sets: ``logits``, ``probs`` (B, 1, S, S, S), ``iou`` (B, 1)."""
 
     @abc.abstractmethod
+    def update_metadata(self, **fields: Any) -> MaskRefiner:
+        """Replace metadata fields (e.g. ``spacing_mm``, ``quality_r``); returns self."""
+
+    @abc.abstractmethod
     def cross_patch_heatmap(self, image_u: torch.Tensor, mask_u: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:
         """Where to click in a neighbouring patch V given patch U and its mask."""

@@ -138,6 +138,8 @@ def compute_case_qc(
             rec["coarse_volume_ml"] = ag.voxels_reference * voxel_ml
         qcflags.structure_flags(rec, config)
         records.append(rec)
+    records += qcflags.missing_partner_records(records, config, name_to_index)
+    records.sort(key=lambda r: (r["index"] if r.get("index") is not None else 10**6, r["name"]))
     qcflags.laterality_flags(records, config)
     for rec in records:
         rec["severity"] = qcflags.worst_severity(rec["flags"])

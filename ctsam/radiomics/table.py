@@ -15,7 +15,7 @@ value       float64  feature value (NaN where pyradiomics returns NaN)
 Lesions (``--lesions``, from ``ctsam lesions``) are extra structures named ``lesion_<id>`` (label =
 lesion id); their status entries say ``kind: lesion`` and name the ``containing_structure``.
 
-Structures that failed or were empty have no rows; every structure's ``status`` (ok, failed, empty),
+Structures that failed or were empty have no rows; every structure's ``status`` (ok, failed, empty, too_small),
 ``reason`` and ``n_voxels`` are in the parquet schema metadata (key ``ctsam.radiomics``, JSON) together
 with software versions, the parameter file's sha256 and its effective settings. The same JSON is
 written beside the table as ``FEATURES.json``. Outputs carry no timings and no input paths (no PHI,

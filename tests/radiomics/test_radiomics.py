@@ -38,7 +38,7 @@ def _oblique(angle_deg: float) -> tuple[float, ...]:
 def synthetic_case(tmp_path_factory):
     """A 48x40x24 (x,y,z) int16 CT with smooth structure + noise, anisotropic and oblique, and 4 labels.
 
-    liver: an ellipsoid; spleen: a blob cut by the image border; dot: 1 voxel (must fail);
+    liver: an ellipsoid; spleen: a blob cut by the image border; dot: 1 voxel (too small: a clear row);
     gland: ~30 voxels; absent_organ: in the label table only (must be reported empty).
     """
     rng = np.random.default_rng(7)
@@ -92,7 +92,7 @@ def _assert_equal_to_direct(features, params, ct_path, lab_path):
             continue
         ref = _direct(params, ct_path, lab_path, r.label)
         if ref is None:
-            assert r.status == "failed", f"{r.name}: pyradiomics refuses it but ctsam says {r.status}"
+            assert r.status in ("failed", "too_small"), f"{r.name}: pyradiomics refuses it but ctsam says {r.status}"
             continue
         assert r.status == "ok", f"{r.name}: {r.reason}"
         mine = dict(r.features)
@@ -122,7 +122,7 @@ def test_crops_equal_whole_volume_pyradiomics(tmp_path, synthetic_case, name):
     features = extract_case(ct_path, lab_path, params, case="syn", workers=1, margin_mm=0.0)
     assert _assert_equal_to_direct(features, params, ct_path, lab_path) == 3  # liver, spleen, gland
     by_name = {r.name: r for r in features.results}
-    assert by_name["dot"].status == "failed" and by_name["dot"].reason
+    assert by_name["dot"].status == "too_small" and "minimumROIDimensions" in by_name["dot"].reason
     assert by_name["absent_organ"].status == "empty"
 
 
@@ -213,7 +213,7 @@ def test_long_table_metadata_and_sidecar(tmp_path, synthetic_case):
     assert list(df.columns) == ["case", "structure", "label", "feature", "value"]
     assert set(df["structure"]) == {"liver", "spleen", "gland"}  # failed/empty have no rows ...
     status = {s["structure"]: (s["status"], s["reason"]) for s in meta["structures"]}
-    assert status["dot"][0] == "failed" and status["dot"][1]  # ... but are recorded with a reason
+    assert status["dot"][0] == "too_small" and status["dot"][1]  # ... but are recorded with a reason
     assert status["absent_organ"] == ("empty", "no voxels with this label in the label map")
     assert meta["params_sha256"] == params.sha256
     assert {"pyradiomics", "ctsam", "SimpleITK", "numpy"} <= set(meta["versions"])
@@ -237,7 +237,7 @@ def test_cohort_table(tmp_path, synthetic_case):
     assert wide.shape == (2 + 5, 6 + 18)
     assert list(zip(wide["case"], wide["structure"]))[:3] == [("a", "liver"), ("a", "dot"), ("b", "liver")]
     dot = wide[(wide["case"] == "a") & (wide["structure"] == "dot")].iloc[0]
-    assert dot["status"] == "failed" and np.isnan(dot["original_firstorder_Mean"])
+    assert dot["status"] == "too_small" and np.isnan(dot["original_firstorder_Mean"])
     long_a, _ = read_case_features(paths[1])
     liver_mean = long_a[(long_a.structure == "liver") & (long_a.feature == "original_firstorder_Mean")].value.item()
     assert wide.loc[0, "original_firstorder_Mean"] == liver_mean
