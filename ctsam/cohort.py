@@ -18,44 +18,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctsam.caseid import pseudonym, sanitise_case_id
+from ctsam.caseid import pseudonym, safe_case_id
 from ctsam.errors import ConfigError, InputDataError
+from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages
 
 log = logging.getLogger(__name__)
 
-# per-case stages in pipeline order -> the ``ctsam`` sub-command that runs them
-STAGE_COMMANDS: dict[str, str] = {
-    "convert": "convert",
-    "coarse": "coarse",
-    "seed": "seed",
-    "refine": "refine",
-    "fuse": "fuse",
-    "qc": "qc",
-    "radiomics": "radiomics",
-}
-# cohort-level stages (run once, after the per-case ones)
-COHORT_COMMANDS: dict[str, str] = {"report": "report", "radiomics_cohort": "radiomics-cohort"}
-PREREQUISITES: dict[str, tuple[str, ...]] = {
-    "convert": (),
-    "coarse": ("convert",),
-    "seed": ("coarse",),
-    "refine": ("seed",),
-    "fuse": ("coarse",),  # refine is optional: without it fuse keeps the coarse masks
-    "qc": ("fuse",),
-    "radiomics": ("fuse",),
-    "report": ("qc",),
-    "radiomics_cohort": ("radiomics",),
-}
-# the file whose presence marks a stage done for a case: <results>/<case>/<file>
-STAGE_FILES: dict[str, str] = {
-    "convert": "ct.nii.gz",
-    "coarse": "coarse.nii.gz",
-    "seed": "prompts.json",
-    "refine": "refined.npz",
-    "fuse": "labels.nii.gz",
-    "qc": "qc.json",
-    "radiomics": "radiomics.parquet",
-}
+# Views of the stage record (ctsam/stages.py), by stage name:
+#: per-case pipeline stages in order -> the ``ctsam`` sub-command that runs them
+STAGE_COMMANDS: dict[str, str] = {s.name: s.command for s in pipeline_stages(CASE)}
+#: cohort-level stages (run once, after the per-case ones) -> their sub-command
+COHORT_COMMANDS: dict[str, str] = {s.name: s.command for s in pipeline_stages(COHORT)}
+#: stages that must be enabled for a stage to run
+PREREQUISITES: dict[str, tuple[str, ...]] = {s.name: s.requires for s in pipeline_stages()}
+#: the file whose presence marks a stage done for a case: <results>/<case>/<file>
+STAGE_FILES: dict[str, str] = {s.name: s.done_file for s in pipeline_stages(CASE)}
 STATUS_COLUMNS = ("case", "status", "stages_done", "failed_stage", "reason")
 FAILURE_COLUMNS = ("case", "stage", "reason")
 _NIFTI = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
@@ -63,11 +40,18 @@ _NIFTI = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 @dataclass(frozen=True)
 class Sample:
-    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map."""
+    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map and
+    lesion clicks (``CLICKS.tsv`` for ``ctsam lesions``).
+
+    ``input_id`` is the id as the sample sheet gave it (``case_id`` is its safe form, see
+    :func:`ctsam.caseid.safe_case_id`); empty when the id was derived (pseudonyms, demo).
+    """
 
     case_id: str
     path: str
     coarse_labels: str | None = None
+    lesion_clicks: str | None = None
+    input_id: str = ""
 
     @property
     def is_dicom(self) -> bool:
@@ -93,11 +77,13 @@ def _resolve(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
-def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
-    """Read a tab-separated sheet with columns ``case_id``, ``path`` and optionally ``coarse_labels``.
+def load_samples_tsv(path: str | os.PathLike[str], *, clicks_column: str = "lesion_clicks") -> list[Sample]:
+    """Read a tab-separated sheet with columns ``case_id``, ``path`` and optionally ``coarse_labels`` and
+    ``clicks_column`` (each case's lesion ``CLICKS.tsv``; an empty cell: no lesions).
 
-    Relative paths are relative to the sheet's folder. Case ids are sanitised (see
-    :mod:`ctsam.caseid`) and must be unique after sanitising.
+    Relative paths are relative to the sheet's folder. Any case id is accepted: unsafe ones map to
+    safe ids (:func:`ctsam.caseid.safe_case_id`; the map goes to ``results/cohort/case_ids.tsv``),
+    an empty one to a pseudonym of the row's path. Ids must be distinct, before and after mapping.
     """
     path = Path(path)
     if not path.is_file():
@@ -118,15 +104,55 @@ def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
         if not (row.get("path") or "").strip():
             raise ConfigError("sample sheet row has no path", path=f"{path}:{n}", found=repr(row.get("case_id")))
         coarse = (row.get("coarse_labels") or "").strip()
+        clicks = (row.get(clicks_column) or "").strip()
+        raw = row["case_id"] or ""
+        study = _resolve(base, row["path"].strip())
         samples.append(
             Sample(
-                case_id=sanitise_case_id(row["case_id"] or ""),
-                path=_resolve(base, row["path"].strip()),
+                case_id=safe_case_id(raw) if raw.strip() else pseudonym(study),
+                path=study,
                 coarse_labels=_resolve(base, coarse) if coarse else None,
+                lesion_clicks=_resolve(base, clicks) if clicks else None,
+                input_id=raw,
             )
         )
+    _check_unique_inputs(samples, str(path))
     _check_unique(samples, str(path))
     return samples
+
+
+def _check_unique_inputs(samples: list[Sample], source: str) -> None:
+    seen: dict[str, str] = {}
+    for s in samples:
+        if s.input_id and s.input_id in seen:
+            raise ConfigError(
+                "duplicate case id in the sample sheet",
+                case=s.case_id,
+                path=source,
+                found=f"two rows with case id {s.input_id!r}",
+                fix="give every row a distinct case_id",
+            )
+        seen[s.input_id] = s.path
+
+
+CASE_ID_COLUMNS = ("input_id", "case_id")
+
+
+def write_case_id_map(results_dir: str, samples: list[Sample], *, cohort_dir: str | None = None) -> Path:
+    """Write ``<cohort>/case_ids.tsv``: every sample's input id and the case id its results use.
+
+    Ids derived from study folder names (``workflow.case_ids: pseudonym``) or from the demo have
+    no input id (``-``): folder names may carry patient names and never reach ``results/``.
+    Rewritten only when its content changes.
+    """
+    from ctsam.io.atomic import atomic_write_text
+
+    rows = [(s.input_id or "-", s.case_id) for s in samples]
+    text = _tsv(CASE_ID_COLUMNS, rows)
+    path = Path(cohort_dir or f"{results_dir}/cohort") / "case_ids.tsv"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return path
 
 
 def scan_studies_dir(
@@ -135,7 +161,7 @@ def scan_studies_dir(
     """One case per sub-folder of ``studies_dir`` (hidden folders ignored), sorted by folder name.
 
     ``case_ids='pseudonym'`` names cases ``case-<hash of folder name>`` (folder names often carry
-    patient names); ``'folder'`` uses the sanitised folder name. ``coarse_labels_file``, if given,
+    patient names); ``'folder'`` uses the folder name (its safe form, see :func:`safe_case_id`). ``coarse_labels_file``, if given,
     is the label map's file name inside each study folder (coarse backend ``labels``).
     """
     root = Path(studies_dir)
@@ -145,39 +171,44 @@ def scan_studies_dir(
         raise ConfigError("unknown case id scheme", expected="'pseudonym' or 'folder'", found=repr(case_ids))
     samples = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        cid = pseudonym(sub.name, salt=salt) if case_ids == "pseudonym" else sanitise_case_id(sub.name)
+        if case_ids == "pseudonym":
+            cid, raw = pseudonym(sub.name, salt=salt), ""
+        else:
+            cid, raw = safe_case_id(sub.name), sub.name
         coarse = str(sub / coarse_labels_file) if coarse_labels_file else None
-        samples.append(Sample(case_id=cid, path=str(sub), coarse_labels=coarse))
+        samples.append(Sample(case_id=cid, path=str(sub), coarse_labels=coarse, input_id=raw))
     if not samples:
         raise ConfigError("studies folder holds no study folders", path=root, expected="one sub-folder per study")
     _check_unique(samples, str(root))
     return samples
 
 
-def demo_samples(demo_dir: str, n_cases: int) -> list[Sample]:
+def demo_samples(demo_dir: str, n_cases: int, *, defects: bool = False) -> list[Sample]:
     """The demo cohort's samples (known before it is written, so the workflow can generate it)."""
-    from ctsam.demo.cohort import case_ids, case_paths
+    from ctsam.demo.cohort import case_paths, cohort_case_ids
 
     return [
-        Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse))
-        for c in case_ids(n_cases)
+        Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse),
+               lesion_clicks=str(case_paths(demo_dir, c).lesions_tsv))
+        for c in cohort_case_ids(n_cases, defects=defects)
     ]
 
 
-def load_samples(wf: dict) -> list[Sample]:
+def load_samples(wf: dict, *, clicks_column: str = "lesion_clicks") -> list[Sample]:
     """The cohort described by the config's ``workflow`` section.
 
     ``samples`` (a sheet) wins over ``studies_dir``; with neither, the demo cohort is used.
+    ``clicks_column`` is the sheet's lesion-clicks column (config ``lesions.clicks_column``).
     """
     if wf.get("samples"):
-        return load_samples_tsv(wf["samples"])
+        return load_samples_tsv(wf["samples"], clicks_column=clicks_column)
     if wf.get("studies_dir"):
         return scan_studies_dir(
             wf["studies_dir"], case_ids=wf.get("case_ids", "pseudonym"), salt=wf.get("pseudonym_salt", ""),
             coarse_labels_file=wf.get("coarse_labels_file"),
         )
     demo = wf.get("demo") or {}
-    return demo_samples(demo.get("dir", "demo"), int(demo.get("cases", 3)))
+    return demo_samples(demo.get("dir", "demo"), int(demo.get("cases", 3)), defects=bool(demo.get("defects", False)))
 
 
 def _check_unique(samples: list[Sample], source: str) -> None:
@@ -185,7 +216,7 @@ def _check_unique(samples: list[Sample], source: str) -> None:
     for s in samples:
         if s.case_id in seen:
             raise ConfigError(
-                "duplicate case id after sanitising",
+                "two inputs map to one case id",
                 case=s.case_id,
                 path=source,
                 found=f"{seen[s.case_id]} and {s.path}",
@@ -196,10 +227,10 @@ def _check_unique(samples: list[Sample], source: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- stages
 def available_commands() -> set[str]:
-    """Sub-commands registered in this ctsam's CLI (imports nothing heavy)."""
-    from ctsam.cli import COMMANDS
+    """The stages' sub-commands whose command module exists in this ctsam (imports nothing)."""
+    from importlib.util import find_spec
 
-    return {name for name, _ in COMMANDS}
+    return {name for s in STAGES for name, module in s.commands if find_spec(f"ctsam.commands.{module}")}
 
 
 def resolve_stages(requested: str | list[str], available: set[str]) -> list[str]:
@@ -240,6 +271,51 @@ def resolve_stages(requested: str | list[str], available: set[str]) -> list[str]
                 fix="add them to workflow.stages",
             )
     return [s for s in order if s in requested]
+
+
+def lesions_active(requested: str | list[str], enabled: bool | str, *, demo: bool) -> bool:
+    """Whether the optional lesion stage runs: ``lesions.enabled`` true/false, or ``'auto'`` = the demo
+    cohort only (real cohorts need clicks and a real model). Listing ``lesions`` in ``workflow.stages``
+    turns it on unless ``enabled`` is false."""
+    if enabled is False:
+        return False
+    if enabled is True or (requested != "auto" and "lesions" in requested):
+        return True
+    return bool(demo)
+
+
+def lesion_model_shipped(spec: str) -> bool:
+    """Whether a lesion model spec names an existing file (``builtin:NAME`` is shipped in ctsam/resources/models)."""
+    from ctsam.errors import CheckpointError
+    from ctsam.resources import resolve_model_path
+
+    try:
+        return resolve_model_path(spec).exists()
+    except CheckpointError:
+        return False
+
+
+def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
+    """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
+    stage unless :func:`lesions_active` (``'auto'`` also needs the demo model, ``builtin:demo_lesion``, shipped)."""
+    stages = resolve_stages(requested, available)
+    enabled = lesions.get("enabled", "auto")
+    demo_ready = demo and (enabled is True or lesion_model_shipped(str(lesions.get("checkpoint", ""))))
+    if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
+        stages.remove("lesions")
+    return stages
+
+
+def lesion_clicks_for(sample: Sample, clicks_dir: str | None) -> str | None:
+    """A case's lesion clicks: its sample-sheet cell (or the demo's table), else ``<clicks_dir>/<case>.tsv``
+    when that file exists, else None (the case gets an empty lesion map)."""
+    if sample.lesion_clicks:
+        return sample.lesion_clicks
+    if clicks_dir:
+        path = Path(clicks_dir) / f"{sample.case_id}.tsv"
+        if path.exists():
+            return str(path)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -347,6 +423,27 @@ def write_status_tables(results_dir: str, samples: list[Sample], stages: list[st
     return statuses
 
 
+def run_summary(results_dir: str, statuses: list[CaseStatus], *, ok: bool, report: bool = True) -> str:
+    """The lines a workflow run ends with: where the results, the report and the failure list are."""
+    root = Path(results_dir).resolve()
+    n_ok = sum(s.status == "ok" for s in statuses)
+    failed = [s for s in statuses if s.status != "ok"]
+    report_path = root / "cohort" / "report.html"
+    lines = ["", "ctsam: run " + ("finished" if ok else "ended with errors (completed cases are kept)"),
+             f"  results:  {root}/<case>/  ({n_ok} of {len(statuses)} cases complete)"]
+    if report and report_path.exists():
+        lines.append(f"  report:   {report_path}")
+    elif report:
+        lines.append(f"  report:   not written ({report_path} is made after QC of the cases)")
+    else:
+        lines.append("  report:   not part of this run (add report to workflow.stages)")
+    lines.append(f"  failures: {root / 'cohort' / 'failures.tsv'}  ({len(failed)} case(s)"
+                 + (": " + ", ".join(f"{s.case_id} at {s.failed_stage}" for s in failed[:5])
+                    + (" ..." if len(failed) > 5 else "") if failed else "") + ")")
+    lines.append(f"  status:   {root / 'cohort' / 'status.tsv'}")
+    return "\n".join(lines)
+
+
 def scan_results_samples(results_dir: str) -> list[Sample]:
     """Cases found as sub-folders of ``results_dir`` (for ``ctsam cohort-status`` without a sheet)."""
     root = Path(results_dir)
@@ -355,21 +452,10 @@ def scan_results_samples(results_dir: str) -> list[Sample]:
     return [Sample(case_id=p.name, path="") for p in sorted(root.iterdir()) if p.is_dir() and p.name != "cohort"]
 
 
-# config sections each stage's command reads (the rest of the config does not affect its output)
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "demo": (),
-    "convert": ("convert",),
-    "coarse": ("coarse",),
-    "seed": ("seed", "structures"),
-    "refine": ("refine",),
-    "fuse": ("fuse",),
-    "qc": ("qc",),
-    "radiomics": ("radiomics",),
-    "radiomics_cohort": ("radiomics",),
-    "report": ("qc", "report"),
-    # the manifest's config digest covers every setting that shapes a case's results
-    "manifest": ("convert", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics"),
-}
+#: config sections each stage's command reads (the rest of the config does not affect its output)
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {s.name: s.config_sections for s in STAGES}
+# the optional DICOM exports (rules/export.smk: not a pipeline stage, enabled by config keys) read only `export`
+STAGE_SECTIONS["export"] = ("export",)
 
 
 def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str]) -> str:
@@ -391,38 +477,3 @@ def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str])
         atomic_write_text(path, f"# written by the ctsam workflow: the settings of stage '{stage}'\n"
                           + yaml.safe_dump(plain, sort_keys=True))
     return str(path)
-
-
-def import_ct(image: str | os.PathLike[str], output: str | os.PathLike[str], *, sidecar: str | None = None,
-              case: str | None = None) -> None:
-    """Read a CT image file, check it, write it as int16 HU NIfTI plus a JSON sidecar (no source path).
-
-    Raises :class:`InputDataError` when the values cannot be HU (outside -2048..32767 after rounding).
-    """
-    import numpy as np
-
-    from ctsam.io.atomic import atomic_write_json
-    from ctsam.io.image import read_ct, write_ct
-    from ctsam.provenance import sha256_file
-    from ctsam.volume import CTVolume
-
-    ct = read_ct(image, case=case)
-    values = np.rint(ct.array) if np.issubdtype(ct.array.dtype, np.floating) else ct.array
-    lo, hi = float(values.min()), float(values.max())
-    if lo < -2048 or hi > 32767:
-        raise InputDataError(
-            "image values are not Hounsfield units",
-            case=case,
-            path=image,
-            expected="values within -2048..32767 HU",
-            found=f"range {lo:g}..{hi:g} ({ct.array.dtype})",
-            fix="pass a CT in HU (apply the rescale slope/intercept first)",
-        )
-    write_ct(output, CTVolume(array=values.astype(np.int16), geometry=ct.geometry))
-    out = Path(output)
-    side = Path(sidecar) if sidecar else out.with_name(out.name.split(".nii")[0] + ".json")
-    atomic_write_json(side, {
-        "source": {"kind": "image", "sha256": sha256_file(image), "dtype": str(ct.array.dtype)},
-        "geometry": ct.geometry.to_dict(),
-        "hu_range": [lo, hi],
-    })

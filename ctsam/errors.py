@@ -5,11 +5,15 @@ and how to fix it. Only :mod:`ctsam.cli` maps them to exit codes:
 
 * 2 -- bad input data or configuration (:class:`CtsamError` and most subclasses),
 * 3 -- an external tool failed (:class:`ExternalToolError`),
+* 4 -- the machine refused a file operation: disk full, read-only file system, permission
+  denied, missing folder (:class:`EnvironmentFault`; also any such ``OSError`` escaping a command),
 * 1 -- anything unexpected (not a :class:`CtsamError`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from os import PathLike
 
 
@@ -96,3 +100,45 @@ class ExternalToolError(CtsamError):
 
 class ResourceError(CtsamError):
     """Not enough memory, disk, or a requested device (e.g. CUDA) is not available."""
+
+
+class EnvironmentFault(CtsamError):
+    """The machine refused a file operation (disk full, read-only file system, permission denied,
+    missing folder): nothing is wrong with the input; fix the storage and re-run the case."""
+
+    exit_code = 4
+
+
+#: OS error numbers that mean "the machine refused" rather than "the input is bad" (exit code 4)
+ENVIRONMENT_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "free space on that file system (or point the results folder elsewhere), then re-run",
+    errno.EDQUOT: "free space within your disk quota (or point the results folder elsewhere), then re-run",
+    errno.EROFS: "the file system is mounted read-only: remount it read-write or choose a writable results folder",
+    errno.EACCES: "give this user write/read permission on that folder (or choose another results folder)",
+    errno.EPERM: "give this user permission on that folder (or choose another results folder)",
+    errno.ENOENT: "create the missing folder (or fix the path), then re-run",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: fix the path",
+    errno.EIO: "the storage reported an I/O error: check the disk or network file system, then re-run",
+}
+
+
+def is_environment_error(err: BaseException) -> bool:
+    """True for an ``OSError`` whose errno is one of :data:`ENVIRONMENT_ERRNOS`."""
+    return isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS
+
+
+def environment_fault(
+    err: OSError, path: str | PathLike[str] | None = None, *, case: str | None = None, action: str = "write"
+) -> EnvironmentFault:
+    """An :class:`EnvironmentFault` for ``err``, naming ``path`` (the user's output, not a temp file)
+    and the OS reason (e.g. ``ENOSPC: No space left on device``)."""
+    target = path if path is not None else err.filename
+    code = errno.errorcode.get(err.errno or -1, str(err.errno))
+    reason = err.strerror or os.strerror(err.errno or 0)
+    return EnvironmentFault(
+        f"cannot {action} {target}: {reason}" if target is not None else f"cannot {action}: {reason}",
+        case=case,
+        expected=f"a file system that lets ctsam {action} this path",
+        found=f"{code}: {reason}",
+        fix=ENVIRONMENT_ERRNOS.get(err.errno or -1, "check the storage, then re-run"),
+    )

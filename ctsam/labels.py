@@ -24,13 +24,18 @@ Data files (``ctsam/resources/labels/``), each row with its provenance:
 TotalSegmentator ``total`` ids, and ids 118-127 are ctsam extension ids for the 10 CT-SAM3D
 structures ``total`` lacks (heart chambers, pulmonary artery, face, tissue classes), used only
 when a user label map supplies them. :func:`coarse_catalogue` returns it.
+
+**Output vocabulary.** The fused label map's label table (:func:`default_vocabulary`): the 107
+structures, optionally followed by the ``total`` classes without a 1:1 counterpart; fusion writes
+it and QC names structures by it.
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ctsam.errors import ConfigError
@@ -331,3 +336,94 @@ def refined_structures(config: dict | None = None) -> list[str]:
 def keeps_coarse(name: str, config: dict | None = None) -> bool:
     """True if the fused result takes ``name`` from the coarse mask (it is not refined)."""
     return name not in set(refined_structures(config))
+
+
+# ---------------------------------------------------------------------------------------- output vocabulary
+# The fused label map's label table (fusion writes it, QC names structures by it).
+@dataclass(frozen=True)
+class OutputVocabulary:
+    """The fused label table and how source (TotalSegmentator ``total``) names map onto it.
+
+    Attributes:
+        labels: output index -> output structure name (1-based, 0 = background).
+        source_to_output: source structure name -> output structure name. Output names map to
+            themselves implicitly, so label maps already in the output vocabulary also work.
+    """
+
+    labels: dict[int, str]
+    source_to_output: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = list(self.labels.values())
+        if len(set(names)) != len(names):
+            raise ValueError("output vocabulary has duplicate names")
+        index = {n: i for i, n in self.labels.items()}
+        bad = sorted(v for v in self.source_to_output.values() if v not in index)
+        if bad:
+            raise ValueError(f"source_to_output maps onto names missing from the output labels: {bad[:5]}")
+        object.__setattr__(self, "_index", index)
+
+    def output_name(self, source_name: str) -> str | None:
+        """The output name of a source (coarse/refined) structure, or None when it has none."""
+        if source_name in self.source_to_output:
+            return self.source_to_output[source_name]
+        return source_name if source_name in self._index else None  # type: ignore[attr-defined]
+
+    def output_index(self, output_name: str) -> int | None:
+        return self._index.get(output_name)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict:
+        return {"labels": {str(k): v for k, v in sorted(self.labels.items())}, "source_to_output": dict(sorted(self.source_to_output.items()))}
+
+
+def build_vocabulary(
+    structures: Sequence[str],
+    one_to_one: dict[str, str],
+    source_classes: Iterable[str],
+    *,
+    keep_unmapped: bool,
+) -> OutputVocabulary:
+    """Assemble the output vocabulary.
+
+    Args:
+        structures: the output structure names in id order (ids 1..len).
+        one_to_one: source name -> output name for the classes with an exact counterpart.
+        source_classes: every source class name in source id order (e.g. all 117 TotalSegmentator
+            ``total`` classes). Those without a 1:1 counterpart become extra output classes numbered
+            after ``len(structures)`` when ``keep_unmapped`` is set, in this order.
+    """
+    labels = {i + 1: n for i, n in enumerate(structures)}
+    mapping = dict(one_to_one)
+    if keep_unmapped:
+        taken = set(structures)
+        nxt = len(structures) + 1
+        for name in source_classes:
+            if name in mapping or name in taken:
+                continue
+            labels[nxt] = name
+            taken.add(name)
+            nxt += 1
+    return OutputVocabulary(labels=labels, source_to_output=mapping)
+
+
+def default_vocabulary(*, keep_unmapped: bool = True) -> OutputVocabulary:
+    """The 107 CT-SAM3D structures (ids 1..107, :mod:`ctsam.labels`) plus, when ``keep_unmapped``,
+    the TotalSegmentator ``total`` classes without a 1:1 counterpart (``heart`` and the 19 classes
+    CT-SAM3D never saw) as ids 108.. in ``total`` id order.
+
+    The 1:1 classes share their names with ``total``, so no explicit name map is needed; coarse
+    maps that carry CT-SAM3D names (ctsam's coarse extension ids, e.g. heart chambers from a user
+    label map) map by identity too.
+    """
+    structures = [s.name for s in ctsam107_structures()]
+    one_to_one = {
+        ts_total_name(s.ts_total_id): s.name
+        for s in ctsam107_structures()
+        if s.mapping_kind == "one_to_one" and s.ts_total_id is not None
+    }
+    return build_vocabulary(
+        structures,
+        one_to_one,
+        [c.name for c in ts_total_classes()],
+        keep_unmapped=keep_unmapped,
+    )

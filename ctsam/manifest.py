@@ -3,9 +3,10 @@
 ``manifest.json`` records, for one case:
 
 * ``inputs`` / ``outputs``: sha256 and size of every file (a folder, e.g. a DICOM series, gets one
-  digest over its files' relative paths and contents). Files are named by their path relative to
-  the case's results folder when inside it, else by their base name only (full paths can carry
-  patient names);
+  digest over its files' relative paths and contents). Outputs are named by their path relative to
+  the case's results folder when inside it, else by their base name only; inputs (study folders and
+  image files, often named after patients) are named ``input-1``, ``input-2`` ... unless the
+  config's ``privacy.keep_input_names`` is set;
 * ``checkpoints``: sha256 of model weights;
 * ``software``: Python and package versions;
 * ``config_digest``: sha256 of the canonical JSON of the validated config;
@@ -78,8 +79,12 @@ def sha256_dir(path: Path) -> tuple[str, int, int]:
     return h.hexdigest(), n, size
 
 
-def describe_file(path: str | os.PathLike[str], *, case_dir: Path | None = None, case: str | None = None) -> dict:
-    """``{name, sha256, bytes}`` (plus ``files`` for folders) of an existing file or folder."""
+def describe_file(
+    path: str | os.PathLike[str], *, case_dir: Path | None = None, case: str | None = None, name: str | None = None
+) -> dict:
+    """``{name, sha256, bytes}`` (plus ``files`` for folders) of an existing file or folder.
+
+    ``name`` replaces the file's own name (a pseudonymous input name)."""
     p = Path(path)
     if not p.exists():
         raise InputDataError(
@@ -90,10 +95,11 @@ def describe_file(path: str | os.PathLike[str], *, case_dir: Path | None = None,
             found="no such path",
             fix="pass only files the stages wrote (check the rule's input/output lists)",
         )
+    shown = name if name is not None else _display_name(p, case_dir)
     if p.is_dir():
         digest, n, size = sha256_dir(p)
-        return {"name": _display_name(p, case_dir), "sha256": digest, "bytes": size, "files": n}
-    return {"name": _display_name(p, case_dir), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+        return {"name": shown, "sha256": digest, "bytes": size, "files": n}
+    return {"name": shown, "sha256": sha256_file(p), "bytes": p.stat().st_size}
 
 
 def read_benchmark(path: str | os.PathLike[str], *, case: str | None = None) -> dict:
@@ -157,7 +163,10 @@ def build_manifest(
     case_dir: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Assemble the manifest document (see the module docstring). Lists keep the given order."""
+    from ctsam.privacy import PrivacySettings, input_names
+
     cdir = Path(case_dir) if case_dir is not None else None
+    names = input_names([str(p) for p in inputs], PrivacySettings.from_config(config or {}))
     stages: dict[str, dict] = {}
     for b in benchmarks:
         stages.setdefault(_stage_name(Path(b)), {})["benchmark"] = read_benchmark(b, case=case)
@@ -165,17 +174,43 @@ def build_manifest(
         timing = read_sidecar_timing(s, case=case)
         if timing is not None:
             stages.setdefault(_stage_name(Path(s)), {})["sidecar_timing_s"] = timing
-    return {
+    doc = {
         "format_version": MANIFEST_FORMAT_VERSION,
         "case": case,
         "ctsam_version": __version__,
         "software": package_versions(SOFTWARE),
         "config_digest": config_digest(config) if config is not None else None,
-        "inputs": [describe_file(p, case_dir=cdir, case=case) for p in inputs],
+        "inputs": [describe_file(p, case_dir=cdir, case=case, name=n) for p, n in zip(inputs, names)],
         "checkpoints": [describe_file(p, case_dir=cdir, case=case) for p in checkpoints],
         "outputs": [describe_file(p, case_dir=cdir, case=case) for p in outputs],
         "stages": dict(sorted(stages.items())),
     }
+    warnings = demo_weight_warnings(outputs)
+    if warnings:
+        doc["warnings"] = warnings
+    return doc
+
+
+DEMO_WEIGHTS_WARNING = ("DEMO WEIGHTS: refine ran the phantom-trained builtin:demo_* model on a CT that is not a demo "
+                        "phantom (weights.allow_demo_weights: true); its refined structures are not trustworthy")
+
+
+def demo_weight_warnings(outputs: list[str | os.PathLike[str]]) -> list[str]:
+    """The demo-weights warning when a refined file of ``outputs`` records demo weights on a real CT."""
+    import zipfile
+
+    for p in outputs:
+        path = Path(p)
+        if not path.name.endswith(".npz") or not path.is_file():
+            continue
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read("meta.json")).get("meta") or {}
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            continue
+        if meta.get("demo_weights_on_real_ct"):
+            return [DEMO_WEIGHTS_WARNING]
+    return []
 
 
 def discover_case_files(case_dir: str | os.PathLike[str], *, exclude: tuple[str, ...] = ("manifest.json",)) -> dict:

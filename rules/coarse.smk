@@ -1,5 +1,5 @@
 # CT -> results/<case>/coarse.nii.gz (+ .tsv label table, .json sidecar): first masks from the
-# user's label map (backend 'labels') or TotalSegmentator, in TotalSegmentator 'total' ids.
+# user's label map or TotalSegmentator (per case: coarse.backend, 'auto' = labels when the case has them), in TotalSegmentator 'total' ids.
 
 
 rule coarse:
@@ -8,22 +8,24 @@ rule coarse:
         labels=get_coarse_labels,
     output:
         coarse=out("coarse"),
-        table=case_out("coarse.tsv"),
-        sidecar=case_out("coarse.json"),
+        table=out("coarse", "coarse.tsv"),
+        sidecar=out("coarse", "coarse.json"),
     log:
         log_path("coarse"),
     benchmark:
         bench_path("coarse")
     params:
-        backend=WF["coarse_backend"],
+        backend=coarse_backend,
         labels_arg=coarse_labels_arg,
         config=stage_config("coarse"),
-    threads: 1 if WF["coarse_backend"] == "labels" else 4
+    threads: coarse_threads
     resources:
-        mem_mb=4000 if WF["coarse_backend"] == "labels" else 16000,
-        runtime=20 if WF["coarse_backend"] == "labels" else 120,
+        mem_mb=coarse_mem_mb,
+        runtime=coarse_runtime,
+        # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
+        gpu=coarse_gpu,
     conda:
-        "../envs/ctsam.yaml" if WF["coarse_backend"] == "labels" else "../envs/totalsegmentator.yaml"
+        coarse_env
     shell:
         "python -m ctsam coarse {input.ct} -o {output.coarse} --sidecar {output.sidecar}"
         " --backend {params.backend} {params.labels_arg}"

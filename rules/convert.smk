@@ -7,7 +7,7 @@ rule convert:
         study=get_study,
     output:
         ct=out("convert"),
-        sidecar=case_out("ct.json"),
+        sidecar=out("convert", "ct.json"),
     log:
         log_path("convert"),
     benchmark:
@@ -16,12 +16,12 @@ rule convert:
         command=convert_command,
         study=study_path,
         config=stage_config("convert"),
-    threads: 1
+    threads: res("convert").threads
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=res("convert").mem_mb,
+        runtime=res("convert").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("convert")
     shell:
         "python -m ctsam {params.command} {params.study:q} -o {output.ct} --sidecar {output.sidecar}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

@@ -18,12 +18,13 @@ rule demo_case:
         cases=WF["demo"]["cases"],
         seed=WF["demo"]["seed"],
         corrupt="--corrupt-case" if WF["demo"]["corrupt_case"] else "",
-    threads: 1
+        defects="--defects" if WF["demo"].get("defects") else "",
+    threads: res("demo").threads
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=res("demo").mem_mb,
+        runtime=res("demo").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("demo")
     shell:
-        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt}"
+        "python -m ctsam demo-cohort {params.dir} --cases {params.cases} --seed {params.seed} {params.corrupt} {params.defects}"
         " --only {wildcards.case} --case {wildcards.case} 2> {log}"

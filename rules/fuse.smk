@@ -8,20 +8,20 @@ rule fuse:
         refined=get_refined,
     output:
         labels=out("fuse"),
-        table=case_out("labels.tsv"),
-        sidecar=case_out("fuse.json"),
+        table=out("fuse", "labels.tsv"),
+        sidecar=out("fuse", "fuse.json"),
     log:
         log_path("fuse"),
     benchmark:
         bench_path("fuse")
     params:
         config=stage_config("fuse"),
-    threads: 1
+    threads: res("fuse").threads
     resources:
-        mem_mb=8000,
-        runtime=20,
+        mem_mb=res("fuse").mem_mb,
+        runtime=res("fuse").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("fuse")
     shell:
         "python -m ctsam fuse {input.coarse} {input.refined} -o {output.labels} --sidecar {output.sidecar}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

@@ -6,7 +6,8 @@ rule qc:
         ct=out("convert"),
         labels=out("fuse"),
         coarse=out("coarse"),
-        fuse_sidecar=case_out("fuse.json"),
+        fuse_sidecar=out("fuse", "fuse.json"),
+        lesions=get_lesions,
     output:
         qc=out("qc"),
     log:
@@ -15,13 +16,14 @@ rule qc:
         bench_path("qc")
     params:
         refined_arg=refined_arg,
+        lesions=lesions_arg,
         config=stage_config("qc"),
-    threads: 1
+    threads: res("qc").threads
     resources:
-        mem_mb=8000,
-        runtime=20,
+        mem_mb=res("qc").mem_mb,
+        runtime=res("qc").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("qc")
     shell:
         "python -m ctsam qc {input.ct} {input.labels} --coarse {input.coarse} --fuse-sidecar {input.fuse_sidecar}"
-        " {params.refined_arg} -o {output.qc} --case {wildcards.case} --config {params.config} 2> {log}"
+        " {params.refined_arg} {params.lesions} -o {output.qc} --case {wildcards.case} --config {params.config} 2> {log}"

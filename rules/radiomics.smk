@@ -5,6 +5,7 @@ rule radiomics:
     input:
         ct=out("convert"),
         labels=out("fuse"),
+        lesions=get_lesions,
     output:
         features=out("radiomics"),
     log:
@@ -13,14 +14,15 @@ rule radiomics:
         bench_path("radiomics")
     params:
         config=stage_config("radiomics"),
-    threads: 2
+        lesions=lesions_arg,
+    threads: res("radiomics").threads
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=res("radiomics").mem_mb,
+        runtime=res("radiomics").runtime_min,
     conda:
-        "../envs/radiomics.yaml"
+        conda_env("radiomics")
     shell:
-        "python -m ctsam radiomics {input.ct} {input.labels} -o {output.features} --workers {threads}"
+        "python -m ctsam radiomics {input.ct} {input.labels} {params.lesions} -o {output.features} --workers {threads}"
         " --case {wildcards.case} --config {params.config} 2> {log}"
 
 
@@ -28,18 +30,18 @@ rule radiomics_cohort:
     input:
         expand(case_file(RESULTS, "radiomics"), case=sorted(SAMPLES)),
     output:
-        cohort_out("radiomics.parquet"),
+        out("radiomics_cohort"),
     log:
         cohort_out("logs/radiomics_cohort.log"),
     benchmark:
         cohort_out("benchmarks/radiomics_cohort.tsv")
     params:
         config=stage_config("radiomics_cohort"),
-    threads: 1
+    threads: res("radiomics_cohort").threads
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=res("radiomics_cohort").mem_mb,
+        runtime=res("radiomics_cohort").runtime_min,
     conda:
-        "../envs/radiomics.yaml"
+        conda_env("radiomics_cohort")
     shell:
         "python -m ctsam radiomics-cohort {input} -o {output} --config {params.config} 2> {log}"

@@ -1,4 +1,4 @@
-# CT + prompts -> per-structure refined probabilities (the GPU stage; the SLURM profile asks for a GPU).
+# CT + prompts -> per-structure refined probabilities (the GPU stage: resources gpu=1, see rules/common.smk).
 
 
 rule refine:
@@ -17,12 +17,13 @@ rule refine:
     params:
         config=stage_config("refine"),
         extra_clicks=corrections_arg,
-    threads: 1
+    threads: res("refine").threads
     resources:
-        mem_mb=16000,
-        runtime=60,
+        mem_mb=res("refine").mem_mb,
+        runtime=res("refine").runtime_min,
+        gpu=GPU_RESOURCE,  # one GPU per job: the local profile serialises, SLURM maps it to --gres
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("refine")
     shell:
         "python -m ctsam refine {input.ct} {input.prompts} -o {output.refined} --coarse {input.coarse}"
         " --checkpoint {input.checkpoint} {params.extra_clicks}"

@@ -5,9 +5,9 @@ rule report:
     input:
         expand(case_file(RESULTS, "qc"), case=sorted(SAMPLES)),
     output:
-        html=cohort_out("report.html"),
-        table=cohort_out("report_qc.parquet"),
-        csv=cohort_out("report_qc.csv"),
+        html=out("report"),
+        table=out("report", "report_qc.parquet"),
+        csv=out("report", "report_qc.csv"),
     log:
         cohort_out("logs/report.log"),
     benchmark:
@@ -15,11 +15,11 @@ rule report:
     params:
         results=results_of,
         config=stage_config("report"),
-    threads: 1
+    threads: res("report").threads
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=res("report").mem_mb,
+        runtime=res("report").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("report")
     shell:
         "python -m ctsam report {params.results} -o {output.html} --config {params.config} 2> {log}"

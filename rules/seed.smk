@@ -13,12 +13,12 @@ rule seed:
         bench_path("seed")
     params:
         config=stage_config("seed"),
-    threads: 1
+    threads: res("seed").threads
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=res("seed").mem_mb,
+        runtime=res("seed").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("seed")
     shell:
         "python -m ctsam seed {input.ct} {input.coarse} -o {output.prompts}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

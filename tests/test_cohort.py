@@ -27,7 +27,8 @@ def test_samples_tsv_relative_paths_and_sanitised_ids(tmp_path):
     sheet.parent.mkdir()
     sheet.write_text("case_id\tpath\tcoarse_labels\n# a comment\nA 01/../x\tstudies/a\tlabels/a.nii.gz\nB\t/abs/b.nii.gz\t\n")
     samples = load_samples_tsv(sheet)
-    assert [s.case_id for s in samples] == ["A_01___x", "B"]
+    assert samples[0].case_id.startswith("A_01___x-") and samples[1].case_id == "B"
+    assert [s.input_id for s in samples] == ["A 01/../x", "B"]
     assert samples[0].path == str(sheet.parent / "studies/a")
     assert samples[0].coarse_labels == str(sheet.parent / "labels/a.nii.gz")
     assert samples[1].coarse_labels is None and not samples[1].is_dicom and samples[0].is_dicom
@@ -39,7 +40,6 @@ def test_samples_tsv_relative_paths_and_sanitised_ids(tmp_path):
     [
         ("id\tfile\nA\tx\n", "lacks required columns"),
         ("case_id\tpath\nA\tx\na\tx\nA\ty\n", "duplicate case id"),
-        ("case_id\tpath\n...\tx\n", "empty after sanitising"),
         ("case_id\tpath\nA\t\n", "no path"),
     ],
 )
@@ -60,7 +60,7 @@ def test_studies_dir_pseudonymous_ids(tmp_path):
     assert scan_studies_dir(tmp_path) == samples  # stable
     assert scan_studies_dir(tmp_path, salt="s")[0].case_id != samples[0].case_id
     folder = scan_studies_dir(tmp_path, case_ids="folder", coarse_labels_file="seg.nii.gz")
-    assert [s.case_id for s in folder] == ["DOE_JOHN", "SMITH_JANE"]
+    assert [s.case_id.rsplit("-", 1)[0] for s in folder] == ["DOE_JOHN", "SMITH_JANE"]
     assert folder[0].coarse_labels == str(tmp_path / "DOE^JOHN" / "seg.nii.gz")
     with pytest.raises(ConfigError, match="no study folders"):
         scan_studies_dir(tmp_path / "DOE^JOHN")
@@ -199,3 +199,46 @@ def test_import_ct_writes_int16_and_sidecar_without_path(tmp_path):
     assert "DOE" not in side and json.loads(side)["source"]["dtype"] == "float32"
     write_ct(src, CTVolume(array=np.full((3, 4, 5), 60000.0, dtype=np.float32), geometry=g))
     assert main(["import-ct", str(src), "-o", str(tmp_path / "ct2.nii.gz")]) == 2
+
+
+def test_lesion_stage_is_optional_and_auto_means_the_demo_only():
+    from ctsam.cohort import lesions_active
+
+    assert "lesions" in resolve_stages("auto", ALL | {"lesions"})
+    assert resolve_stages(["convert", "coarse", "lesions"], ALL | {"lesions"}) == ["convert", "coarse", "lesions"]
+    assert lesions_active("auto", "auto", demo=True) and not lesions_active("auto", "auto", demo=False)
+    assert lesions_active("auto", True, demo=False) and not lesions_active("auto", False, demo=True)
+    assert lesions_active(["convert", "coarse", "lesions"], "auto", demo=False)
+
+
+def test_lesion_clicks_from_the_sheet_column_or_a_folder(tmp_path):
+    from ctsam.cohort import lesion_clicks_for
+
+    (tmp_path / "clicks").mkdir()
+    (tmp_path / "clicks" / "B.tsv").write_text("lesion_id\tx\ty\tz\n1\t0\t0\t0\n")
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("case_id\tpath\ttumour_clicks\nA\ta.nii.gz\tA_clicks.tsv\nB\tb.nii.gz\t\nC\tc.nii.gz\t\n")
+    a, b, c = load_samples({"samples": str(sheet)}, clicks_column="tumour_clicks")
+    assert a.lesion_clicks == str(tmp_path / "A_clicks.tsv") and b.lesion_clicks is None
+    folder = str(tmp_path / "clicks")
+    assert lesion_clicks_for(a, folder) == a.lesion_clicks
+    assert lesion_clicks_for(b, folder) == str(tmp_path / "clicks" / "B.tsv")
+    assert lesion_clicks_for(c, folder) is None and lesion_clicks_for(c, None) is None
+    demo = load_samples({"demo": {"dir": "d", "cases": 1}})
+    assert demo[0].lesion_clicks == "d/demo-001/lesions.tsv"
+
+
+def test_active_stages_drop_the_lesion_stage_unless_enabled(tmp_path):
+    from ctsam.cohort import active_stages
+
+    avail = ALL | {"lesions"}
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    on = {"enabled": "auto", "checkpoint": str(model)}
+    assert "lesions" in active_stages("auto", avail, on, demo=True)
+    assert "lesions" not in active_stages("auto", avail, on, demo=False)
+    # auto on the demo needs its model shipped; enabled: true does not look (a missing model fails loudly later)
+    missing = {"enabled": "auto", "checkpoint": "builtin:no_such_model"}
+    assert "lesions" not in active_stages("auto", avail, missing, demo=True)
+    assert "lesions" in active_stages("auto", avail, {**missing, "enabled": True}, demo=False)
+    assert "lesions" not in active_stages("auto", avail, {**on, "enabled": False}, demo=True)

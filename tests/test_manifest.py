@@ -60,7 +60,8 @@ def test_build_manifest(tmp_path):
         config={"fuse": {"threshold": 0.5}},
         case_dir=case,
     )
-    assert m["inputs"] == [{"name": "series", "sha256": sha256_dir(dicom)[0], "bytes": 3, "files": 2}]
+    # inputs are named pseudonymously (a study folder's name may be a patient's name)
+    assert m["inputs"] == [{"name": "input-1", "sha256": sha256_dir(dicom)[0], "bytes": 3, "files": 2}]
     assert m["outputs"][0] == {"name": "labels.nii.gz", "sha256": hashlib.sha256(b"labels").hexdigest(), "bytes": 6}
     assert m["checkpoints"][0]["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert m["stages"]["fuse"] == {"benchmark": {"wall_s": 13.0, "max_rss_mb": 816.15, "cpu_s": 12.0, "repeats": 2},
@@ -68,6 +69,8 @@ def test_build_manifest(tmp_path):
     assert "qc" not in m["stages"]  # qc.json has no timing fields
     assert len(m["config_digest"]) == 64 and m["software"]["numpy"]
     assert str(tmp_path) not in json.dumps(m)  # no absolute paths (they may carry names)
+    kept = build_manifest(case="c001", inputs=[dicom], config={"privacy": {"keep_input_names": True}})
+    assert kept["inputs"][0]["name"] == "series"
     with pytest.raises(InputDataError, match="does not exist"):
         build_manifest(case="c001", inputs=[tmp_path / "missing"])
 
@@ -91,3 +94,19 @@ def test_cli_manifest_scan_and_explicit_lists_deterministic(tmp_path):
     m2 = json.loads(out2.read_text())
     assert [o["name"] for o in m2["outputs"]] == ["qc.json"] and list(m2["stages"]) == ["fuse"]
     assert main(["manifest", "--scan", "-o", str(out2)]) == 2
+
+
+def test_cli_benchmarks_dir_gives_stage_timings(tmp_path):
+    """The workflow passes --benchmarks-dir RESULTS/CASE/benchmarks: every stage's timings land in 'stages'."""
+    from ctsam.cli import main
+
+    case, _, _ = make_case(tmp_path)
+    (case / "benchmarks" / "convert.tsv").write_text(BENCH)
+    out = tmp_path / "m.json"
+    argv = ["manifest", str(case), "--output-file", str(case / "qc.json"), "--benchmarks-dir", str(case / "benchmarks"), "-o", str(out)]
+    assert main(argv) == 0
+    stages = json.loads(out.read_text())["stages"]
+    assert sorted(stages) == ["convert", "fuse"]
+    assert stages["convert"]["benchmark"]["wall_s"] == 13.0 and stages["convert"]["benchmark"]["max_rss_mb"] == 816.15
+    assert main(["manifest", str(case), "--benchmarks-dir", str(tmp_path / "none"), "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["stages"] == {}

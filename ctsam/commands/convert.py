@@ -24,6 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="convert this series (SeriesInstanceUID, or the auto-... key of a series without one)",
     )
     parser.add_argument(
+        "--study-uid",
+        default=None,
+        metavar="UID",
+        help="when the folder holds several studies (StudyInstanceUID), convert this one (default: refuse)",
+    )
+    parser.add_argument(
+        "--uneven-spacing",
+        choices=("error", "resample"),
+        default=None,
+        help="uneven slice spacing: refuse (error) or resample linearly in z onto equal spacing "
+        "(default: config convert.uneven_spacing)",
+    )
+    parser.add_argument(
         "--tilt",
         choices=("error", "resample"),
         default=None,
@@ -45,9 +58,23 @@ def default_sidecar(output: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ctsam.config import load_config
     from ctsam.convert import ConvertOptions, convert_study
+    from ctsam.guards import GuardSettings, check_ct
+    from ctsam.io.atomic import atomic_write_json
+    from ctsam.io.image import write_ct
+    from ctsam.privacy import PrivacySettings, scrub
 
     config = load_config(args.config)
-    options = ConvertOptions.from_config(config.get("convert", {}), tilt=args.tilt, series_uid=args.series_uid)
+    options = ConvertOptions.from_config(
+        config.get("convert", {}),
+        tilt=args.tilt,
+        series_uid=args.series_uid,
+        study_uid=args.study_uid,
+        uneven_spacing=args.uneven_spacing,
+    )
     sidecar = Path(args.sidecar) if args.sidecar else default_sidecar(args.output)
-    convert_study(args.study_dir, args.output, sidecar_path=sidecar, options=options)
+    # convert in memory, run the input guards, then write (a refused CT leaves no output behind)
+    result = convert_study(args.study_dir, None, sidecar_path=None, options=options)
+    check_ct(result.volume.array, result.volume.geometry, GuardSettings.from_config(config), case=args.case)
+    write_ct(args.output, result.volume, compresslevel=options.compresslevel)
+    atomic_write_json(sidecar, scrub(result.sidecar, PrivacySettings.from_config(config)))
     return 0

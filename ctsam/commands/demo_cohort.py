@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed; case k is drawn from (seed, k) (default 0)")
     parser.add_argument("--corrupt-case", action="store_true",
                         help="drop two slices from the last case's DICOM series so converting it fails")
+    parser.add_argument("--defects", action="store_true",
+                        help="add one case per planted QC defect (missing organ, swapped side, truncated field of view, "
+                        "leaking mask; ctsam/demo/defects.py), truth in each phantom.json")
     parser.add_argument("--only", action="append", metavar="CASE_ID",
                         help="write only this case of the cohort (repeatable); samples.tsv is not written")
 
@@ -20,5 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctsam.demo.cohort import write_cohort
 
-    write_cohort(args.dir, n_cases=args.cases, seed=args.seed, corrupt_case=args.corrupt_case, only=args.only)
+    write_cohort(args.dir, n_cases=args.cases, seed=args.seed, corrupt_case=args.corrupt_case, only=args.only,
+                 defects=args.defects)
     return 0

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.cohort import import_ct
+    from ctsam.config import load_config
+    from ctsam.convert.image import import_ct
 
-    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case)
+    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case, config=load_config(args.config))
     return 0

@@ -86,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ctsam.config import load_config
-    from ctsam.model.ctsam3d import ModelMeta
     from ctsam.training.data import PatchSampler, prepare_case, read_table
     from ctsam.training.demo import git_commit
     from ctsam.training.loop import Trainer, TrainSettings, build_or_load_model
@@ -101,27 +100,28 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
     model = build_or_load_model(settings)
-    spacing = float(model.meta.spacing_mm)
+    from ctsam.model import wrap_module
+
+    spec = wrap_module(model).input_spec
+    spacing = float(spec.spacing_zyx_mm[0])
     rows = read_table(args.data, ct_column=args.ct_column, label_column=args.label_column)
     cases = [prepare_case(r, spacing_mm=spacing, cache_dir=cache, min_voxels=settings.min_structure_voxels)
              for r in rows]
     if args.prepare_only:
         log.info("prepared %d cases in %s", len(cases), cache)
         return 0
-    sampler = PatchSampler(cases, hu_window=model.meta.hu_window, seed=settings.seed, augment=settings.augment,
+    sampler = PatchSampler(cases, hu_window=spec.hu_window, seed=settings.seed, augment=settings.augment,
                            neighbour_stride=settings.cpp_stride_voxels if settings.cpp else 0,
                            coarse_prompt_probability=settings.coarse_prompt_probability)
     val_sampler = None
     if args.val_data:
         vrows = read_table(args.val_data, ct_column=args.ct_column, label_column=args.label_column)
         val_sampler = PatchSampler([prepare_case(r, spacing_mm=spacing, cache_dir=cache) for r in vrows],
-                                   hu_window=model.meta.hu_window, seed=settings.seed + 1, augment=None)
+                                   hu_window=spec.hu_window, seed=settings.seed + 1, augment=None)
     provenance = {"command": "ctsam train " + " ".join(f"{k}={v}" for k, v in sorted(vars(args).items())
                                                         if v not in (None, False) and not k.startswith("_")),
                   "data": str(Path(args.data).name), "cases": len(cases), "git_commit": git_commit(),
                   "init": settings.init}
-    if settings.init is None:
-        model.meta = ModelMeta(variant=model.variant)
     trainer = Trainer(settings, sampler, out, val_sampler=val_sampler, provenance=provenance, model=model)
     try:
         summary = trainer.run(resume=not args.restart)

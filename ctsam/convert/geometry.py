@@ -32,6 +32,7 @@ class GeometryTolerances:
     orientation_tolerance: float = 0.001
     tilt_tolerance_deg: float = 0.1
     min_slices: int = 3
+    uneven: str = "error"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,19 @@ def slice_step_estimate(headers: list[DicomHeader]) -> float | None:
     if len(d) < 2:
         return None
     return float(np.median(np.diff(d)))
+
+
+def slice_extent_mm(headers: list[DicomHeader]) -> float | None:
+    """Distance between the first and the last slice position along the normal (mm), or None (coverage)."""
+    usable = [h for h in headers if h.ipp_xyz_mm is not None and h.iop is not None]
+    if not usable:
+        return None
+    n = np.cross(usable[0].iop[:3], usable[0].iop[3:])
+    norm = float(np.linalg.norm(n))
+    if norm < 1e-6:
+        return None
+    d = np.asarray([h.ipp_xyz_mm for h in usable]) @ (n / norm)
+    return float(d.max() - d.min())
 
 
 def distinct_positions(headers: list[DicomHeader], tolerance_mm: float = 0.05) -> int:

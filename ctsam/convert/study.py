@@ -11,6 +11,8 @@ from typing import Any
 from ctsam.convert.geometry import GeometryTolerances, SliceStack, validate_stack
 from ctsam.convert.selection import Selection, select_series
 from ctsam.convert.sidecar import build_sidecar
+from ctsam.convert.stacks import split_stacks
+from ctsam.convert.studies import choose_study
 from ctsam.convert.volume import VolumeReport, build_volume
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.atomic import atomic_write_json
@@ -20,6 +22,8 @@ from ctsam.volume import CTVolume
 log = logging.getLogger(__name__)
 
 TILT_MODES = ("error", "resample")
+UNEVEN_MODES = ("error", "resample")
+UNEVEN_TARGETS = ("median", "smallest")
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,12 @@ class ConvertOptions:
     Attributes:
         tilt: ``error`` refuses gantry-tilted series, ``resample`` corrects them.
         series_uid: convert this series (SeriesInstanceUID or ``auto-...`` key) instead of the best.
-        compresslevel: gzip level of ``.nii.gz`` output (1: fastest).
+        compresslevel: gzip level of ``.nii.gz`` output (see :mod:`ctsam.convert.nifti`).
+        prefer_kernels: reconstruction kernels ranked before all others, in this order.
+        study_uid: convert this StudyInstanceUID when the input holds several studies.
+        uneven_spacing: ``error`` refuses uneven slice spacing, ``resample`` interpolates linearly
+            in z onto equal spacing.
+        uneven_target: the spacing resampled onto: the ``median`` or the ``smallest`` slice step.
     """
 
     spacing_tolerance_mm: float = 0.05
@@ -39,8 +48,24 @@ class ConvertOptions:
     min_slices: int = 3
     series_uid: str | None = None
     compresslevel: int = 1
+    prefer_kernels: tuple[str, ...] = ()
+    study_uid: str | None = None
+    uneven_spacing: str = "error"
+    uneven_target: str = "median"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prefer_kernels", tuple(str(k) for k in self.prefer_kernels))
+        for name, value, allowed, flag in (
+            ("uneven_spacing", self.uneven_spacing, UNEVEN_MODES, "--uneven-spacing error|resample"),
+            ("uneven_target", self.uneven_target, UNEVEN_TARGETS, "convert.uneven_target: median|smallest"),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    f"invalid convert.{name}",
+                    expected=" or ".join(allowed),
+                    found=repr(value),
+                    fix=f"set convert.{name} in the config ({flag})",
+                )
         if self.tilt not in TILT_MODES:
             raise ConfigError(
                 "invalid gantry tilt policy",
@@ -52,7 +77,16 @@ class ConvertOptions:
     @classmethod
     def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ConvertOptions":
         """Options from the ``convert`` config section; ``overrides`` that are not None win."""
-        keys = ("spacing_tolerance_mm", "orientation_tolerance", "tilt", "tilt_tolerance_deg", "min_slices")
+        keys = (
+            "spacing_tolerance_mm",
+            "orientation_tolerance",
+            "tilt",
+            "tilt_tolerance_deg",
+            "min_slices",
+            "prefer_kernels",
+            "uneven_spacing",
+            "uneven_target",
+        )
         values = {k: section[k] for k in keys if k in section}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -64,6 +98,7 @@ class ConvertOptions:
             orientation_tolerance=self.orientation_tolerance,
             tilt_tolerance_deg=self.tilt_tolerance_deg,
             min_slices=self.min_slices,
+            uneven="allow" if self.uneven_spacing == "resample" else "error",
         )
 
 
@@ -108,17 +143,28 @@ def convert_study(
             found=f"{scan.n_other_files} other files, {len(scan.unreadable)} unreadable DICOM files",
             fix="point STUDY_DIR at the folder holding the study's DICOM files",
         )
-    groups = group_series(scan.headers)
+    headers = choose_study(scan.headers, options.study_uid)
+    groups = split_stacks(group_series(headers))
     selection = select_series(
         groups,
         min_slices=options.min_slices,
         series_uid=options.series_uid,
         position_tolerance_mm=options.spacing_tolerance_mm,
+        prefer_kernels=options.prefer_kernels,
     )
     chosen = selection.chosen
-    log.info("chosen series %s (%d files): %s", chosen.key, chosen.n_files, selection.why)
+    log.info("chosen series %s (%d slices): %s", chosen.key, chosen.n_files, selection.why)
     for cand, reasons in selection.rejected:
-        log.info("not converted: series %s (%d files): %s", cand.key, cand.n_files, "; ".join(reasons))
+        if cand.group.series == chosen.group.series:
+            log.warning(
+                "dropped %d slice(s) of the chosen series %s (stack %s): %s",
+                cand.n_files,
+                chosen.group.series,
+                cand.key,
+                "; ".join(reasons),
+            )
+        else:
+            log.info("not converted: series %s (%d slices): %s", cand.key, cand.n_files, "; ".join(reasons))
     t1 = time.perf_counter()
 
     stack = _validate(chosen.group.headers, chosen.key, options, scan, selection)
@@ -137,6 +183,7 @@ def convert_study(
     volume, report = build_volume(stack, resample_tilt=stack.tilted)
     t2 = time.perf_counter()
     settings = asdict(options)
+    settings["study_uid"] = "given (--study-uid)" if options.study_uid else None  # the UID itself stays out
     sidecar = build_sidecar(
         scan=scan, selection=selection, stack=stack, geometry=volume.geometry, report=report, settings=settings
     )

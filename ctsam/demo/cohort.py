@@ -38,6 +38,13 @@ def case_ids(n_cases: int) -> list[str]:
     return [f"demo-{k:03d}" for k in range(1, n_cases + 1)]
 
 
+def cohort_case_ids(n_cases: int, *, defects: bool = False) -> list[str]:
+    """Every case id of a cohort: the ``n_cases`` clean ones, then (``defects``) one per planted defect."""
+    from ctsam.demo.defects import defect_case_ids
+
+    return case_ids(n_cases) + (defect_case_ids() if defects else [])
+
+
 def corrupt_case_id(n_cases: int) -> str:
     """The case made unreadable by ``--corrupt-case`` (the last one)."""
     return case_ids(n_cases)[-1]
@@ -79,6 +86,10 @@ def case_paths(cohort_dir: str | os.PathLike[str], case_id: str) -> DemoCasePath
 
 
 def _index_of(case_id: str, n_cases: int) -> int:
+    from ctsam.demo.defects import defect_index, defect_of
+
+    if defect_of(case_id):
+        return defect_index(defect_of(case_id))
     ids = case_ids(n_cases)
     if case_id not in ids:
         raise ConfigError(
@@ -113,6 +124,7 @@ def rows_bottom_up(labelmap: LabelMap) -> LabelMap:
 
 def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int, seed: int, corrupt_case: bool) -> DemoCasePaths:
     """Write one case (DICOM series, truth, coarse labels, phantom.json) and return its paths."""
+    from ctsam.demo.defects import defect_of, plant
     from ctsam.demo.dicom import write_series
     from ctsam.demo.lesions import lesion_rng, lesions_tsv_text
     from ctsam.demo.phantom import draw_spec, make_phantom
@@ -123,6 +135,9 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
     rng = np.random.default_rng([int(seed), index])
     spec = draw_spec(rng)
     phantom = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, index))
+    defect = None
+    if defect_of(case_id):
+        phantom, defect = plant(defect_of(case_id), phantom)
     paths = case_paths(cohort_dir, case_id)
     corrupt = corrupt_case and case_id == corrupt_case_id(n_cases)
     nz = spec.shape_zyx[0]
@@ -148,6 +163,7 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
             "coarse_spacing_mm": spec.coarse_spacing_mm,
             "coarse_errors": phantom.coarse_errors,
             "corrupt": f"slices {skip[0]} and {skip[1]} (0-based) missing from the DICOM series" if corrupt else None,
+            "defect": defect,
             "structures": sorted(phantom.truth.labels[i] for i in phantom.truth.present_labels()),
             "lesions": [les.to_dict() for les in phantom.lesions],
         },
@@ -156,12 +172,12 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
     return paths
 
 
-def write_samples_tsv(cohort_dir: str | os.PathLike[str], n_cases: int) -> Path:
+def write_samples_tsv(cohort_dir: str | os.PathLike[str], n_cases: int, *, defects: bool = False) -> Path:
     """Write ``DIR/samples.tsv`` with paths relative to ``DIR``."""
     from ctsam.io.atomic import atomic_write_text
 
     lines = ["\t".join(SAMPLES_COLUMNS)]
-    for case_id in case_ids(n_cases):
+    for case_id in cohort_case_ids(n_cases, defects=defects):
         p = case_paths(".", case_id)
         lines.append("\t".join([case_id, str(p.dicom_dir), str(p.coarse), str(p.truth)]))
     path = Path(cohort_dir) / "samples.tsv"
@@ -170,17 +186,17 @@ def write_samples_tsv(cohort_dir: str | os.PathLike[str], n_cases: int) -> Path:
 
 
 def write_cohort(cohort_dir: str | os.PathLike[str], *, n_cases: int, seed: int = 0, corrupt_case: bool = False,
-                 only: list[str] | None = None) -> list[str]:
+                 only: list[str] | None = None, defects: bool = False) -> list[str]:
     """Write the demo cohort (or only the cases in ``only``); return the case ids written."""
     if n_cases < 1:
         raise ConfigError("a demo cohort needs at least one case", expected="--cases >= 1", found=str(n_cases))
     from ctsam.progress import Progress
 
-    ids = only if only else case_ids(n_cases)
+    ids = only if only else cohort_case_ids(n_cases, defects=defects)
     progress = Progress(len(ids), "demo cases")
     for case_id in ids:
         write_case(cohort_dir, case_id, n_cases=n_cases, seed=seed, corrupt_case=corrupt_case)
         progress.update(item=case_id)
     if not only:
-        write_samples_tsv(cohort_dir, n_cases)
+        write_samples_tsv(cohort_dir, n_cases, defects=defects)
     return list(ids)

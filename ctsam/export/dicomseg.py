@@ -5,11 +5,13 @@ on the source series' voxel grid (any axis order or flips: each source slice is 
 position). Source headers with empty UIDs (real: ``totalseg_examples/example_ct_dicom``) are
 repaired in memory before highdicom sees them: empty SOP Class UID -> the file meta's Media Storage
 SOP Class UID; empty SOP Instance / Series / Study / Frame of Reference UIDs -> UIDs derived
-deterministically from the files' contents; an empty Specific Character Set is removed. The source
+deterministically from the files' contents; missing type 2 patient/study attributes (e.g. no
+PatientBirthDate, as in the demo series) -> present and empty; an empty Specific Character Set is removed. The source
 files are never modified.
 
-The SEG carries the source's patient and study modules (so PACS files it with the right study); it
-is meant for clinical systems, not for tables or logs. Identical inputs give identical bytes: UIDs
+By default the SEG carries the source's patient and study modules (so PACS files it with the right
+study); it is meant for clinical systems, not for tables or logs. ``identity="deidentify"`` writes a
+de-identified object instead (:mod:`ctsam.export.identity`). Identical inputs give identical bytes: UIDs
 are derived from content hashes, and the dates/times highdicom would set to "now" are copied from
 the source series.
 """
@@ -33,6 +35,9 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 _UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's prefix, used by pydicom.uid.generate_uid
 _POSITION_TOLERANCE_VOX = 0.05
+# type 2 patient / study attributes a derived object copies (present, may be empty); some writers omit them
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
 def _uid(*parts: str) -> str:
@@ -99,6 +104,10 @@ def read_source_series(dicom_dir: str | os.PathLike[str], *, case: str | None = 
             if not str(ds.get(key, "")):
                 setattr(ds, key, value)
                 _note(repairs, f"{key} was empty: generated from the series content")
+        for key in _TYPE2:
+            if key not in ds:
+                setattr(ds, key, "")
+                _note(repairs, f"{key} (type 2) was missing: added empty")
         if "SpecificCharacterSet" in ds and not str(ds.SpecificCharacterSet or "").strip():
             del ds.SpecificCharacterSet
             _note(repairs, "empty SpecificCharacterSet removed")
@@ -245,15 +254,21 @@ def export_seg(
     *,
     case: str | None = None,
     transfer_syntax: str = "jpegls",
+    identity: str = "copy",
+    uid_salt: str = "",
 ) -> dict:
     """Write a DICOM-SEG for ``labelmap`` referencing the series in ``dicom_dir`` (atomically).
 
-    Returns ``{"segments", "frames", "repairs"}``.
+    ``identity``: ``copy`` the source's patient/study identity, or ``deidentify`` (basic
+    confidentiality profile; patient name/id = ``case``). Returns ``{"segments", "frames", "repairs"}``.
     """
+    from ctsam.export.identity import apply_identity, check_mode
     from ctsam.io.atomic import atomic_path
 
+    check_mode(identity)
     datasets, repairs = read_source_series(dicom_dir, case=case)
     seg = build_segmentation(labelmap, datasets, case=case, transfer_syntax=transfer_syntax)
+    apply_identity(seg, identity, pseudonym=case, salt=uid_salt)
     with atomic_path(output) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return {"segments": len(seg.SegmentSequence), "frames": int(seg.NumberOfFrames), "repairs": repairs}

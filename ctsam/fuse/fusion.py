@@ -37,12 +37,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ctsam.errors import InputDataError
+from ctsam.labels import OutputVocabulary, build_vocabulary, default_vocabulary  # noqa: F401 - re-exported
+from ctsam.masks import box_intersection, box_union, edge_voxels, grow_box
 from ctsam.refine.refined_file import RefinedCase, StructureProbability
 from ctsam.volume import LabelMap, check_same_space, smallest_label_dtype, z_slabs
 
@@ -50,98 +51,6 @@ log = logging.getLogger(__name__)
 
 SOURCE_REFINED = "refined"
 SOURCE_COARSE = "coarse"
-
-
-# ---------------------------------------------------------------------------------------- vocabulary
-@dataclass(frozen=True)
-class OutputVocabulary:
-    """The fused label table and how source (TotalSegmentator ``total``) names map onto it.
-
-    Attributes:
-        labels: output index -> output structure name (1-based, 0 = background).
-        source_to_output: source structure name -> output structure name. Output names map to
-            themselves implicitly, so label maps already in the output vocabulary also work.
-    """
-
-    labels: dict[int, str]
-    source_to_output: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        names = list(self.labels.values())
-        if len(set(names)) != len(names):
-            raise ValueError("output vocabulary has duplicate names")
-        index = {n: i for i, n in self.labels.items()}
-        bad = sorted(v for v in self.source_to_output.values() if v not in index)
-        if bad:
-            raise ValueError(f"source_to_output maps onto names missing from the output labels: {bad[:5]}")
-        object.__setattr__(self, "_index", index)
-
-    def output_name(self, source_name: str) -> str | None:
-        """The output name of a source (coarse/refined) structure, or None when it has none."""
-        if source_name in self.source_to_output:
-            return self.source_to_output[source_name]
-        return source_name if source_name in self._index else None  # type: ignore[attr-defined]
-
-    def output_index(self, output_name: str) -> int | None:
-        return self._index.get(output_name)  # type: ignore[attr-defined]
-
-    def to_dict(self) -> dict:
-        return {"labels": {str(k): v for k, v in sorted(self.labels.items())}, "source_to_output": dict(sorted(self.source_to_output.items()))}
-
-
-def build_vocabulary(
-    structures: Sequence[str],
-    one_to_one: dict[str, str],
-    source_classes: Iterable[str],
-    *,
-    keep_unmapped: bool,
-) -> OutputVocabulary:
-    """Assemble the output vocabulary.
-
-    Args:
-        structures: the output structure names in id order (ids 1..len).
-        one_to_one: source name -> output name for the classes with an exact counterpart.
-        source_classes: every source class name in source id order (e.g. all 117 TotalSegmentator
-            ``total`` classes). Those without a 1:1 counterpart become extra output classes numbered
-            after ``len(structures)`` when ``keep_unmapped`` is set, in this order.
-    """
-    labels = {i + 1: n for i, n in enumerate(structures)}
-    mapping = dict(one_to_one)
-    if keep_unmapped:
-        taken = set(structures)
-        nxt = len(structures) + 1
-        for name in source_classes:
-            if name in mapping or name in taken:
-                continue
-            labels[nxt] = name
-            taken.add(name)
-            nxt += 1
-    return OutputVocabulary(labels=labels, source_to_output=mapping)
-
-
-def default_vocabulary(*, keep_unmapped: bool = True) -> OutputVocabulary:
-    """The 107 CT-SAM3D structures (ids 1..107, :mod:`ctsam.labels`) plus, when ``keep_unmapped``,
-    the TotalSegmentator ``total`` classes without a 1:1 counterpart (``heart`` and the 19 classes
-    CT-SAM3D never saw) as ids 108.. in ``total`` id order.
-
-    The 1:1 classes share their names with ``total``, so no explicit name map is needed; coarse
-    maps that carry CT-SAM3D names (ctsam's coarse extension ids, e.g. heart chambers from a user
-    label map) map by identity too.
-    """
-    from ctsam import labels as catalogue
-
-    structures = [s.name for s in catalogue.ctsam107_structures()]
-    one_to_one = {
-        catalogue.ts_total_name(s.ts_total_id): s.name
-        for s in catalogue.ctsam107_structures()
-        if s.mapping_kind == "one_to_one" and s.ts_total_id is not None
-    }
-    return build_vocabulary(
-        structures,
-        one_to_one,
-        [c.name for c in catalogue.ts_total_classes()],
-        keep_unmapped=keep_unmapped,
-    )
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -211,23 +120,6 @@ def _clean(d: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _grow(box: tuple[slice, ...], by: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(max(s.start - b, 0), min(s.stop + b, n)) for s, b, n in zip(box, by, shape))
-
-
-def _intersect(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...] | None:
-    out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b))
-    return None if any(s.stop <= s.start for s in out) else out
-
-
-def _union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
-
-
 def _sub(box: tuple[slice, ...], within: tuple[slice, ...]) -> tuple[slice, ...]:
     """``box`` expressed relative to the origin of ``within``."""
     return tuple(slice(s.start - w.start, s.stop - w.start) for s, w in zip(box, within))
@@ -257,8 +149,6 @@ def _restrict_to_margin(
     an edge voxel).
     """
     from scipy.spatial import cKDTree
-
-    from ctsam.qc.metrics import edge_voxels
 
     inside = _member_mask(coarse, region, members)
     outside = cand & ~inside
@@ -324,7 +214,7 @@ def fuse(
             dropped_coarse.append(src)
             continue
         members.setdefault(out, []).append(i)
-        member_box[out] = _union(member_box.get(out), box)  # type: ignore[assignment]
+        member_box[out] = box_union(member_box.get(out), box)  # type: ignore[assignment]
         coarse_count[out] = coarse_count.get(out, 0) + int(np.count_nonzero(coarse.array[box] == i))
     if dropped_coarse:
         log.info("coarse classes without an output structure (dropped): %s", ", ".join(dropped_coarse))
@@ -415,7 +305,7 @@ def fuse(
         rec, s = report[out], refined_by_out[out]
         region = s.slices
         if out in members:
-            region = _intersect(region, _grow(member_box[out], margin_vox, shape))
+            region = box_intersection(region, grow_box(member_box[out], margin_vox, shape))
             if region is None:
                 continue
         p = s.probs_u8[_sub(region, s.slices)]
@@ -436,7 +326,7 @@ def fuse(
             if out not in members:
                 continue
             rec = report[out]
-            box = _union(member_box[out], claim_box.get(out))
+            box = box_union(member_box[out], claim_box.get(out))
             view = out_arr[box]
             unl = (view == 0) & _member_mask(coarse.array, box, members[out])  # type: ignore[arg-type]
             if mode == "enclosed" and unl.any():

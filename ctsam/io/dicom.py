@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
+#: SOP classes whose files hold many frames, each with its own geometry in functional groups.
+MULTIFRAME_CT_CLASSES = (ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE)
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 #: Acquisition facts copied into the sidecar (the allow-list; nothing else leaves the DICOM files).
 ACQUISITION_TAGS: tuple[str, ...] = (
@@ -82,6 +86,8 @@ _STRUCTURE_TAGS: tuple[str, ...] = (
     "PixelRepresentation",
     "RescaleSlope",
     "RescaleIntercept",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
 )
 
 HEADER_TAGS: tuple[str, ...] = tuple(dict.fromkeys(_STRUCTURE_TAGS + ACQUISITION_TAGS))
@@ -98,6 +104,11 @@ class DicomHeader:
         iop: ImageOrientationPatient (row cosines, then column cosines), or None.
         pixel_spacing_mm: PixelSpacing as (between rows, between columns) in mm, or None.
         acquisition: allow-listed acquisition facts (:data:`ACQUISITION_TAGS`), JSON-ready values.
+        frame_index: for one frame of a multi-frame (Enhanced CT) file, the frame's 0-based index;
+            None for a single-frame file. Geometry, rescale and ImageType are then the frame's own
+            (from the per-frame and shared functional groups).
+        frame_stack: for a frame, its StackID and TemporalPositionIndex (frames of different
+            stacks or time points are never mixed); empty otherwise.
     """
 
     path: Path
@@ -129,6 +140,8 @@ class DicomHeader:
     pixel_data_offset: int | None = None
     pixel_data_length: int | None = None
     acquisition: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    frame_index: int | None = None
+    frame_stack: str = ""
 
     @property
     def is_original_axial(self) -> bool:
@@ -161,18 +174,26 @@ class SeriesGroup:
     """Files that form one series.
 
     Attributes:
-        key: the SeriesInstanceUID, or ``auto-<hash>`` for files without one (see :func:`group_series`).
+        key: the SeriesInstanceUID, or ``auto-<hash>`` for files without one (see :func:`group_series`);
+            ``<series key>#<n>`` for the n-th stack of a series split into stacks.
         grouped_by: how the group was formed (``SeriesInstanceUID`` or the fallback description).
-        headers: the files, sorted by relative path.
+        headers: the files (or frames), sorted by relative path.
+        series_key: for a stack of a split series, the series' key; empty otherwise.
     """
 
     key: str
     grouped_by: str
     headers: list[DicomHeader]
+    series_key: str = ""
 
     @property
     def first(self) -> DicomHeader:
         return self.headers[0]
+
+    @property
+    def series(self) -> str:
+        """The series this group belongs to (its own key unless it is one stack of a split series)."""
+        return self.series_key or self.key
 
 
 # ---------------------------------------------------------------------------- scanning
@@ -208,21 +229,25 @@ def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
     headers: list[DicomHeader] = []
     unreadable: list[tuple[str, str]] = []
     n_other = 0
+    from ctsam.progress import Progress
+
+    progress = Progress(len(candidates), "reading DICOM headers")
     for path in candidates:
+        progress.update()
         rel = path.relative_to(root).as_posix()
         if not is_dicom_part10(path):
             n_other += 1
             continue
         try:
-            header = read_header(path, rel=rel)
-            if not header.sop_class_uid:
+            found = read_headers(path, rel=rel)
+            if not found or not found[0].sop_class_uid:
                 raise ValueError("no SOP Class UID: the header is corrupt or truncated")
         except Exception as err:  # noqa: BLE001 - any parse failure means "unreadable file"
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             log.warning("skipping unreadable DICOM file %s (%s)", rel, reason)
             unreadable.append((rel, reason))
             continue
-        headers.append(header)
+        headers.extend(found)
     log.info(
         "found %d DICOM files below %s (%d unreadable, %d other files ignored)",
         len(headers),
@@ -234,17 +259,41 @@ def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
 
 
 def read_header(path: Path, *, rel: str | None = None) -> DicomHeader:
-    """Read the tags ctsam needs from one DICOM file (no pixel data)."""
+    """Read the tags ctsam needs from one DICOM file (no pixel data); a multi-frame file as a whole."""
+    return _file_header(_read_dataset(path), path, rel)
+
+
+def read_headers(path: Path, *, rel: str | None = None) -> list[DicomHeader]:
+    """The slices of one DICOM file: the file itself, or one header per frame of a multi-frame CT file.
+
+    Frames of Enhanced CT and Legacy Converted Enhanced CT files take position, orientation, pixel
+    spacing, rescale, ImageType (FrameType) and kernel from their per-frame functional group, else
+    from the shared one, else from the top-level attributes.
+    """
+    ds = _read_dataset(path)
+    header = _file_header(ds, path, rel)
+    if header.sop_class_uid in MULTIFRAME_CT_CLASSES and "PerFrameFunctionalGroupsSequence" in ds:
+        return _frame_headers(ds, header)
+    return [header]
+
+
+def _read_dataset(path: Path) -> Any:
     import pydicom
 
     # values over 1 KiB (the pixel data) are deferred: not read, only located in the file
-    ds = pydicom.dcmread(path, defer_size=1024, specific_tags=[*HEADER_TAGS, "PixelData"])
+    return pydicom.dcmread(path, defer_size=1024, specific_tags=[*HEADER_TAGS, "PixelData"])
+
+
+def _file_header(ds: Any, path: Path, rel: str | None) -> DicomHeader:
     meta = getattr(ds, "file_meta", None)
     sop_class = _str(ds, "SOPClassUID") or _str(meta, "MediaStorageSOPClassUID")
     sop_instance = _str(ds, "SOPInstanceUID") or _str(meta, "MediaStorageSOPInstanceUID")
     spacing = _floats(ds, "PixelSpacing", 2)
+    syntax = _str(meta, "TransferSyntaxUID")
     # the raw element: where the pixel data sits in the file, without reading it
     pixel_elem = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
+    # a deflated file's offsets are positions in the inflated stream, not in the file
+    located = syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
     return DicomHeader(
         path=path,
         rel=rel if rel is not None else path.name,
@@ -267,15 +316,80 @@ def read_header(path: Path, *, rel: str | None = None) -> DicomHeader:
         samples_per_pixel=_int(ds, "SamplesPerPixel") or 1,
         rescale_slope=_float(ds, "RescaleSlope", 1.0),
         rescale_intercept=_float(ds, "RescaleIntercept", 0.0),
-        transfer_syntax_uid=_str(meta, "TransferSyntaxUID"),
-        pixel_problem=_pixel_problem(ds, pixel_elem, path),
+        transfer_syntax_uid=syntax,
+        pixel_problem=_pixel_problem(ds, pixel_elem, path) if located else _missing_pixels(pixel_elem),
         bits_allocated=_int(ds, "BitsAllocated"),
         bits_stored=_int(ds, "BitsStored"),
         pixel_representation=_int(ds, "PixelRepresentation") or 0,
-        pixel_data_offset=getattr(pixel_elem, "value_tell", None),
-        pixel_data_length=getattr(pixel_elem, "length", None),
+        pixel_data_offset=getattr(pixel_elem, "value_tell", None) if located else None,
+        pixel_data_length=getattr(pixel_elem, "length", None) if located else None,
         acquisition={tag: _json_value(ds, tag) for tag in ACQUISITION_TAGS},
     )
+
+
+def _frame_headers(ds: Any, header: DicomHeader) -> list[DicomHeader]:
+    """One header per frame of a multi-frame CT file (functional groups: per-frame, then shared)."""
+    import dataclasses
+
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    frames = _raw(ds, "PerFrameFunctionalGroupsSequence") or []
+    out: list[DicomHeader] = []
+    for k, item in enumerate(frames):
+        groups = (item, shared)
+
+        def macro(seq: str, groups: tuple = groups) -> Any:
+            for g in groups:
+                found = _first_item(g, seq)
+                if found is not None:
+                    return found
+            return None
+
+        position = macro("PlanePositionSequence")
+        orientation = macro("PlaneOrientationSequence")
+        measures = macro("PixelMeasuresSequence")
+        transform = macro("PixelValueTransformationSequence")
+        frame_type = macro("CTImageFrameTypeSequence")
+        content = macro("FrameContentSequence")
+        recon = macro("CTReconstructionSequence")
+        acquisition = dict(header.acquisition)
+        if _str(recon, "ConvolutionKernel"):
+            acquisition["ConvolutionKernel"] = _json_value(recon, "ConvolutionKernel")
+        if measures is not None:
+            for tag in ("SliceThickness", "PixelSpacing"):
+                if _json_value(measures, tag) is not None:
+                    acquisition[tag] = _json_value(measures, tag)
+        types = _strs(frame_type, "FrameType") if frame_type is not None else []
+        stack_id = _str(content, "StackID")
+        temporal = _int(content, "TemporalPositionIndex")
+        out.append(
+            dataclasses.replace(
+                header,
+                rel=f"{header.rel} [frame {k + 1}]",
+                instance_number=_int(content, "InStackPositionNumber") or k + 1,
+                image_type=tuple(v.upper() for v in types) or header.image_type,
+                ipp_xyz_mm=_floats(position, "ImagePositionPatient", 3) or header.ipp_xyz_mm,  # type: ignore[arg-type]
+                iop=_floats(orientation, "ImageOrientationPatient", 6) or header.iop,  # type: ignore[arg-type]
+                pixel_spacing_mm=_floats(measures, "PixelSpacing", 2) or header.pixel_spacing_mm,  # type: ignore[arg-type]
+                rescale_slope=_float(transform, "RescaleSlope", header.rescale_slope),
+                rescale_intercept=_float(transform, "RescaleIntercept", header.rescale_intercept),
+                acquisition=acquisition,
+                frame_index=k,
+                frame_stack="" if not stack_id and temporal is None else f"stack {stack_id or '-'}, time {temporal}",
+            )
+        )
+    return out
+
+
+def _first_item(ds: Any, keyword: str) -> Any:
+    seq = _raw(ds, keyword)
+    try:
+        return seq[0] if seq else None
+    except (TypeError, IndexError):
+        return None
+
+
+def _missing_pixels(elem: Any) -> str | None:
+    return "no pixel data (truncated file, or not an image)" if elem is None else None
 
 
 def _pixel_problem(ds: Any, elem: Any, path: Path) -> str | None:
@@ -379,45 +493,124 @@ def _has_duplicate_positions(headers: list[DicomHeader]) -> bool:
 
 
 # ---------------------------------------------------------------------------- pixels
-def read_pixels(header: DicomHeader) -> np.ndarray:
-    """Decode the stored pixel values of one single-frame, single-sample file, shape (rows, columns).
+#: Transfer syntaxes with compressed pixel data: name, and the pip packages that decode them.
+TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
+    "1.2.840.10008.1.2": ("Implicit VR Little Endian", "pydicom"),
+    "1.2.840.10008.1.2.1": ("Explicit VR Little Endian", "pydicom"),
+    "1.2.840.10008.1.2.1.99": ("Deflated Explicit VR Little Endian", "pydicom"),
+    "1.2.840.10008.1.2.2": ("Explicit VR Big Endian", "pydicom"),
+    "1.2.840.10008.1.2.5": ("RLE Lossless", "pydicom (faster: pylibjpeg-rle)"),
+    "1.2.840.10008.1.2.4.50": ("JPEG Baseline (Process 1)", "pylibjpeg-libjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.51": ("JPEG Extended (Process 2 & 4)", "pylibjpeg-libjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.57": ("JPEG Lossless, Non-Hierarchical (Process 14)", "pylibjpeg-libjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.70": ("JPEG Lossless, First-Order Prediction (Process 14 SV1)", "pylibjpeg-libjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.80": ("JPEG-LS Lossless", "pyjpegls, pylibjpeg-libjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.81": ("JPEG-LS Near-Lossless", "pyjpegls, pylibjpeg-libjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.90": ("JPEG 2000 Lossless", "pylibjpeg-openjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.91": ("JPEG 2000", "pylibjpeg-openjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.201": ("High-Throughput JPEG 2000 Lossless", "pylibjpeg-openjpeg"),
+    "1.2.840.10008.1.2.4.202": ("High-Throughput JPEG 2000 with RPCL Lossless", "pylibjpeg-openjpeg"),
+    "1.2.840.10008.1.2.4.203": ("High-Throughput JPEG 2000", "pylibjpeg-openjpeg"),
+    "1.2.840.10008.1.2.4.110": ("JPEG XL Lossless", "none for pydicom 3.0 (re-export with another syntax)"),
+    "1.2.840.10008.1.2.4.111": ("JPEG XL JPEG Recompression", "none for pydicom 3.0 (re-export with another syntax)"),
+    "1.2.840.10008.1.2.4.112": ("JPEG XL", "none for pydicom 3.0 (re-export with another syntax)"),
+}
 
-    Values are the raw stored values (before RescaleSlope/Intercept). JPEG-2000 and JPEG-LS need
-    the pylibjpeg plugins (``pylibjpeg-openjpeg``, ``pylibjpeg-libjpeg``).
+
+def transfer_syntax_name(uid: str) -> str:
+    """``"<name> (<uid>)"``, or the UID alone when unknown."""
+    known = TRANSFER_SYNTAXES.get(uid)
+    if known:
+        return f"{known[0]} ({uid})"
+    try:
+        from pydicom.uid import UID
+
+        name = UID(uid).name
+        return f"{name} ({uid})" if name and name != uid else uid or "(no transfer syntax)"
+    except Exception:  # noqa: BLE001
+        return uid or "(no transfer syntax)"
+
+
+def decoder_problem(uid: str) -> str | None:
+    """Why pydicom with the installed plugins cannot decode ``uid``, naming the package to install; None if it can."""
+    if uid in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN):
+        return None
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        decoder = None
+    package = TRANSFER_SYNTAXES.get(uid, ("", "no known Python package"))[1]
+    if decoder is None:
+        return f"pydicom has no decoder for transfer syntax {transfer_syntax_name(uid)} (decoders: {package})"
+    if not decoder.is_available:
+        return (
+            f"no decoder plugin is installed for transfer syntax {transfer_syntax_name(uid)}; "
+            f"it is decoded by {package} (pip install {package.split(' ')[0].rstrip(',')})"
+        )
+    return None
+
+
+def read_pixels(header: DicomHeader) -> np.ndarray:
+    """Decode the stored pixel values of one slice (a single-frame file, or one frame), shape (rows, columns).
+
+    Values are the raw stored values (before RescaleSlope/Intercept). Compressed transfer syntaxes
+    need the decoder plugins listed in :data:`TRANSFER_SYNTAXES`.
 
     Raises:
-        DicomSeriesError: the pixel data is missing, truncated, or cannot be decoded.
+        DicomSeriesError: the pixel data is missing, truncated, cannot be decoded, or no decoder
+            for its transfer syntax is installed (the error names the syntax and the package).
     """
-    from pydicom.pixels import pixel_array
-
     fast = _read_native_16bit(header)
     if fast is not None:
         return fast
-    try:
-        array = pixel_array(header.path)
-    except Exception as err:  # noqa: BLE001 - every decoder failure becomes one clear error
-        found = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        fix = "re-export or re-copy this file from the archive"
-        low = found.lower()
-        if "plugin" in low or "no pixel data handler" in low or "unable to decompress" in low or "decoder" in low:
-            fix = (
-                f"install a decoder for transfer syntax {header.transfer_syntax_uid} "
-                "(pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg), or re-export uncompressed"
-            )
+    array = decode_file(header)
+    if header.frame_index is not None:
+        array = array[header.frame_index] if array.ndim == 3 else array
+    return _check_shape(array, header)
+
+
+def decode_file(header: DicomHeader) -> np.ndarray:
+    """Decode every frame of ``header``'s file: shape (rows, columns), or (frames, rows, columns)."""
+    missing = decoder_problem(header.transfer_syntax_uid)
+    if missing:
         raise DicomSeriesError(
             "cannot decode the pixel data of a slice of the chosen series",
             path=header.path,
-            expected=f"{header.rows}x{header.columns} pixels (transfer syntax {header.transfer_syntax_uid})",
+            expected=f"a transfer syntax with an installed decoder (this file: {transfer_syntax_name(header.transfer_syntax_uid)})",
+            found=missing,
+            fix="install the package named above (pip install ...), or re-export the series uncompressed",
+        )
+    try:
+        if header.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            import pydicom
+
+            array = pydicom.dcmread(header.path).pixel_array  # the whole dataset is deflated
+        else:
+            from pydicom.pixels import pixel_array
+
+            array = pixel_array(header.path)
+    except Exception as err:  # noqa: BLE001 - every decoder failure becomes one clear error
+        found = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        raise DicomSeriesError(
+            "cannot decode the pixel data of a slice of the chosen series",
+            path=header.path,
+            expected=f"{header.rows}x{header.columns} pixels ({transfer_syntax_name(header.transfer_syntax_uid)})",
             found=found,
-            fix=fix,
+            fix="the file's pixel data is damaged: re-export or re-copy this file from the archive",
         ) from err
+    return array
+
+
+def _check_shape(array: np.ndarray, header: DicomHeader) -> np.ndarray:
     if array.shape != (header.rows, header.columns):
         raise DicomSeriesError(
             "a slice of the chosen series has an unexpected pixel array shape",
             path=header.path,
             expected=f"({header.rows}, {header.columns}) (one frame, one sample per pixel)",
             found=str(array.shape),
-            fix="ctsam converts single-frame grayscale CT slices; re-export the series as such",
+            fix="ctsam converts grayscale CT slices; re-export the series as such",
         )
     return array
 
@@ -432,19 +625,22 @@ def _read_native_16bit(header: DicomHeader) -> np.ndarray | None:
     from BitsStored). Returns None when the file is not of that kind, so pydicom decodes it instead.
     """
     n = (header.rows or 0) * (header.columns or 0)
+    frames = header.number_of_frames
     if (
         header.transfer_syntax_uid not in _NATIVE_LITTLE_ENDIAN
         or header.bits_allocated != 16
         or header.samples_per_pixel != 1
-        or header.number_of_frames != 1
+        or (frames != 1 and header.frame_index is None)
         or header.pixel_data_offset is None
-        or header.pixel_data_length != 2 * n
+        or header.pixel_data_length is None
+        or header.pixel_data_length < 2 * n * frames
         or header.pixel_problem
         or n == 0
     ):
         return None
     signed = header.pixel_representation == 1
-    array = np.fromfile(header.path, dtype="<i2" if signed else "<u2", count=n, offset=header.pixel_data_offset)
+    offset = header.pixel_data_offset + 2 * n * (header.frame_index or 0)
+    array = np.fromfile(header.path, dtype="<i2" if signed else "<u2", count=n, offset=offset)
     if array.size != n:
         return None
     bits = header.bits_stored or 16

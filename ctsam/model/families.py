@@ -56,6 +56,20 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+def wrap_module(module: torch.nn.Module) -> PromptableModel:
+    """The seam view of a bare network (e.g. the module a training loop holds); shares its tensors."""
+    if isinstance(module, PromptableModel):
+        return module
+    if isinstance(module, CtSam3D):
+        return ctsam3d_family.wrap(module)
+    from ctsam.model.sam3d_adapter import Sam3dAdapterNet
+
+    if isinstance(module, Sam3dAdapterNet):
+        variant = next((v for v, c in SAM3D_VARIANTS.items() if c == module.config), "custom")
+        return sam3d_family.Sam3dAdapterModel(module, variant=variant)
+    raise TypeError(f"not a network of a known family: {type(module).__name__}")
+
+
 def build_model(family: str, variant: str) -> PromptableModel:
     """A randomly initialised model (seed torch first for reproducible weights)."""
     if family not in FAMILIES:
@@ -149,7 +163,7 @@ def load_model(path: str | os.PathLike[str], *, preset: str | None = None, devic
                 model.with_preset(preset)
     else:
         obj = ck.torch_load_weights(path)
-        if sam3d_family.is_published(obj):
+        if isinstance(obj, Mapping) and sam3d_family.is_published(obj):
             if not preset and require_preset:
                 raise CheckpointError("a published 3DSAM-adapter checkpoint needs its preset", path=path,
                                       expected="--preset kits | lits | msd_pancreas | msd_colon",

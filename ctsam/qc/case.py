@@ -16,8 +16,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ctsam.qc import flags as qcflags
+from ctsam.qc.case_flags import case_level_flags
 from ctsam.qc.measures import COMPONENT_CONNECTIVITY, border_contact, centroid_world_lps, component_stats, hu_stats
-from ctsam.qc.metrics import DEFINITIONS, compare_masks, padded_crop
+from ctsam.masks import DEFINITIONS, box_union, compare_masks, padded_crop
 from ctsam.refine.refined_file import RefinedCase
 from ctsam.volume import CTVolume, LabelMap, check_same_space
 
@@ -25,14 +26,6 @@ log = logging.getLogger(__name__)
 
 QC_FORMAT_VERSION = 1
 _MARGIN = 1
-
-
-def _union(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
 def compute_case_qc(
@@ -107,7 +100,7 @@ def compute_case_qc(
         members = ref_members.get(name, [])
         rbox = None
         for i in members:
-            rbox = _union(rbox, coarse_boxes[i - 1])
+            rbox = box_union(rbox, coarse_boxes[i - 1])
         rec: dict = {
             "name": name,
             "index": name_to_index.get(name),
@@ -132,7 +125,7 @@ def compute_case_qc(
                 rec["confidence"] = _confidence(fmask, fbox, s)
             del fmask
         if coarse is not None:
-            box = _union(fbox, rbox)
+            box = box_union(fbox, rbox)
             fcrop = padded_crop(final.array, box, _MARGIN) == fi if fi is not None else None
             ccrop = padded_crop(coarse.array, box, _MARGIN)
             rmask = np.isin(ccrop, members) if len(members) != 1 else ccrop == members[0]
@@ -145,12 +138,15 @@ def compute_case_qc(
             rec["coarse_volume_ml"] = ag.voxels_reference * voxel_ml
         qcflags.structure_flags(rec, config)
         records.append(rec)
+    records += qcflags.missing_partner_records(records, config, name_to_index)
+    records.sort(key=lambda r: (r["index"] if r.get("index") is not None else 10**6, r["name"]))
     qcflags.laterality_flags(records, config)
     for rec in records:
         rec["severity"] = qcflags.worst_severity(rec["flags"])
         rec["severity_score"] = qcflags.severity_score(rec["flags"])
 
-    all_flags = [f | {"structure": r["name"]} for r in records for f in r["flags"]]
+    case_flags = case_level_flags(final, config)
+    all_flags = case_flags + [f | {"structure": r["name"]} for r in records for f in r["flags"]]
     counts: dict[str, int] = {}
     for f in all_flags:
         counts[f["flag"]] = counts.get(f["flag"], 0) + 1
@@ -170,6 +166,7 @@ def compute_case_qc(
         "config": config,
         "n_structures": len(records),
         "unmatched_coarse_classes": unmatched_coarse,
+        "case_flags": case_flags,
         "summary": {
             "n_flags": len(all_flags),
             "flag_counts": dict(sorted(counts.items())),

@@ -9,7 +9,7 @@ def final_name_map(final_labels: dict[int, str], *, keep_unmapped: bool = True) 
     """A function mapping a coarse/refined structure name onto a name of the final label table.
 
     Names already in the final table map to themselves; others go through the fusion vocabulary
-    (:func:`ctsam.fuse.fusion.default_vocabulary`, loaded only when needed). Returns None for names
+    (:func:`ctsam.labels.default_vocabulary`, loaded only when needed). Returns None for names
     without a counterpart in the final table.
     """
     final_names = set(final_labels.values())
@@ -21,7 +21,7 @@ def final_name_map(final_labels: dict[int, str], *, keep_unmapped: bool = True) 
             return name
         if name not in cache:
             if not vocab:
-                from ctsam.fuse.fusion import default_vocabulary
+                from ctsam.labels import default_vocabulary
 
                 vocab.append(default_vocabulary(keep_unmapped=keep_unmapped))
             out = vocab[0].output_name(name)

@@ -30,6 +30,7 @@ THREAD_ENV_VARS = (
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_EMPTY = "empty"
+STATUS_TOO_SMALL = "too_small"
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,12 @@ class StructureTask:
 
 @dataclass(frozen=True)
 class StructureResult:
-    """Outcome for one structure: ``status`` is ok/failed/empty; ``features`` (name, value) in pyradiomics order."""
+    """Outcome for one structure: ``status`` is ok/failed/empty/too_small; ``features`` (name, value) in pyradiomics order.
+
+    ``too_small``: the mask (after resampling, if any) spans fewer axes or holds fewer voxels than the
+    parameter file's ``minimumROIDimensions`` / ``minimumROISize`` (a thin tube at 2 mm, a single slice
+    or voxel); the reason says which, so the row is a finding rather than a crash.
+    """
 
     label: int
     name: str
@@ -161,6 +167,35 @@ def resample_onto_grid(image, grid, interpolator):
     return rif.Execute(image)
 
 
+def mask_too_small(mask_zyx, params: dict, *, resampled: bool, spacing_xyz_mm: tuple[float, ...]) -> str:
+    """Why pyradiomics would refuse ``mask_zyx`` (its ``checkMask`` limits), or ``""`` when it is large enough.
+
+    pyradiomics raises on a mask whose bounding box spans fewer than ``minimumROIDimensions`` axes
+    (default 2) or that holds fewer than ``minimumROISize`` voxels; ctsam checks first and says so.
+    """
+    import numpy as np
+
+    settings = (params or {}).get("setting") or {}
+    min_dims = int(settings.get("minimumROIDimensions") or 2)
+    min_size = settings.get("minimumROISize")
+    mask = np.asarray(mask_zyx) > 0
+    n = int(np.count_nonzero(mask))
+    if n == 0:
+        return "no voxels left" + (" after resampling" if resampled else "")
+    coords = np.nonzero(mask)
+    extent = [int(c.max() - c.min() + 1) for c in coords]  # z, y, x
+    dims = sum(e > 1 for e in extent)
+    grid = "x".join(f"{v:g}" for v in spacing_xyz_mm) + " mm"
+    where = f"on the {'resampled ' if resampled else ''}{grid} grid"
+    if dims < min_dims:
+        return (f"mask spans {dims} axis/axes {where} (extent z,y,x = {extent[0]},{extent[1]},{extent[2]} voxels, "
+                f"{n} voxels); minimumROIDimensions is {min_dims}: a single slice, line or voxel has no 3-D texture "
+                "(use a finer resampledPixelSpacing for thin structures)")
+    if min_size is not None and n < int(min_size):
+        return f"mask holds {n} voxels {where}; minimumROISize is {int(min_size)}"
+    return ""
+
+
 def extract_structure(task: StructureTask) -> StructureResult:
     """Extract one structure's features; any exception becomes a ``failed`` result with its reason."""
     t0 = time.perf_counter()
@@ -173,6 +208,11 @@ def extract_structure(task: StructureTask) -> StructureResult:
         mask = to_sitk(task.mask_zyx, task.mask_geometry)
         if task.grid is not None:
             image = resample_onto_grid(image, task.grid, task.interpolator)
+        too_small = mask_too_small(task.mask_zyx, task.params, resampled=task.grid is not None,
+                                   spacing_xyz_mm=tuple(task.mask_geometry.spacing_xyz_mm))
+        if too_small:
+            return StructureResult(task.label, task.name, task.n_voxels, STATUS_TOO_SMALL, too_small, (),
+                                   time.perf_counter() - t0)
         raw = _extractor(task).execute(image, mask, label=1)
         features = tuple(
             (str(k), float(np.asarray(v, dtype=float))) for k, v in raw.items() if not str(k).startswith("diagnostics_")

@@ -83,13 +83,15 @@ def snapshot_for(c: CaseQC, *, ct_pattern: str | None, labels_pattern: str | Non
         ct = read_ct(ct_path, case=c.case)
         lab = read_labelmap(lab_path, case=c.case)
         focus, world = _focus(c.doc)
+        outline = next((i for i, n in lab.labels.items() if n == focus), None) if focus else None
         png = render_snapshot(
             ct.array,
             lab.array,
             lab.geometry,
             lab.labels,
             focus_world_xyz=world,
-            title=f"{c.case}" + (f" — through {focus}" if focus else ""),
+            title=f"{c.case}" + (f" — through {focus} (outlined)" if focus else ""),
+            outline_label=outline,
         )
         return png, None, focus
     except (CtsamError, ValueError) as err:
@@ -105,6 +107,7 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
     ckpts: Counter = Counter()
     software: dict[str, Counter] = {}
     stages: dict[str, dict[str, list[float]]] = {}
+    demo_weight_cases: list[str] = []
     n = 0
     for c in cases:
         p = c.case_dir / manifest_name
@@ -116,6 +119,8 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
             log.warning("unreadable manifest %s: %s", p, err)
             continue
         n += 1
+        if any("DEMO WEIGHTS" in str(w) for w in m.get("warnings") or []):
+            demo_weight_cases.append(c.case)
         digests[str(m.get("config_digest"))] += 1
         versions[str(m.get("ctsam_version"))] += 1
         for ck in m.get("checkpoints") or []:
@@ -131,6 +136,7 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
                 st["rss"].append(float(b["max_rss_mb"]))
     return {
         "n_manifests": n,
+        "demo_weight_cases": demo_weight_cases,
         "config_digest": dict(digests.most_common()),
         "ctsam_version": dict(versions.most_common()),
         "checkpoints": dict(ckpts.most_common()),
@@ -157,20 +163,47 @@ def structure_summary(df) -> list[dict]:
             v = g[col].dropna()
             return float(v.median()) if len(v) else None
 
+        refined = g[g["source"] == "refined"]
+
+        def med_refined(col, rows=refined):
+            # agreement with the coarse mask means something only where the structure was refined
+            v = rows[col].dropna()
+            return float(v.median()) if len(v) else None
+
         out.append(
             {
                 "structure": str(name),
                 "index": int(g["index"].dropna().min()) if g["index"].notna().any() else 10**6,
                 "cases": int(g["case"].nunique()),
-                "refined": int((g["source"] == "refined").sum()),
+                "refined": len(refined),
                 "volume_ml": med("volume_ml"),
-                "dice": med("dice"),
-                "hd95_mm": med("hd95_mm"),
-                "nsd": med("nsd"),
+                "dice": med_refined("dice"),
+                "hd95_mm": med_refined("hd95_mm"),
+                "nsd": med_refined("nsd"),
                 "flags": int(g["n_flags"].sum()),
             }
         )
     return sorted(out, key=lambda r: (r["index"], r["structure"]))
+
+
+FAILURE_LIST = "cohort/failures.tsv"
+
+
+def _failure_list(results: Path, failures: str | os.PathLike[str] | None) -> Path | None:
+    if failures is None:
+        return None
+    if str(failures) == "auto":
+        p = results / FAILURE_LIST
+        return p if p.is_file() else None
+    return Path(failures)
+
+
+def _shown_path(path: Path, results: Path) -> str:
+    """``path`` relative to the results folder's parent when inside it (no absolute paths in the report)."""
+    try:
+        return path.resolve().relative_to(results.resolve().parent).as_posix()
+    except ValueError:
+        return path.name
 
 
 def build_report(
@@ -178,7 +211,7 @@ def build_report(
     output_html: str | os.PathLike[str],
     *,
     table_stem: str | None = None,
-    failures: str | os.PathLike[str] | None = None,
+    failures: str | os.PathLike[str] | None = "auto",
     max_snapshots: int = 50,
     ct_pattern: str | None = None,
     labels_pattern: str | None = None,
@@ -187,7 +220,11 @@ def build_report(
 ) -> dict:
     """Write the HTML report plus ``<table_stem>.parquet`` and ``.csv`` beside it.
 
-    Returns a small summary (``cases``, ``rows``, ``flagged``, ``snapshots``, file paths).
+    ``failures``: the failure list; ``"auto"`` (default) reads ``<results>/cohort/failures.tsv`` when it
+    exists (the workflow writes it), None reads none. Cases listed there that have a QC file here
+    completed after all (a stale list from an earlier run) and are left out.
+
+    Returns a small summary (``cases``, ``rows``, ``flagged``, ``snapshots``, ``failed``, file paths).
     """
     from ctsam.io.atomic import atomic_write_text
 
@@ -204,7 +241,10 @@ def build_report(
 
     views = []
     for c in cases:
-        all_flags = [f | {"structure": s["name"]} for s in c.doc["structures"] for f in s.get("flags") or []]
+        all_flags = [f | {"structure": "(whole case)"} for f in c.doc.get("case_flags") or []]
+        all_flags += [f | {"structure": s["name"]} for s in c.doc["structures"] for f in s.get("flags") or []]
+        lesions = c.doc.get("lesions") or []  # lesion rows (ctsam qc --lesions): their flags count with the case's
+        all_flags += [f | {"structure": le["name"]} for le in lesions for f in le.get("flags") or []]
         sources = Counter(str((s.get("fusion") or {}).get("source")) for s in c.doc["structures"] if s.get("fusion"))
         summary = c.doc.get("summary") or {}
         views.append(
@@ -215,6 +255,7 @@ def build_report(
                 n_structures=len(c.doc["structures"]),
                 flags=all_flags,
                 sources=dict(sources),
+                lesions=lesions,
             )
         )
     order = sorted(range(len(cases)), key=lambda i: (-views[i].severity_score, cases[i].case))
@@ -225,14 +266,17 @@ def build_report(
     for i in order[len(shown):]:
         views[i].snapshot_note = "No snapshot (limit reached)."
     prov = provenance_summary(cases)
-    prov["failure_list_given"] = failures is not None
+    failure_path = _failure_list(results, failures)
+    done = {c.case for c in cases} | {c.case_dir.name for c in cases}
+    failed = [f for f in read_failures(failure_path) if f.get("case") not in done] if failure_path else []
+    prov["failure_list"] = _shown_path(failure_path, results) if failure_path else None
     data = ReportData(
         title=title,
         results_name=results.name,
         cases=views,
         structure_summary=structure_summary(df),
         provenance=prov,
-        failures=read_failures(failures) if failures else [],
+        failures=failed,
         unreadable=[{"case": u.case, "error": u.error} for u in unreadable],
         table_files={"parquet": parquet.name, "CSV": csvp.name},
         n_snapshots_omitted=max(len(cases) - len(shown), 0),
@@ -244,6 +288,7 @@ def build_report(
         "rows": int(len(df)),
         "flagged": sum(1 for v in views if v.flags),
         "snapshots": sum(v.snapshot_png is not None for v in views),
+        "failed": len(failed),
         "html": str(out),
         "parquet": str(parquet),
         "csv": str(csvp),

@@ -61,6 +61,7 @@ class CaseView:
     snapshot_png: bytes | None = None
     snapshot_note: str | None = None
     focus: str | None = None
+    lesions: list[dict] = field(default_factory=list)  # QC lesion rows (ctsam qc --lesions)
 
 
 @dataclass
@@ -123,6 +124,15 @@ def _grouped(flags: list[dict], max_rows: int = 4) -> list[tuple[str, dict, int]
     return sorted(rows, key=lambda r: (-_rank(r[1]["severity"]), r[2] > 1, r[1]["flag"], r[0]))
 
 
+def _agreement_cells(r: dict) -> str:
+    """Dice / HD95 / NSD cells of a structure-summary row; 'coarse' when no case refined the structure
+    (its final mask is the coarse mask: a Dice of 1.000 would claim an agreement nobody measured)."""
+    if not r.get("refined"):
+        return "<td class='num muted' colspan='3'>coarse</td>"
+    return (f"<td class='num'>{_num(r['dice'])}</td><td class='num'>{_num(r['hd95_mm'], '{:.1f}')}</td>"
+            f"<td class='num'>{_num(r['nsd'])}</td>")
+
+
 def _rank(sev: str) -> int:
     return {"info": 1, "warning": 2, "error": 3}.get(sev, 0)
 
@@ -139,6 +149,12 @@ def render_html(data: ReportData) -> str:
     w(f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>")
     w(f"<header><h1>{_e(data.title)}</h1><p>results folder <code style='background:#2c3646;color:#fff'>{_e(data.results_name)}</code>"
       f" · {len(data.cases)} cases · ctsam {_e(__version__)}</p></header>")
+    demo_cases = data.provenance.get("demo_weight_cases") or []
+    if demo_cases:
+        w("<div role='alert' style='background:#b00020;color:#fff;padding:12px 24px;font-weight:bold'>"
+          f"DEMO WEIGHTS on real CT in {len(demo_cases)} case(s) ({_e(', '.join(demo_cases[:10]))}"
+          f"{' ...' if len(demo_cases) > 10 else ''}): refine used the phantom-trained builtin:demo_* model "
+          "(weights.allow_demo_weights: true). These refined structures are not trustworthy.</div>")
     w("<nav><a href='#summary'>Summary</a><a href='#flagged'>Flagged cases</a>"
       "<a href='#cases'>Case snapshots</a><a href='#structures'>Structures</a><a href='#provenance'>Provenance</a><a href='#failed'>Failed cases</a></nav><main>")
 
@@ -194,9 +210,23 @@ def render_html(data: ReportData) -> str:
             alt = f"{c.case}: axial, coronal and sagittal slices" + (f" through {c.focus}" if c.focus else "")
             w(f"<img class='snap' alt='{_e(alt)}' src='data:image/png;base64,{b64}'>")
             if c.focus:
-                w(f"<p class='small muted'>Slices pass through the centroid of <b>{_e(c.focus)}</b>.</p>")
+                w(f"<p class='small muted'>Slices pass through the centroid of <b>{_e(c.focus)}</b>, the most severely "
+                  "flagged structure, outlined in yellow.</p>")
         elif c.snapshot_note:
             w(f"<p class='small muted'>{_e(c.snapshot_note)}</p>")
+        if c.lesions:
+            w(f"<details><summary>lesions ({len(c.lesions)})</summary><table><tr><th>lesion</th><th>label</th>"
+              "<th class='num'>volume (ml)</th><th class='num'>RECIST long / short (mm)</th>"
+              "<th class='num'>mean prob.</th><th>in</th><th>flags</th></tr>")
+            for le in c.lesions:
+                w(f"<tr><td>{_e(le.get('name'))}</td><td>{_e(le.get('label') or '')}</td>"
+                  f"<td class='num'>{_num(le.get('volume_ml'), '{:.2f}')}</td>"
+                  f"<td class='num'>{_num(le.get('recist_long_axis_mm'), '{:.1f}')} / "
+                  f"{_num(le.get('recist_short_axis_mm'), '{:.1f}')}</td>"
+                  f"<td class='num'>{_num(le.get('mean_probability'), '{:.2f}')}</td>"
+                  f"<td>{_e(le.get('containing_structure') or '')}</td>"
+                  f"<td class='small'>{_e(', '.join(f['flag'] for f in le.get('flags') or []))}</td></tr>")
+            w("</table></details>")
         if c.flags:
             w("<details open><summary>flags</summary><table class='flags'><tr><th>structure</th><th>flag</th><th>severity</th><th>detail</th></tr>")
             for structures, f, n in _grouped(c.flags):
@@ -217,11 +247,11 @@ def render_html(data: ReportData) -> str:
         for r in data.structure_summary:
             w(
                 f"<tr><td>{_e(r['structure'])}</td><td class='num'>{r['cases']}</td><td class='num'>{r['refined']}</td>"
-                f"<td class='num'>{_num(r['volume_ml'], '{:.1f}')}</td><td class='num'>{_num(r['dice'])}</td>"
-                f"<td class='num'>{_num(r['hd95_mm'], '{:.1f}')}</td><td class='num'>{_num(r['nsd'])}</td><td class='num'>{r['flags']}</td></tr>"
+                f"<td class='num'>{_num(r['volume_ml'], '{:.1f}')}</td>{_agreement_cells(r)}<td class='num'>{r['flags']}</td></tr>"
             )
-        w("</table></details><p class='small muted'>Dice, HD95 and NSD compare each final structure with its coarse mask "
-          "(pinned MONAI definitions, see qc.json <code>definitions</code>).</p>")
+        w("</table></details><p class='small muted'>Dice, HD95 and NSD compare each refined structure with its coarse mask "
+          "(medians over the cases where it was refined; pinned MONAI definitions, see qc.json <code>definitions</code>). "
+          "<i>coarse</i>: never refined, the final mask is the coarse mask, so there is nothing to compare.</p>")
     else:
         w("<p>No structures.</p>")
     w("</section>")
@@ -257,6 +287,9 @@ def render_html(data: ReportData) -> str:
 
     # failures
     w("<section id='failed'><h2>Failed cases</h2>")
+    if data.failures:
+        w(f"<p>{len(data.failures)} case(s) did not complete (from <code>{_e(data.provenance.get('failure_list'))}</code>); "
+          "the tables and snapshots above cover the completed cases only.</p>")
     if data.failures or data.unreadable:
         cols: list[str] = []
         for f in data.failures:
@@ -271,6 +304,8 @@ def render_html(data: ReportData) -> str:
                 w(f"<tr><td>{_e(u['case'])}</td><td class='small'>{_e(u['error'])}</td></tr>")
             w("</table>")
     else:
-        w("<p>No failed cases" + (" listed." if data.provenance.get("failure_list_given") else " (no failure list given).") + "</p>")
+        source = data.provenance.get("failure_list")
+        w("<p>No failed cases" + (f" (checked <code>{_e(source)}</code>)." if source else
+                                  " (no failure list found: run the workflow, or pass <code>--failures</code>).") + "</p>")
     w("</section></main></body></html>\n")
     return "".join(out)

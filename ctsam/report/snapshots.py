@@ -19,6 +19,7 @@ WINDOW_CENTER_HU = 40.0
 WINDOW_WIDTH_HU = 400.0
 ALPHA = 0.45
 MAX_LEGEND = 18
+OUTLINE_COLOR = "#ffef00"
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,27 @@ def _overlay(ct2d: np.ndarray, lab2d: np.ndarray, lut: np.ndarray) -> np.ndarray
     return rgb
 
 
+def _outline(ax, mask2d: np.ndarray, extent: tuple, origin: str) -> None:
+    """Draw the boundary of ``mask2d`` along voxel edges, in :data:`OUTLINE_COLOR`, on an ``imshow`` axis.
+
+    ``extent``/``origin`` are those given to ``imshow``: row r of the image covers [r, r + 1) voxel
+    units from the top (``upper``) or the bottom (``lower``) edge of the extent.
+    """
+    if not mask2d.any():
+        return
+    ny, nx = mask2d.shape
+    x0, x1, y0, y1 = extent
+    x_step = (x1 - x0) / nx
+    y_base, y_step = (y1, (y0 - y1) / ny) if origin == "upper" else (y0, (y1 - y0) / ny)
+    k = 4  # the level-0.5 contour of a 4x upsampled, 1-voxel padded mask follows the voxel edges
+    up = np.kron(np.pad(mask2d.astype(np.float32), 1), np.ones((k, k), np.float32))
+    u_cols = (np.arange(up.shape[1]) + 0.5) / k - 1.0
+    u_rows = (np.arange(up.shape[0]) + 0.5) / k - 1.0
+    ax.contour(x0 + u_cols * x_step, y_base + u_rows * y_step, up, levels=[0.5], colors=[OUTLINE_COLOR], linewidths=1.6)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+
+
 def render_snapshot(
     ct: np.ndarray,
     labels: np.ndarray,
@@ -95,6 +117,7 @@ def render_snapshot(
     focus_world_xyz: np.ndarray | None = None,
     title: str = "",
     dpi: int = 96,
+    outline_label: int | None = None,
 ) -> bytes:
     """PNG bytes: three orthogonal slices through ``focus_world_xyz`` (default: volume centre).
 
@@ -102,6 +125,8 @@ def render_snapshot(
         ct: (z, y, x) HU array; labels: (z, y, x) integer label array on the same grid.
         label_names: ``{index: name}`` for the legend.
         focus_world_xyz: LPS world point (mm) the three slices pass through.
+        outline_label: a label drawn with a bright outline on top of the overlay (the flagged
+            structure the report points at); its legend entry says "outlined".
     """
     import matplotlib
 
@@ -143,6 +168,8 @@ def render_snapshot(
     )
     for ax, (name, c2, l2, extent, origin, xl, yl) in zip(axes[:3], panels):
         ax.imshow(_overlay(np.asarray(c2), np.asarray(l2), lut), extent=extent, origin=origin, interpolation="nearest")
+        if outline_label is not None:
+            _outline(ax, np.asarray(l2) == outline_label, extent, origin)
         ax.set_title(name, fontsize=11)
         ax.set_xlabel(xl, fontsize=9)
         ax.set_ylabel(yl, fontsize=9)
@@ -150,7 +177,17 @@ def render_snapshot(
         ax.set_yticks([])
     legend_ax = axes[3]
     legend_ax.axis("off")
-    handles = [Patch(facecolor=lut[v], edgecolor="none", label=label_names.get(v, f"label_{v}")) for v in sorted(top)]
+    if outline_label is not None and outline_label not in top and outline_label in seen:
+        top = top[: MAX_LEGEND - 1] + [outline_label]
+    handles = [
+        Patch(
+            facecolor=lut[v],
+            edgecolor=OUTLINE_COLOR if v == outline_label else "none",
+            linewidth=2.0 if v == outline_label else 0.0,
+            label=label_names.get(v, f"label_{v}") + (" (outlined)" if v == outline_label else ""),
+        )
+        for v in sorted(top)
+    ]
     if handles:
         extra = len(seen) - len(top)
         legend_ax.legend(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ctsam.errors import InputDataError
 from ctsam.seed.prompts import CasePrompts, Click, PromptSet, StructureInfo
 from ctsam.volume import Geometry, LabelMap
 
@@ -48,6 +49,7 @@ class SeedSettings:
     max_negatives: int = 6
     min_negative_ml: float = 0.1
     working_spacing_mm: float = 1.5
+    max_prompt_sets: int | None = None  # None: SETS_PER_STRUCTURE per seeded structure
 
     @classmethod
     def from_config(cls, config: dict) -> "SeedSettings":
@@ -138,8 +140,36 @@ def select_structures(labelmap: LabelMap, settings: SeedSettings) -> tuple[list[
     return chosen, skipped
 
 
+#: default cap on prompt sets per seeded structure (a whole-body CT needs a few per structure; the
+#: refine stage works at most ``refine.max_patches_per_structure`` = 32 patches per structure)
+SETS_PER_STRUCTURE = 32
+
+
+def prompt_set_cap(settings: SeedSettings, n_structures: int) -> int:
+    """The hard cap on prompt sets for a case seeding ``n_structures`` structures."""
+    if settings.max_prompt_sets is not None:
+        return int(settings.max_prompt_sets)
+    return SETS_PER_STRUCTURE * max(1, n_structures)
+
+
+def _too_many_prompt_sets(cap: int, n_structures: int, g, name: str) -> InputDataError:
+    return InputDataError(
+        "too many prompt sets for one case",
+        expected=f"at most {cap} prompt sets (seed.max_prompt_sets; default {SETS_PER_STRUCTURE} per seeded "
+        f"structure, {n_structures} structures here)",
+        found=f"more than {cap} by structure '{name}' (voxel spacing x,y,z "
+        f"{', '.join(f'{v:g}' for v in g.spacing_xyz_mm)} mm: implausible spacing tiles structures without end)",
+        fix="check the CT's voxel spacing (guards.spacing_mm in convert); raise seed.max_prompt_sets "
+        "or seed.tile_size_mm only if the case is really this large",
+    )
+
+
 def seed_case(labelmap: LabelMap, settings: SeedSettings | None = None) -> CasePrompts:
-    """Click prompts for every selected structure of ``labelmap`` (see the module docstring)."""
+    """Click prompts for every selected structure of ``labelmap`` (see the module docstring).
+
+    Raises :class:`InputDataError` as soon as the case needs more than :func:`prompt_set_cap`
+    prompt sets (a broken spacing would otherwise tile without end).
+    """
     settings = settings or SeedSettings()
     ct_geometry = labelmap.geometry
     labelmap = subsample_labelmap(labelmap, settings.working_spacing_mm)
@@ -151,6 +181,7 @@ def seed_case(labelmap: LabelMap, settings: SeedSettings | None = None) -> CaseP
     max_label = int(labels.max(initial=0))
     objects = ndimage.find_objects(labels, max_label=max_label) if max_label else []
     margin_vox = [int(math.ceil(settings.negative_margin_mm / s)) for s in spacing_zyx]
+    cap = prompt_set_cap(settings, len(chosen))
 
     prompt_sets: list[PromptSet] = []
     infos: dict[str, StructureInfo] = {}
@@ -202,6 +233,8 @@ def seed_case(labelmap: LabelMap, settings: SeedSettings | None = None) -> CaseP
                         prompt_sets.append(PromptSet(structure=name, component=rank, tile=tile_index,
                                                      clicks=tuple(clicks), center_xyz_mm=_world(g, center_idx)))
                         tile_index += 1
+                        if len(prompt_sets) > cap:
+                            raise _too_many_prompt_sets(cap, len(chosen), g, name)
         lo = tuple(min(v[a] for v in lo_all) for a in range(3))
         hi = tuple(max(v[a] for v in hi_all) for a in range(3))
         infos[name] = StructureInfo(name=name, label=label, volume_ml=float(sizes.sum() * voxel_ml),

@@ -103,3 +103,26 @@ def add_correction_clicks(seqs: list[ClickSequence], preds: list[np.ndarray], ta
             s.add(*c)
             added += 1
     return added
+
+
+def start_prompts(targets: list[np.ndarray], coarse: list[np.ndarray | None] | None, device, channels_last: bool):
+    """First clicks and starting mask prompt of a batch: from the coarse mask where a patch has one
+    (click at its most interior point, the mask as prompt), else from the target (prompt zeros).
+    Returns ``(sequences, prev)`` with ``prev`` None when no patch has a coarse mask."""
+    coarse = list(coarse) if coarse is not None else [None] * len(targets)
+    seqs = start_sequences([c if c is not None else t for t, c in zip(targets, coarse)])
+    if all(c is None for c in coarse):
+        return seqs, None
+    prev = stack_patches([c.astype(np.float32) if c is not None else np.zeros(t.shape, np.float32)
+                   for t, c in zip(targets, coarse)], device, channels_last)
+    return seqs, prev
+
+
+def stack_patches(arrays: list[np.ndarray], device, channels_last: bool):
+    """(N, 1, S, S, S) float32 tensor of N patches on ``device`` (channels-last 3-D when asked)."""
+    import torch
+
+    t = torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32)).to(device)
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last_3d)
+    return t

@@ -33,12 +33,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ctsam.refine.engine import dice
+from ctsam.masks import dice, dice_from_counts
 from ctsam.training.clicks import ClickSequence, add_correction_clicks, start_sequences
 
 log = logging.getLogger(__name__)
 
 NOC_THRESHOLDS = (0.85, 0.90)
+
+
+def _seam(model):
+    """The model seam's view of a network (input spec, variant, metadata)."""
+    from ctsam.model import wrap_module
+
+    return wrap_module(model)
 
 
 def click_curve(model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24) -> list[float]:
@@ -51,7 +58,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     """Dice after 1..n_clicks simulated clicks for each patch, ``batch_size`` patches per network call.
 
     Args:
-        model: a :class:`ctsam.model.CtSam3D` (any mode; run without gradients, mode restored).
+        model: a CT-SAM3D network (``ctsam.model.load_model(...).module``; any mode; run without gradients, mode restored).
         images: (S, S, S) float32 windowed patches, (z, y, x). targets: (S, S, S) bool masks.
 
     Returns:
@@ -63,11 +70,15 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
     model.eval()
+    from ctsam.progress import Progress
+
     curves: list[list[float]] = []
+    progress = Progress(len(images), "evaluate: structures (click curves)")
     try:
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
                 imgs, tgts = images[i: i + batch_size], targets[i: i + batch_size]
+                progress.update(len(imgs))
                 x = torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32)).to(dev)
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -99,7 +110,7 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
     Every ``coarse_every``-th patch (1: all) starts from a simulated coarse mask of its target
     (:func:`~ctsam.training.data.simulate_coarse`, drawn from ``default_rng([seed, i, stream])``) with the
     click at its most interior point; the others, and those whose coarse mask vanished, start from zeros
-    with one click at the target's most interior point (:func:`~ctsam.training.loop.start_prompts`).
+    with one click at the target's most interior point (:func:`~ctsam.training.clicks.start_prompts`).
 
     Returns per patch ``{"coarse_dice": Dice of the coarse prompt or None, "dice", "iou", "score"}``
     (``score``: the quality head's). Runs without gradients; the model's mode is restored.
@@ -107,7 +118,7 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
     import torch
 
     from ctsam.training.data import simulate_coarse
-    from ctsam.training.loop import _stack, start_prompts
+    from ctsam.training.clicks import stack_patches, start_prompts
 
     cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
@@ -121,7 +132,7 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
                           if i % coarse_every == coarse_every - 1 else None)
                 seqs, prev = start_prompts([smp.target], [coarse], model.device, cl)
                 pts, lab = ClickSequence.tensors(seqs)
-                out = model.decode(model.encode(_stack([smp.image], model.device, cl)), pts, lab, prev)
+                out = model.decode(model.encode(stack_patches([smp.image], model.device, cl)), pts, lab, prev)
                 pred = (out["probs"][0, 0] > 0.5).cpu().numpy()
                 union = int((pred | smp.target).sum())
                 records.append({"coarse_dice": None if coarse is None else dice(coarse, smp.target),
@@ -168,7 +179,8 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
     from ctsam.seed.seeding import interior_point
     from ctsam.training.data import PAD_HU, window
 
-    s = int(model.meta.patch_size)
+    spec = _seam(model).input_spec
+    s = int(spec.patch_size_zyx[0])
     labels, images, targets = [], [], []
     for label in case.structure_labels:
         mask = case.labels == label
@@ -176,7 +188,7 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
         start = [c - s // 2 for c in centre]
         hu = crop_padded(case.hu, start, (s, s, s), pad_value=np.int16(PAD_HU))
         labels.append(label)
-        images.append(window(hu, model.meta.hu_window))
+        images.append(window(hu, spec.hu_window))
         targets.append(crop_padded(case.labels, start, (s, s, s), pad_value=0) == label)
     curves = click_curves(model, images, targets, n_clicks=settings.n_clicks)
     return [{"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label, "curve": c}
@@ -223,7 +235,7 @@ def automatic_case(model, row, config: dict) -> list[dict]:
         if sp is not None:  # inside the refined structure's box only
             ref = sp.probs_u8 >= t_u8
             inter = int(np.count_nonzero(ref & (truth.array[sp.slices] == idx)))
-            refined_dice = _dice_from_counts(inter, int(vs_coarse[idx].sum()), int(np.count_nonzero(ref)))
+            refined_dice = dice_from_counts(inter, int(vs_coarse[idx].sum()), int(np.count_nonzero(ref)))
         out_name = vocabulary.output_name(name)
         out_idx = vocabulary.output_index(out_name) if out_name is not None else None
         rows.append({"case": row.case_id, "structure": name,
@@ -246,17 +258,13 @@ def label_overlaps(a: np.ndarray, b: np.ndarray, *, slab_voxels: int = 1 << 23) 
     return counts.reshape(na, nb)
 
 
-def _dice_from_counts(inter: int, size_a: int, size_b: int) -> float:
-    return 1.0 if size_a + size_b == 0 else 2.0 * inter / (size_a + size_b)
-
-
 def _overlap_dice(counts: np.ndarray, i: int, j: int | None) -> float:
     """Dice of label ``i`` of the first map and ``j`` of the second from :func:`label_overlaps` (j None or
     absent: an empty mask)."""
     size_a = int(counts[i].sum())
     if j is None or j >= counts.shape[1]:
-        return _dice_from_counts(0, size_a, 0)
-    return _dice_from_counts(int(counts[i, j]), size_a, int(counts[:, j].sum()))
+        return dice_from_counts(0, size_a, 0)
+    return dice_from_counts(int(counts[i, j]), size_a, int(counts[:, j].sum()))
 
 
 def _mean(values) -> float | None:
@@ -304,10 +312,13 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     config = config or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ctsam.progress import Progress
+
     inter_rows, auto_rows, failed = [], [], {}
+    progress = Progress(len(rows), "evaluate: cases")
     for row in rows:
         try:
-            case = prepare_case(row, spacing_mm=float(model.meta.spacing_mm), cache_dir=cache_dir,
+            case = prepare_case(row, spacing_mm=float(_seam(model).input_spec.spacing_zyx_mm[0]), cache_dir=cache_dir,
                                 min_voxels=settings.min_voxels)
             inter_rows += interactive_case(model, case, settings)
             if automatic and row.coarse is not None:
@@ -315,6 +326,7 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
         except Exception as err:  # noqa: BLE001 - one bad case never stops the evaluation
             log.error("%s: evaluation failed: %s", row.case_id, err)
             failed[row.case_id] = f"{type(err).__name__}: {err}"
+        progress.update(item=row.case_id)
     long = pd.DataFrame([{"case": r["case"], "structure": r["structure"], "clicks": k + 1, "dice": d}
                          for r in inter_rows for k, d in enumerate(r["curve"])],
                         columns=["case", "structure", "clicks", "dice"])
@@ -351,12 +363,12 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
         "coarse_dice_mean_refined": _mean(ref_df["coarse_dice"]),
         "refined_dice_mean": _mean(ref_df["refined_dice"]),
         "refined_better_fraction": _mean(ref_df["refined_dice"] > ref_df["coarse_dice"]),
-        "model": {"variant": model.meta.variant, "source": model.meta.source},
+        "model": {"variant": _seam(model).variant, "source": _seam(model).metadata.get("source")},
     }
     atomic_write_json(out / "summary.json", summary)
     if len(curve_mean):
         _plot(curve_mean, summary["coarse_dice_mean"], summary["fused_dice_mean"], out / "curve.png",
-              f"{model.meta.variant}: {len(inter_rows)} structures, {len(rows)} cases")
+              f"{_seam(model).variant}: {len(inter_rows)} structures, {len(rows)} cases")
     return summary
 
 

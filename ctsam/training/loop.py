@@ -45,6 +45,8 @@ import numpy as np
 
 from ctsam.errors import CheckpointError, ConfigError
 from ctsam.training import distributed
+from ctsam.training.clicks import stack_patches as _stack
+from ctsam.training.clicks import start_prompts
 from ctsam.training.data import AugmentSettings, PatchSample, PatchSampler
 
 log = logging.getLogger(__name__)
@@ -139,10 +141,14 @@ def build_or_load_model(settings: TrainSettings):
     """A fresh model of ``settings.variant`` (seeded), or the ``settings.init`` checkpoint in train mode."""
     import torch
 
-    from ctsam.model import build_model, load_ctsam3d
+    from ctsam.model import build_model, load_model
 
     if settings.init:
-        model = load_ctsam3d(settings.init)
+        loaded = load_model(settings.init)
+        if loaded.family != "ctsam3d":
+            raise CheckpointError("ctsam train starts from a CT-SAM3D model", path=settings.init,
+                                  found=f"a {loaded.family} model", fix="pass a CT-SAM3D checkpoint as --init")
+        model = loaded.module
         if settings.variant and model.variant != settings.variant:
             log.warning("--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant)
     else:
@@ -216,30 +222,6 @@ class _TrainForward:
                 return result
 
         return TrainForward()
-
-
-def start_prompts(targets: list[np.ndarray], coarse: list[np.ndarray | None] | None, device, channels_last: bool):
-    """First clicks and starting mask prompt of a batch: from the coarse mask where a patch has one
-    (click at its most interior point, the mask as prompt), else from the target (prompt zeros).
-    Returns ``(sequences, prev)`` with ``prev`` None when no patch has a coarse mask."""
-    from ctsam.training.clicks import start_sequences
-
-    coarse = list(coarse) if coarse is not None else [None] * len(targets)
-    seqs = start_sequences([c if c is not None else t for t, c in zip(targets, coarse)])
-    if all(c is None for c in coarse):
-        return seqs, None
-    prev = _stack([c.astype(np.float32) if c is not None else np.zeros(t.shape, np.float32)
-                   for t, c in zip(targets, coarse)], device, channels_last)
-    return seqs, prev
-
-
-def _stack(arrays: list[np.ndarray], device, channels_last: bool):
-    import torch
-
-    t = torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32)).to(device)
-    if channels_last:
-        t = t.contiguous(memory_format=torch.channels_last_3d)
-    return t
 
 
 class Trainer:
@@ -415,7 +397,7 @@ class Trainer:
         """Write ``checkpoints/step_NNNNNN/`` atomically (rank 0 only); keep the last ``keep_checkpoints``."""
         import torch
 
-        from ctsam.model import save_safetensors
+        from ctsam.model import save_model, wrap_module
 
         final = self.ckpt_dir / f"step_{self.step:06d}"
         if not self.dist.is_main:
@@ -424,7 +406,7 @@ class Trainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_safetensors(self._export_model_view(), tmp / "model.safetensors", sidecar=False)
+        save_model(wrap_module(self._export_model_view()), tmp / "model.safetensors", sidecar=False)
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -454,7 +436,7 @@ class Trainer:
         """Restore weights, optimiser, scheduler and RNG state from a checkpoint folder."""
         import torch
 
-        from ctsam.model import load_ctsam3d
+        from ctsam.model import load_model
 
         path = Path(path)
         try:
@@ -469,7 +451,7 @@ class Trainer:
                 raise CheckpointError("training checkpoint was written with other settings", path=path,
                                       expected=f"{key} = {self.s.to_dict().get(key)!r}", found=repr(saved.get(key)),
                                       fix="resume with the same settings, or start a new --out folder")
-        loaded = load_ctsam3d(path / "model.safetensors")
+        loaded = load_model(path / "model.safetensors").module
         with torch.no_grad():
             for (k, p), (k2, q) in zip(self.model.state_dict().items(), loaded.state_dict().items()):
                 if k != k2:
@@ -519,10 +501,15 @@ class Trainer:
         t_log = time.perf_counter()
         recent: list[float] = []
         stopped_early = False
+        from ctsam.progress import Progress
+
+        progress = Progress(max(stop - self.step, 0), "train: steps") if self.dist.is_main else None
         while self.step < stop:
             batch = self.sampler.batch(self.step, self.s.batch_size, self.dist.rank, self.dist.world_size)
             metrics = self.train_step(batch, self.step)
             self.step += 1
+            if progress is not None:
+                progress.update()
             recent.append(metrics["loss"])
             self.last_metrics = metrics
             if self.step % max(1, self.s.log_every) == 0 or self.step == stop:
@@ -554,7 +541,7 @@ class Trainer:
 
     def export(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
         """Write the current weights as a ctsam safetensors model with training provenance (rank 0)."""
-        from ctsam.model import save_safetensors
+        from ctsam.model import save_model, wrap_module
 
         training = {**self.provenance, **(extra or {}), "settings": self.s.to_dict(), "steps_done": self.step}
         model = self._export_model_view()
@@ -562,11 +549,11 @@ class Trainer:
             from ctsam.training.evaluate import quality_calibration
 
             cal = quality_calibration(model, self.val_sampler, seed=self.s.seed)
-            model.meta = dataclasses.replace(model.meta, quality_r=cal["r"])
+            wrap_module(model).update_metadata(quality_r=cal["r"])
             training["quality_calibration"] = cal
             log.info("quality head on %d validation patches: r = %.3f (mean score %.3f, mean IoU %.3f)", cal["n"],
                      cal["r"], cal["mean_score"], cal["mean_iou"])
-        return save_safetensors(model, path, extra_metadata={"training": training})
+        return save_model(wrap_module(model), path, metadata={"training": training})
 
     def close(self) -> None:
         distributed.shutdown(self.dist)

@@ -143,9 +143,11 @@ def test_too_few_slices_is_not_a_volume(tmp_path):
 
 
 def test_inconsistent_orientation_is_an_error(tmp_path):
+    # a deviation beyond orientation_tolerance (0.001) but too small to be another stack (0.01):
+    # (a slice at a clearly different orientation is a stack of its own: tests/convert/test_stacks.py)
     s = write_series(tmp_path / "study", n_slices=4)
     ds = pydicom.dcmread(s.paths[3])
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9, -0.43589]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.99998, -0.005]
     ds.save_as(s.paths[3])
     with pytest.raises(DicomSeriesError, match="different orientations"):
         convert_study(tmp_path / "study", None)
@@ -237,7 +239,10 @@ def test_two_series_picks_the_one_with_more_slices_and_says_why(tmp_path):
     assert "ranked first of 2" in side["selection"]["chosen"]["why"]
     (rej,) = side["selection"]["rejected"]
     assert rej["series_key"] == small.series_uid
-    assert rej["reasons"] == ["ranked below the chosen series: fewer slice positions (4 < 6)"]
+    assert rej["reasons"] == [
+        "ranked below the chosen series: less coverage along the slice normal "
+        "(7.5 mm over 4 positions < 12.5 mm over 6 positions)"
+    ]
 
 
 def test_original_axial_beats_more_slices(tmp_path):
@@ -249,9 +254,10 @@ def test_original_axial_beats_more_slices(tmp_path):
     assert cand.key == derived.series_uid and "not ORIGINAL/AXIAL" in reasons[0]
 
 
-def test_thinner_slices_win_on_equal_slice_count(tmp_path):
+def test_thinner_slices_win_on_equal_coverage(tmp_path):
+    # ranking compares coverage in mm (not slice counts): 5 x 5 mm and 21 x 1 mm both cover 20 mm
     write_series(tmp_path / "s" / "a", n_slices=5, seed=1, stack_vector_mm=(0, 0, 5.0))
-    thin = write_series(tmp_path / "s" / "b", n_slices=5, seed=2, stack_vector_mm=(0, 0, 1.0))
+    thin = write_series(tmp_path / "s" / "b", n_slices=21, seed=2, stack_vector_mm=(0, 0, 1.0))
     res = convert_study(tmp_path / "s", None)
     assert res.selection.chosen.key == thin.series_uid
     assert "thicker slice spacing" in res.selection.rejected[0][1][0]

@@ -101,7 +101,11 @@ def test_measures_agreement_hu_and_flags():
     fin_arr[lab.array == 3] = 0  # vertebra lost
     final = LabelMap(fin_arr, lab.geometry, dict(LABELS))
     coarse = LabelMap(coarse_arr, lab.geometry, dict(LABELS))
-    doc = compute_case_qc(ct, final, coarse, qc_config(hu_groups=[{"name": "kidney", "structures": ["kidney_*"], "mean_hu": [100, 200]}]))
+    groups = [{"name": "kidney", "structures": ["kidney_*"], "mean_hu": [100, 200]}]
+    # the detached piece is 0.5 ml: below the default fragment_min_ml (1 ml) it is not worth a flag
+    default = compute_case_qc(ct, final, coarse, qc_config(hu_groups=groups))
+    assert "fragmented" not in names_flags(default)["kidney_right"]
+    doc = compute_case_qc(ct, final, coarse, qc_config(hu_groups=groups, fragment_min_ml=0.4))
     by = {s["name"]: s for s in doc["structures"]}
     kl = by["kidney_left"]
     assert kl["voxels"] == 6 * 10 * 8 and kl["volume_ml"] == pytest.approx(480 * 0.008)

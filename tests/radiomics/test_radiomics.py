@@ -38,7 +38,7 @@ def _oblique(angle_deg: float) -> tuple[float, ...]:
 def synthetic_case(tmp_path_factory):
     """A 48x40x24 (x,y,z) int16 CT with smooth structure + noise, anisotropic and oblique, and 4 labels.
 
-    liver: an ellipsoid; spleen: a blob cut by the image border; dot: 1 voxel (must fail);
+    liver: an ellipsoid; spleen: a blob cut by the image border; dot: 1 voxel (too small: a clear row);
     gland: ~30 voxels; absent_organ: in the label table only (must be reported empty).
     """
     rng = np.random.default_rng(7)
@@ -92,7 +92,7 @@ def _assert_equal_to_direct(features, params, ct_path, lab_path):
             continue
         ref = _direct(params, ct_path, lab_path, r.label)
         if ref is None:
-            assert r.status == "failed", f"{r.name}: pyradiomics refuses it but ctsam says {r.status}"
+            assert r.status in ("failed", "too_small"), f"{r.name}: pyradiomics refuses it but ctsam says {r.status}"
             continue
         assert r.status == "ok", f"{r.name}: {r.reason}"
         mine = dict(r.features)
@@ -122,7 +122,7 @@ def test_crops_equal_whole_volume_pyradiomics(tmp_path, synthetic_case, name):
     features = extract_case(ct_path, lab_path, params, case="syn", workers=1, margin_mm=0.0)
     assert _assert_equal_to_direct(features, params, ct_path, lab_path) == 3  # liver, spleen, gland
     by_name = {r.name: r for r in features.results}
-    assert by_name["dot"].status == "failed" and by_name["dot"].reason
+    assert by_name["dot"].status == "too_small" and "minimumROIDimensions" in by_name["dot"].reason
     assert by_name["absent_organ"].status == "empty"
 
 
@@ -213,7 +213,7 @@ def test_long_table_metadata_and_sidecar(tmp_path, synthetic_case):
     assert list(df.columns) == ["case", "structure", "label", "feature", "value"]
     assert set(df["structure"]) == {"liver", "spleen", "gland"}  # failed/empty have no rows ...
     status = {s["structure"]: (s["status"], s["reason"]) for s in meta["structures"]}
-    assert status["dot"][0] == "failed" and status["dot"][1]  # ... but are recorded with a reason
+    assert status["dot"][0] == "too_small" and status["dot"][1]  # ... but are recorded with a reason
     assert status["absent_organ"] == ("empty", "no voxels with this label in the label map")
     assert meta["params_sha256"] == params.sha256
     assert {"pyradiomics", "ctsam", "SimpleITK", "numpy"} <= set(meta["versions"])
@@ -237,7 +237,7 @@ def test_cohort_table(tmp_path, synthetic_case):
     assert wide.shape == (2 + 5, 6 + 18)
     assert list(zip(wide["case"], wide["structure"]))[:3] == [("a", "liver"), ("a", "dot"), ("b", "liver")]
     dot = wide[(wide["case"] == "a") & (wide["structure"] == "dot")].iloc[0]
-    assert dot["status"] == "failed" and np.isnan(dot["original_firstorder_Mean"])
+    assert dot["status"] == "too_small" and np.isnan(dot["original_firstorder_Mean"])
     long_a, _ = read_case_features(paths[1])
     liver_mean = long_a[(long_a.structure == "liver") & (long_a.feature == "original_firstorder_Mean")].value.item()
     assert wide.loc[0, "original_firstorder_Mean"] == liver_mean
@@ -361,3 +361,47 @@ def test_totalseg_example_all_structures_in_one_table(shared_data, tmp_path):
         for key, value in ref.items():
             if not key.startswith("diagnostics_"):
                 assert sub[key] == pytest.approx(float(value), rel=RTOL, abs=1e-12), (name, key)
+
+
+def test_lesions_are_extra_structures_with_their_containing_organ(tmp_path, synthetic_case):
+    """--lesions: one structure per lesion ('lesion_<id>', label = id, even where an organ has the same label
+    value), its containing structure from LESIONS.json, and cohort rows keyed by structure name."""
+    import json
+
+    from ctsam.cli import main
+
+    ct_path, lab_path = synthetic_case
+    ct_img = sitk.ReadImage(str(ct_path))
+    z, y, x = np.mgrid[0:24, 0:40, 0:48].astype(float)
+    lesions = np.zeros(z.shape, np.uint8)
+    lesions[((x - 20) / 4) ** 2 + ((y - 18) / 3) ** 2 + ((z - 11) / 2) ** 2 <= 1] = 1  # inside the liver
+    lesions[((x - 30) / 3) ** 2 + ((y - 30) / 3) ** 2 + ((z - 5) / 2) ** 2 <= 1] = 4
+    les_img = sitk.GetImageFromArray(lesions)
+    les_img.CopyInformation(ct_img)
+    les_path = tmp_path / "lesions.nrrd"
+    sitk.WriteImage(les_img, str(les_path))
+    write_label_tsv(sidecar_tsv_path(les_path), {1: "lesion_1", 4: "lesion_4"})
+    (tmp_path / "lesions.json").write_text(json.dumps({"format": "ctsam.lesions/1", "lesions": [
+        {"lesion_id": 1, "name": "lesion_1", "containing_structure": "liver"},
+        {"lesion_id": 4, "name": "lesion_4", "containing_structure": None}]}))
+    params = tmp_path / "p.yaml"
+    params.write_text("setting: {binWidth: 10}\nfeatureClass: {firstorder: []}\n")
+    out = tmp_path / "syn.parquet"
+    assert main(["radiomics", str(ct_path), str(lab_path), "--lesions", str(les_path), "-o", str(out),
+                 "--params", str(params), "--case", "syn1", "--structures", "liver", "gland"]) == 0
+    df, meta = read_case_features(out)
+    assert set(df["structure"]) == {"liver", "gland", "lesion_1", "lesion_4"}
+    assert set(df[df.structure == "lesion_4"]["label"]) == {4} and set(df[df.structure == "gland"]["label"]) == {4}
+    entries = {s["structure"]: s for s in meta["structures"]}
+    assert entries["lesion_1"]["kind"] == "lesion" and entries["lesion_1"]["containing_structure"] == "liver"
+    assert entries["lesion_4"]["containing_structure"] is None and "kind" not in entries["liver"]
+    # the lesion's features are those of its own mask (compare with an extraction of the lesion map alone)
+    alone = extract_case(ct_path, les_path, load_params(str(params)), case="x")
+    mean = {r.name: dict(r.features)["original_firstorder_Mean"] for r in alone.results}
+    got = df[(df.structure == "lesion_1") & (df.feature == "original_firstorder_Mean")].value.item()
+    assert got == mean["lesion_1"]
+    wide, _ = cohort_table([out])
+    assert list(wide["structure"]) == ["liver", "gland", "lesion_1", "lesion_4"]
+    assert list(wide.columns[:7]) == ["case", "structure", "label", "status", "reason", "n_voxels", "containing_structure"]
+    assert wide.loc[2, "containing_structure"] == "liver" and wide.loc[2, "original_firstorder_Mean"] == got
+    assert wide.loc[3, "original_firstorder_Mean"] != wide.loc[1, "original_firstorder_Mean"]  # lesion_4 is not gland

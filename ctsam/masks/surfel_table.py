@@ -1,6 +1,6 @@
 """Marching-cubes surfel normals for the 256 neighbourhood codes of a 2×2×2 voxel cube.
 
-For code c (bit weights: see :func:`ctsam.qc.metrics.neighbourhood_codes`), up to 4 triangles
+For code c (bit weights: see :func:`ctsam.masks.neighbourhood_codes`), up to 4 triangles
 each carry a normal vector whose length is the triangle's area at unit spacing; the surfel area
 at spacing (s0, s1, s2) is ``sum_t |n_t * (s1*s2, s0*s2, s0*s1)|``.
 

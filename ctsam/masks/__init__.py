@@ -1,4 +1,13 @@
-"""Overlap and surface metrics between two binary masks, with one pinned definition each.
+"""Mask measures, one definition each, used by every stage: Dice, bounding boxes, edges, surface distances.
+
+A shared layer (imports numpy/scipy only): seeding, refinement, fusion, QC, evaluation and the
+benchmarks all measure masks through this module.
+
+* :func:`dice` / :func:`dice_or_none` / :func:`dice_from_counts` -- the one Dice;
+* :func:`box_union`, :func:`box_intersection`, :func:`grow_box`, :func:`padded_crop` -- bounding boxes
+  as tuples of slices (``scipy.ndimage.find_objects`` boxes);
+* :func:`edge_voxels` -- edge voxels of a mask;
+* :func:`compare_masks` -- the pinned agreement metrics below (QC's coarse-vs-final agreement).
 
 ctsam pins MONAI's conventions (``monai.metrics``, 1.6) so numbers can be compared with published
 MONAI-based evaluations; the tests check every value against MONAI and the NSD also against
@@ -33,6 +42,7 @@ MONAI would give where they are defined (see :class:`Agreement`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -92,13 +102,27 @@ class Agreement:
 
 
 # ---------------------------------------------------------------------------------------- crops
-def bbox_union(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
+Box = tuple[slice, ...]
+
+
+def box_union(a: Box | None, b: Box | None) -> Box | None:
     """Smallest box holding both boxes (each a tuple of slices with explicit start/stop, or None)."""
     if a is None:
         return b
     if b is None:
         return a
     return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+
+
+def box_intersection(a: Box, b: Box) -> Box | None:
+    """The common part of two boxes, or None when they do not overlap."""
+    out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b))
+    return None if any(s.stop <= s.start for s in out) else out
+
+
+def grow_box(box: Box, by: Sequence[int], shape: Sequence[int]) -> Box:
+    """``box`` grown by ``by[i]`` voxels on both sides of axis i, clipped to an array of ``shape``."""
+    return tuple(slice(max(s.start - b, 0), min(s.stop + b, n)) for s, b, n in zip(box, by, shape))
 
 
 def padded_crop(array: np.ndarray, box: tuple[slice, ...], margin: int) -> np.ndarray:
@@ -139,8 +163,8 @@ def edge_voxels(mask: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _normals_table() -> np.ndarray:
-    """(256, 4, 3) marching-cubes surfel normals (see :mod:`ctsam.qc.surfel_table`)."""
-    from ctsam.qc.surfel_table import normals_table
+    """(256, 4, 3) marching-cubes surfel normals (see :mod:`ctsam.masks.surfel_table`)."""
+    from ctsam.masks.surfel_table import normals_table
 
     return normals_table()
 
@@ -192,12 +216,22 @@ def _nearest(from_pts: np.ndarray, to_pts: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def dice(final: np.ndarray, reference: np.ndarray) -> float | None:
-    """Dice of two bool masks; None when both are empty."""
+def dice_from_counts(intersection: int, size_a: int, size_b: int) -> float:
+    """Dice ``2 |A ∩ B| / (|A| + |B|)`` from voxel counts; 1.0 when both masks are empty."""
+    return 1.0 if size_a + size_b == 0 else 2.0 * intersection / (size_a + size_b)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two bool masks; 1.0 when both are empty (two empty masks agree)."""
+    return dice_from_counts(int(np.count_nonzero(a & b)), int(np.count_nonzero(a)), int(np.count_nonzero(b)))
+
+
+def dice_or_none(final: np.ndarray, reference: np.ndarray) -> float | None:
+    """Dice of two bool masks; None when both are empty (QC: nothing to compare)."""
     a, b = int(np.count_nonzero(final)), int(np.count_nonzero(reference))
     if a + b == 0:
         return None
-    return 2.0 * int(np.count_nonzero(final & reference)) / (a + b)
+    return dice_from_counts(int(np.count_nonzero(final & reference)), a, b)
 
 
 def surface_distances(
@@ -273,7 +307,7 @@ def compare_masks(
     d_pr, d_rp = surface_distances(final, reference, spacing)
     return Agreement(
         STATUS_OK,
-        dice=2.0 * n_i / (n_p + n_r),
+        dice=dice_from_counts(n_i, n_p, n_r),
         hd95_mm=hd95_from_distances(d_pr, d_rp),
         msd_mm=float(np.concatenate([d_pr, d_rp]).mean()),
         nsd=nsd(final, reference, spacing, nsd_tolerance_mm),

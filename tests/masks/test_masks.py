@@ -10,7 +10,13 @@ import pytest
 # surface-distance uses deprecated scipy namespaces
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-from ctsam.qc.metrics import (
+from ctsam.masks import (
+    box_intersection,
+    box_union,
+    dice,
+    dice_from_counts,
+    dice_or_none,
+    grow_box,
     STATUS_BOTH_EMPTY,
     STATUS_FINAL_EMPTY,
     STATUS_OK,
@@ -47,8 +53,8 @@ def test_surfel_table_equals_monai():
     torch = pytest.importorskip("torch")  # noqa: F841
     from monai.metrics.utils import _get_neighbour_code_to_normals_table, create_table_neighbour_code_to_surface_area
 
-    from ctsam.qc.metrics import surfel_area_table
-    from ctsam.qc.surfel_table import normals_table
+    from ctsam.masks import surfel_area_table
+    from ctsam.masks.surfel_table import normals_table
 
     assert np.array_equal(normals_table(), _get_neighbour_code_to_normals_table().numpy().astype(np.float64))
     for sp in [(1.0, 1.0, 1.0), (2.5, 0.7, 0.9)]:
@@ -177,3 +183,25 @@ def test_real_pair_equals_monai_and_surface_distance(shared_data, capsys):
     assert worst["msd"] < 1e-4
     assert worst["nsd"] < 1e-4
     assert worst["nsd_dm_1.5"] < 1e-4 and worst["nsd_dm_3.0"] < 1e-4
+
+
+def test_dice_variants_agree_and_differ_only_on_two_empty_masks():
+    a = np.zeros((4, 4, 4), bool)
+    assert dice(a, a) == 1.0 and dice_or_none(a, a) is None and dice_from_counts(0, 0, 0) == 1.0
+    b = a.copy()
+    b[0, 0, :2] = True
+    c = a.copy()
+    c[0, 0, 1:3] = True
+    assert dice(b, c) == pytest.approx(0.5) == dice_or_none(b, c)
+    assert dice(b, a) == 0.0 == dice_or_none(b, a)
+    assert dice_from_counts(1, 2, 2) == dice(b, c)
+
+
+def test_boxes():
+    a = (slice(0, 3), slice(2, 5))
+    b = (slice(1, 6), slice(4, 9))
+    assert box_union(a, None) == a and box_union(None, b) == b and box_union(None, None) is None
+    assert box_union(a, b) == (slice(0, 6), slice(2, 9))
+    assert box_intersection(a, b) == (slice(1, 3), slice(4, 5))
+    assert box_intersection(a, (slice(3, 4), slice(0, 9))) is None  # touching, not overlapping
+    assert grow_box(a, (2, 1), (4, 5)) == (slice(0, 4), slice(1, 5))

@@ -1,0 +1,1 @@
+"""Fault-injection tests: bad inputs, hostile ids, kills, full and read-only disks, privacy."""
