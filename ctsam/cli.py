@@ -221,11 +221,12 @@ def _keep_uids(args: argparse.Namespace) -> bool:
     """``privacy.keep_uids`` of the command's config (False when unset or unreadable)."""
     if not getattr(args, "config", None):
         return False
-    try:
-        from ctsam.config import load_config
+    from ctsam.config import load_config
+    from ctsam.errors import CtsamError
 
+    try:
         return bool(load_config(args.config).get("privacy", {}).get("keep_uids", False))
-    except Exception:  # noqa: BLE001 - the command itself reports a bad config
+    except CtsamError:  # the command itself reports a bad config
         return False
 
 

@@ -31,7 +31,7 @@ from ctsam.lesions.patch import paste_back, patch_center_zyx, patch_grid, sample
 from ctsam.volume import CTVolume, smallest_label_dtype
 
 if TYPE_CHECKING:
-    from ctsam.model import PromptableModel
+    from ctsam.model import OneClickSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def model_for(click: Click, models: Mapping[str, Any], *, case: str | None = Non
 class LesionEngine:
     """Runs the models of ``models`` (key ``""`` = default, else a click label) on clicks of one CT."""
 
-    def __init__(self, models: Mapping[str, PromptableModel], settings: LesionSettings, device) -> None:
+    def __init__(self, models: Mapping[str, OneClickSegmenter], settings: LesionSettings, device) -> None:
         if not models:
             raise ConfigError("no lesion model given", fix="pass --checkpoint MODEL")
         for key, model in models.items():
@@ -152,7 +152,7 @@ class LesionEngine:
         self.device = device
 
     # ------------------------------------------------------------------ one click
-    def forward(self, model: PromptableModel, patch_hu: np.ndarray) -> np.ndarray:
+    def forward(self, model: OneClickSegmenter, patch_hu: np.ndarray) -> np.ndarray:
         """Foreground probability (float32, patch shape) of ``model`` for a click at the patch centre."""
         import contextlib
 
