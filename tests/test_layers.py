@@ -35,13 +35,13 @@ SHARED_RANK: dict[str, int] = {
     "provenance": 1,
     "progress": 1,
     "caseid": 1,
+    "privacy": 1,  # what of the input study may reach outputs: pure functions over JSON-like values
     "config": 2,
     "volume": 2,
     "masks": 2,
     "labels": 2,
-    "privacy": 1,
     "io": 3,
-    "guards": 3,
+    "guards": 3,  # input checks on a CT (errors, volume): called by convert and import-ct
     "model": 4,
 }
 STAGE_UNITS = {"convert", "coarse", "seed", "refine", "lesions", "fuse", "qc", "radiomics", "report", "export",
