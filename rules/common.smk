@@ -90,15 +90,53 @@ def _slurm_preflight():
 
 
 def stop_on_sigterm():
-    # Called from onstart (after Snakemake's scheduler installed its own SIGTERM handler, which only
-    # stops submitting and then waits for running jobs -- forever when SLURM never answers): SIGTERM
-    # now acts like Ctrl-C, so Snakemake cancels its running jobs (scancel on SLURM) and exits.
+    # Called from onstart, after Snakemake's scheduler installed its own SIGTERM handler, which only
+    # stops submitting and then waits for running jobs (forever when SLURM never answers). Here
+    # SIGTERM stops the run the way Ctrl-C does: no new jobs, running local jobs (their whole process
+    # trees) are terminated, submitted SLURM jobs cancelled (the executor's cancel: scancel); the run
+    # then ends through onerror (status, failure list). A second SIGTERM exits at once.
     import signal
+    import threading
 
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    import psutil
+    from snakemake.shell import shell as _shell
 
-    signal.signal(signal.SIGTERM, _raise)
+    received = []
+
+    def _terminate_local_jobs():
+        for proc in list(_shell._processes.values()):
+            try:
+                tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+            except psutil.NoSuchProcess:
+                continue
+            for p in tree:
+                try:
+                    p.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+
+    def _stop():
+        scheduler = getattr(workflow, "scheduler", None)
+        if scheduler is not None:
+            scheduler._user_kill = "graceful"  # submit nothing more
+        _terminate_local_jobs()
+        if scheduler is not None:
+            try:
+                if not workflow.local_exec:  # SLURM: scancel every submitted job (local ones were terminated)
+                    scheduler._executor.cancel()
+            finally:
+                scheduler._open_jobs.release()  # wake the scheduler loop
+
+    def _on_sigterm(signum, frame):
+        received.append(signum)
+        if len(received) > 1:
+            _terminate_local_jobs()
+            os._exit(128 + signum)
+        sys.stderr.write("ctsam: SIGTERM received: cancelling running jobs and stopping (again: exit at once)\n")
+        # not in the handler itself: it may interrupt the scheduler while it holds its lock
+        threading.Thread(target=_stop, name="ctsam-sigterm", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 if workflow.is_main_process:

@@ -4,6 +4,7 @@ when every result is up to date. Each test runs real Snakemake (dry runs where p
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,11 +157,14 @@ def test_sigterm_stops_a_running_workflow(tmp_path):
             if line.strip().startswith(("rule ", "localrule ")):
                 break
         proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
+        rest, _ = proc.communicate(timeout=300)  # the end still writes status tables and the report
     finally:
         if proc.poll() is None:
             proc.kill()
     text = "".join(lines) + rest
     assert proc.returncode != 0
-    assert "Terminating processes on user request" in text
-    assert "Will exit after finishing currently running jobs" not in text
+    assert "ctsam: SIGTERM received: cancelling running jobs and stopping" in text
+    assert "ctsam: run ended with errors" in text  # onerror ran: status and failure list written
+    after = text.split("SIGTERM received")[1]
+    assert not re.search(r"^\s*(local)?rule \w+:", after, re.MULTILINE), after  # no job started after it
+    assert (tmp_path / "results" / "cohort" / "failures.tsv").exists()
