@@ -68,7 +68,7 @@ def _sinfo(stdout: str | None):
 
 def test_ready_cluster_passes():
     problems = slurm_problems({"slurm_partition": "cpu", "mem_mb": "4000"},
-                              {"refine": {"slurm_partition": "gpu", "gres": "gpu:1"}},
+                              {"refine": {"slurm_partition": "gpu", "gres": "gpu:1", "gpu": "0"}},
                               which=_which(), run=_sinfo("cpu*|(null)\ngpu|gpu:a100:4\n"))
     assert problems == []
 
@@ -82,7 +82,8 @@ def test_ready_cluster_passes():
     ({"slurm_partition": "cpu"}, {"refine": {"gres": "gpu:1"}}, "cpu|(null)\n",
      "partition 'cpu' has no GPUs (sinfo %G: (null)) but refine asks for one"),
     ({"slurm_partition": "gpu"}, {"refine": {"gres": "gpu:one"}}, "gpu|gpu:2\n", "gres: 'gpu:one' is not a valid GPU request"),
-    ({"slurm_partition": "gpu"}, {"refine": {"gpu": "0"}}, "gpu|gpu:2\n", "gpu: '0' is not a GPU count"),
+    ({"slurm_partition": "gpu"}, {"refine": {"gpu": "one"}}, "gpu|gpu:2\n", "gpu: 'one' is not a GPU count"),
+    ({"slurm_partition": "cpu"}, {"refine": {"gpus": "2"}}, "cpu|(null)\n", "partition 'cpu' has no GPUs"),
 ])
 def test_each_problem_is_named(default, per_rule, listing, expected):
     problems = slurm_problems(default, per_rule, which=_which(), run=_sinfo(listing))
