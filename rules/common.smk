@@ -170,12 +170,27 @@ def out(stage, name=None):
     return f"{RESULTS}/{{case}}/{name}" if record.scope == _CASE else cohort_out(name)
 
 
+class _PerCase:
+    # resources whose variant depends on the case (the coarse backend of coarse.backend auto): each
+    # attribute is a function of the job's wildcards, as Snakemake accepts for threads and resources
+    def __init__(self, stage, variant_of):
+        self.stage, self.variant_of = stage, variant_of
+
+    def __getattr__(self, name):
+        return lambda wildcards: getattr(_stage(self.stage).resources_for(self.variant_of(wildcards)), name)
+
+
 def res(stage, variant=None):
-    # a stage's threads / mem_mb / runtime_min / conda environment (ctsam/stages.py)
+    # a stage's threads / mem_mb / runtime_min / conda environment (ctsam/stages.py); variant: a
+    # name, or a function of the wildcards (then every attribute is one too)
+    if callable(variant):
+        return _PerCase(stage, variant)
     return _stage(stage).resources_for(variant)
 
 
 def conda_env(stage, variant=None):
+    if callable(variant):
+        return lambda wildcards: f"../envs/{res(stage, variant(wildcards)).conda}"
     return f"../envs/{res(stage, variant).conda}"
 
 
@@ -257,27 +272,11 @@ def get_coarse_labels(wildcards):
     return _declared(coarse_labels_path(wildcards))
 
 
-def coarse_threads(wildcards):
-    return res("coarse", BACKENDS[wildcards.case]).threads
-
-
-def coarse_mem_mb(wildcards):
-    return res("coarse", BACKENDS[wildcards.case]).mem_mb
-
-
-def coarse_runtime(wildcards):
-    return res("coarse", BACKENDS[wildcards.case]).runtime_min
-
-
 def coarse_gpu(wildcards):
     # TotalSegmentator on a GPU holds one GPU; the labels backend none
     ts = config.get("coarse", {}).get("totalsegmentator", {})
     on_gpu = BACKENDS[wildcards.case] == "totalsegmentator" and str(ts.get("device", "gpu")).startswith("gpu")
     return GPU_RESOURCE if on_gpu else 0
-
-
-def coarse_env(wildcards):
-    return conda_env("coarse", BACKENDS[wildcards.case])
 
 
 def stage_config(stage):

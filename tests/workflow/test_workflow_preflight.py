@@ -95,6 +95,10 @@ def test_auto_backend_uses_labels_where_given_and_totalsegmentator_elsewhere(tmp
     shell_b = next(line for line in out.splitlines() if "ctsam coarse" in line and "--case b " in line)
     assert "--backend labels" in shell_a and "seg.nii.gz" in shell_a
     assert "--backend totalsegmentator" in shell_b and "--labels" not in shell_b
+    # threads, memory and conda env follow each case's backend (the stage record's variants)
+    blocks = {m.group(1): m.group(0) for m in re.finditer(r"rule coarse:(?:(?!\n\n).)*?case=(\w+)(?:(?!\n\n).)*",
+                                                          out, re.DOTALL)}
+    assert "mem_mb=4000" in blocks["a"] and "mem_mb=16000" in blocks["b"], blocks
     # without the weights only case b (the TotalSegmentator case) is named
     proc = snakemake(tmp_path / "run", "-n", config=config, env_extra={"TOTALSEG_WEIGHTS_PATH": str(tmp_path / "x")})
     assert proc.returncode != 0 and "case b: TotalSegmentator weights for mode 'fast'" in proc.stderr
