@@ -36,7 +36,7 @@ def _snakemake(tmp_path: Path, *args: str, path: str) -> subprocess.CompletedPro
     cmd = [sys.executable, "-m", "snakemake", "--directory", str(work), "--configfile", str(work / "test-config.yaml"),
            "--profile", "workflow/profiles/slurm", *args]
     # a hang fails the test through the timeout
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.workflow
@@ -92,9 +92,9 @@ def test_each_problem_is_named(default, per_rule, listing, expected):
 
 def test_missing_commands_and_unanswering_sinfo():
     problems = slurm_problems({"slurm_partition": "cpu"}, {}, which=_which(present=("sinfo",)), run=_sinfo(None))
-    assert problems == ["sbatch, squeue, scancel not found on PATH: this machine is not a SLURM submit host. Fix: run "
-                        "on the cluster's login node (with SLURM's commands on PATH), or run locally: --profile "
-                        "workflow/profiles/local"]
+    assert problems == [("sbatch, squeue, scancel not found on PATH: this machine is not a SLURM submit host. Fix: "
+                         "run on the cluster's login node (with SLURM's commands on PATH), or run locally: --profile "
+                         "workflow/profiles/local")]
     # sinfo that does not answer in time: partitions cannot be checked, and nothing hangs
     assert slurm_problems({"slurm_partition": "cpu"}, {}, which=_which(), run=_sinfo(None)) == []
 
