@@ -48,7 +48,8 @@ STAGE_UNITS = {"convert", "coarse", "seed", "refine", "lesions", "fuse", "qc", "
                "demo", "manifest"}
 # "" = the package root ctsam/__init__.py; cohort_outputs builds the report and radiomics table of the
 # completed cases after a failed run (workflow onerror hook): it calls two stages, like the workflow does
-# preflight / slurm_preflight / weights check a whole run's inputs, backends and model files before any job
+# preflight / slurm_preflight / weights check a planned run (workflow parse time, ctsam weights): they
+# read stage modules (TotalSegmentator weight layout, radiomics parameter files)
 ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort", "cohort_outputs", "preflight", "slurm_preflight",
                        "weights"}
 INTERFACE_UNITS = {"commands", "cli", "__main__"}
