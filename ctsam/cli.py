@@ -137,7 +137,7 @@ def common_options(*, top_level: bool) -> argparse.ArgumentParser:
         "--case", default=default(None), help="pseudonymous case id, used in log lines and error messages"
     )
     common.add_argument(
-        "--config", default=default(None), help="YAML config (default: built-in defaults, see config.yaml)"
+        "--config", default=default(None), help="YAML config (default: ./config.yaml when present, else built-in defaults)"
     )
     return common
 
@@ -176,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         # temp files a killed earlier run of this case left beside its outputs
         for p in remove_stale_temps(Path(output).parent):
             log.info("removed a temporary file left by an interrupted run: %s", p.name)
+    configure_logging(-1 if args.quiet else args.verbose, args.case)
+    from ctsam.config import default_config_path
+    from ctsam.errors import CtsamError
+
+    if getattr(args, "config", None) is None:
+        found = default_config_path()
+        if found is not None:
+            args.config = str(found)
+            log.debug("reading %s (pass --config to use another file)", found)
+
     t0 = time.perf_counter()
     try:
         rc = args._run(args)
@@ -211,11 +221,12 @@ def _keep_uids(args: argparse.Namespace) -> bool:
     """``privacy.keep_uids`` of the command's config (False when unset or unreadable)."""
     if not getattr(args, "config", None):
         return False
-    try:
-        from ctsam.config import load_config
+    from ctsam.config import load_config
+    from ctsam.errors import CtsamError
 
+    try:
         return bool(load_config(args.config).get("privacy", {}).get("keep_uids", False))
-    except Exception:  # noqa: BLE001 - the command itself reports a bad config
+    except CtsamError:  # the command itself reports a bad config
         return False
 
 

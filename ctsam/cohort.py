@@ -40,7 +40,8 @@ _NIFTI = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 @dataclass(frozen=True)
 class Sample:
-    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map.
+    """One case: pseudonymous id, input CT (DICOM folder or image file), optional coarse label map and
+    lesion clicks (``CLICKS.tsv`` for ``ctsam lesions``).
 
     ``input_id`` is the id as the sample sheet gave it (``case_id`` is its safe form, see
     :func:`ctsam.caseid.safe_case_id`); empty when the id was derived (pseudonyms, demo).
@@ -49,6 +50,7 @@ class Sample:
     case_id: str
     path: str
     coarse_labels: str | None = None
+    lesion_clicks: str | None = None
     input_id: str = ""
 
     @property
@@ -75,8 +77,9 @@ def _resolve(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
-def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
-    """Read a tab-separated sheet with columns ``case_id``, ``path`` and optionally ``coarse_labels``.
+def load_samples_tsv(path: str | os.PathLike[str], *, clicks_column: str = "lesion_clicks") -> list[Sample]:
+    """Read a tab-separated sheet with columns ``case_id``, ``path`` and optionally ``coarse_labels`` and
+    ``clicks_column`` (each case's lesion ``CLICKS.tsv``; an empty cell: no lesions).
 
     Relative paths are relative to the sheet's folder. Any case id is accepted: unsafe ones map to
     safe ids (:func:`ctsam.caseid.safe_case_id`; the map goes to ``results/cohort/case_ids.tsv``),
@@ -101,6 +104,7 @@ def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
         if not (row.get("path") or "").strip():
             raise ConfigError("sample sheet row has no path", path=f"{path}:{n}", found=repr(row.get("case_id")))
         coarse = (row.get("coarse_labels") or "").strip()
+        clicks = (row.get(clicks_column) or "").strip()
         raw = row["case_id"] or ""
         study = _resolve(base, row["path"].strip())
         samples.append(
@@ -108,6 +112,7 @@ def load_samples_tsv(path: str | os.PathLike[str]) -> list[Sample]:
                 case_id=safe_case_id(raw) if raw.strip() else pseudonym(study),
                 path=study,
                 coarse_labels=_resolve(base, coarse) if coarse else None,
+                lesion_clicks=_resolve(base, clicks) if clicks else None,
                 input_id=raw,
             )
         )
@@ -183,18 +188,20 @@ def demo_samples(demo_dir: str, n_cases: int, *, defects: bool = False) -> list[
     from ctsam.demo.cohort import case_paths, cohort_case_ids
 
     return [
-        Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse))
+        Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse),
+               lesion_clicks=str(case_paths(demo_dir, c).lesions_tsv))
         for c in cohort_case_ids(n_cases, defects=defects)
     ]
 
 
-def load_samples(wf: dict) -> list[Sample]:
+def load_samples(wf: dict, *, clicks_column: str = "lesion_clicks") -> list[Sample]:
     """The cohort described by the config's ``workflow`` section.
 
     ``samples`` (a sheet) wins over ``studies_dir``; with neither, the demo cohort is used.
+    ``clicks_column`` is the sheet's lesion-clicks column (config ``lesions.clicks_column``).
     """
     if wf.get("samples"):
-        return load_samples_tsv(wf["samples"])
+        return load_samples_tsv(wf["samples"], clicks_column=clicks_column)
     if wf.get("studies_dir"):
         return scan_studies_dir(
             wf["studies_dir"], case_ids=wf.get("case_ids", "pseudonym"), salt=wf.get("pseudonym_salt", ""),
@@ -264,6 +271,51 @@ def resolve_stages(requested: str | list[str], available: set[str]) -> list[str]
                 fix="add them to workflow.stages",
             )
     return [s for s in order if s in requested]
+
+
+def lesions_active(requested: str | list[str], enabled: bool | str, *, demo: bool) -> bool:
+    """Whether the optional lesion stage runs: ``lesions.enabled`` true/false, or ``'auto'`` = the demo
+    cohort only (real cohorts need clicks and a real model). Listing ``lesions`` in ``workflow.stages``
+    turns it on unless ``enabled`` is false."""
+    if enabled is False:
+        return False
+    if enabled is True or (requested != "auto" and "lesions" in requested):
+        return True
+    return bool(demo)
+
+
+def lesion_model_shipped(spec: str) -> bool:
+    """Whether a lesion model spec names an existing file (``builtin:NAME`` is shipped in ctsam/resources/models)."""
+    from ctsam.errors import CheckpointError
+    from ctsam.resources import resolve_model_path
+
+    try:
+        return resolve_model_path(spec).exists()
+    except CheckpointError:
+        return False
+
+
+def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
+    """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
+    stage unless :func:`lesions_active` (``'auto'`` also needs the demo model, ``builtin:demo_lesion``, shipped)."""
+    stages = resolve_stages(requested, available)
+    enabled = lesions.get("enabled", "auto")
+    demo_ready = demo and (enabled is True or lesion_model_shipped(str(lesions.get("checkpoint", ""))))
+    if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
+        stages.remove("lesions")
+    return stages
+
+
+def lesion_clicks_for(sample: Sample, clicks_dir: str | None) -> str | None:
+    """A case's lesion clicks: its sample-sheet cell (or the demo's table), else ``<clicks_dir>/<case>.tsv``
+    when that file exists, else None (the case gets an empty lesion map)."""
+    if sample.lesion_clicks:
+        return sample.lesion_clicks
+    if clicks_dir:
+        path = Path(clicks_dir) / f"{sample.case_id}.tsv"
+        if path.exists():
+            return str(path)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -369,6 +421,27 @@ def write_status_tables(results_dir: str, samples: list[Sample], stages: list[st
         "; not complete: " + ", ".join(f"{c} ({st})" for c, st, _ in failure_rows) if n_bad else "",
     )
     return statuses
+
+
+def run_summary(results_dir: str, statuses: list[CaseStatus], *, ok: bool, report: bool = True) -> str:
+    """The lines a workflow run ends with: where the results, the report and the failure list are."""
+    root = Path(results_dir).resolve()
+    n_ok = sum(s.status == "ok" for s in statuses)
+    failed = [s for s in statuses if s.status != "ok"]
+    report_path = root / "cohort" / "report.html"
+    lines = ["", "ctsam: run " + ("finished" if ok else "ended with errors (completed cases are kept)"),
+             f"  results:  {root}/<case>/  ({n_ok} of {len(statuses)} cases complete)"]
+    if report and report_path.exists():
+        lines.append(f"  report:   {report_path}")
+    elif report:
+        lines.append(f"  report:   not written ({report_path} is made after QC of the cases)")
+    else:
+        lines.append("  report:   not part of this run (add report to workflow.stages)")
+    lines.append(f"  failures: {root / 'cohort' / 'failures.tsv'}  ({len(failed)} case(s)"
+                 + (": " + ", ".join(f"{s.case_id} at {s.failed_stage}" for s in failed[:5])
+                    + (" ..." if len(failed) > 5 else "") if failed else "") + ")")
+    lines.append(f"  status:   {root / 'cohort' / 'status.tsv'}")
+    return "\n".join(lines)
 
 
 def scan_results_samples(results_dir: str) -> list[Sample]:

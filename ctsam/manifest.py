@@ -174,7 +174,7 @@ def build_manifest(
         timing = read_sidecar_timing(s, case=case)
         if timing is not None:
             stages.setdefault(_stage_name(Path(s)), {})["sidecar_timing_s"] = timing
-    return {
+    doc = {
         "format_version": MANIFEST_FORMAT_VERSION,
         "case": case,
         "ctsam_version": __version__,
@@ -185,6 +185,32 @@ def build_manifest(
         "outputs": [describe_file(p, case_dir=cdir, case=case) for p in outputs],
         "stages": dict(sorted(stages.items())),
     }
+    warnings = demo_weight_warnings(outputs)
+    if warnings:
+        doc["warnings"] = warnings
+    return doc
+
+
+DEMO_WEIGHTS_WARNING = ("DEMO WEIGHTS: refine ran the phantom-trained builtin:demo_* model on a CT that is not a demo "
+                        "phantom (weights.allow_demo_weights: true); its refined structures are not trustworthy")
+
+
+def demo_weight_warnings(outputs: list[str | os.PathLike[str]]) -> list[str]:
+    """The demo-weights warning when a refined file of ``outputs`` records demo weights on a real CT."""
+    import zipfile
+
+    for p in outputs:
+        path = Path(p)
+        if not path.name.endswith(".npz") or not path.is_file():
+            continue
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read("meta.json")).get("meta") or {}
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            continue
+        if meta.get("demo_weights_on_real_ct"):
+            return [DEMO_WEIGHTS_WARNING]
+    return []
 
 
 def discover_case_files(case_dir: str | os.PathLike[str], *, exclude: tuple[str, ...] = ("manifest.json",)) -> dict:

@@ -80,7 +80,8 @@ class Stage:
         return dict(self.variants).get(variant or "", self.resources)
 
 
-_PIPELINE_SECTIONS = ("privacy", "convert", "guards", "coarse", "structures", "seed", "refine", "fuse", "qc", "radiomics")
+_PIPELINE_SECTIONS = ("privacy", "convert", "guards", "coarse", "structures", "seed", "refine", "weights", "fuse", "lesions",
+                      "qc", "radiomics")
 
 #: Every stage, in pipeline order (per-case stages, then cohort stages).
 STAGES: tuple[Stage, ...] = (
@@ -103,18 +104,24 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "refine", CASE, ("refined.npz",), requires=("seed",), commands=(("refine", "refine"),), function="refine",
-        config_sections=("refine",), resources=Resources(1, 16000, 60), gpu=True,
+        config_sections=("refine", "weights"), resources=Resources(1, 16000, 60), gpu=True,
     ),
     Stage(
         "fuse", CASE, ("labels.nii.gz", "labels.tsv", "fuse.json"), requires=("coarse",), uses=("refine",),
         commands=(("fuse", "fuse"),), function="fuse", config_sections=("fuse",), resources=Resources(1, 8000, 20),
     ),
     Stage(
-        "qc", CASE, ("qc.json",), requires=("fuse",), uses=("refine",), commands=(("qc", "qc"),), function="qc",
+        # optional (config lesions.enabled): one-click tumours; after refine, in the case's GPU job
+        "lesions", CASE, ("lesions.nii.gz", "lesions.json"), requires=("coarse",), uses=("refine",),
+        commands=(("lesions", "lesions"),), function="lesions", config_sections=("lesions",),
+        resources=Resources(1, 8000, 30), gpu=True,
+    ),
+    Stage(
+        "qc", CASE, ("qc.json",), requires=("fuse",), uses=("refine", "lesions"), commands=(("qc", "qc"),), function="qc",
         config_sections=("qc",), resources=Resources(1, 8000, 20),
     ),
     Stage(
-        "radiomics", CASE, ("radiomics.parquet", "radiomics.json"), requires=("fuse",),
+        "radiomics", CASE, ("radiomics.parquet", "radiomics.json"), requires=("fuse",), uses=("lesions",),
         commands=(("radiomics", "radiomics"),), function="radiomics", config_sections=("radiomics",),
         resources=Resources(2, 8000, 60, "radiomics.yaml"),
     ),

@@ -1,5 +1,5 @@
 # CT -> results/<case>/coarse.nii.gz (+ .tsv label table, .json sidecar): first masks from the
-# user's label map (backend 'labels') or TotalSegmentator, in TotalSegmentator 'total' ids.
+# user's label map or TotalSegmentator (per case: coarse.backend, 'auto' = labels when the case has them), in TotalSegmentator 'total' ids.
 
 
 rule coarse:
@@ -15,17 +15,17 @@ rule coarse:
     benchmark:
         bench_path("coarse")
     params:
-        backend=WF["coarse_backend"],
+        backend=coarse_backend,
         labels_arg=coarse_labels_arg,
         config=stage_config("coarse"),
-    threads: res("coarse", WF["coarse_backend"]).threads
+    threads: coarse_threads
     resources:
-        mem_mb=res("coarse", WF["coarse_backend"]).mem_mb,
-        runtime=res("coarse", WF["coarse_backend"]).runtime_min,
+        mem_mb=coarse_mem_mb,
+        runtime=coarse_runtime,
         # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
-        gpu=GPU_RESOURCE if coarse_uses_gpu() else 0,
+        gpu=coarse_gpu,
     conda:
-        conda_env("coarse", WF["coarse_backend"])
+        coarse_env
     shell:
         "python -m ctsam coarse {input.ct} -o {output.coarse} --sidecar {output.sidecar}"
         " --backend {params.backend} {params.labels_arg}"

@@ -12,12 +12,13 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get(
 
 from ctsam.cohort import (
     STAGE_FILES,
+    active_stages,
     available_commands,
     benchmark_file,
     case_file,
+    lesion_clicks_for,
     load_samples,
     log_file,
-    resolve_stages,
     write_case_id_map,
     write_stage_config,
     write_status_tables,
@@ -25,12 +26,86 @@ from ctsam.cohort import (
 from ctsam.stages import CASE as _CASE
 from ctsam.stages import stage as _stage
 
+from ctsam.config import validate_config
+from ctsam.errors import CtsamError
+from ctsam.preflight import case_backend, drop_missing_auto_labels, is_dry_run, preflight, uses_conda
+
+
+def _stop(err):
+    # a few lines naming the key and the fix, instead of a Python traceback; exit code 2 (config)
+    sys.stderr.write(f"ctsam: {err}\n")
+    raise SystemExit(2)
+
+
+# The whole config is validated before any job, also when every result is up to date: unknown keys
+# (with the closest valid one), types and ranges, bounds; defaults come from the schema only.
+try:
+    config.update(validate_config(config, source="the workflow config (config.yaml, --configfile, --config)"))
+except CtsamError as err:
+    _stop(err)
+
 WF = config["workflow"]
 RESULTS = WF["results_dir"]
 DEMO = not WF["samples"] and not WF["studies_dir"]
 DEMO_DIR = WF["demo"]["dir"]
-SAMPLES = {s.case_id: s for s in load_samples(WF)}
-STAGES = resolve_stages(WF["stages"], available_commands())
+LESIONS = config["lesions"]
+try:
+    _samples = load_samples(WF, clicks_column=LESIONS["clicks_column"])
+    # the lesion stage is optional: lesions.enabled (auto: the demo cohort, when builtin:demo_lesion is shipped)
+    STAGES = active_stages(WF["stages"], available_commands(), LESIONS, demo=DEMO)
+except CtsamError as err:
+    _stop(err)
+_samples = drop_missing_auto_labels(_samples, config["coarse"]["backend"], bool(WF["studies_dir"]) and not WF["samples"])
+SAMPLES = {s.case_id: s for s in _samples}
+# coarse backend per case (coarse.backend auto: a case with a label map uses it, others TotalSegmentator)
+BACKENDS = {c: case_backend(config["coarse"]["backend"], s.coarse_labels) for c, s in SAMPLES.items()}
+
+
+def _preflight():
+    # Submit host only (jobs re-parse this file on their nodes). Problems of one case let the
+    # others run (the case fails alone) except in a dry run, which reports everything it can.
+    import logging
+
+    dry = is_dry_run(sys.argv)
+    result = preflight(config, list(SAMPLES.values()), STAGES, demo=DEMO, use_conda=uses_conda(sys.argv))
+    if result.blocking or (dry and result.per_case):
+        _stop(result.error(include_cases=dry))
+    if result.per_case:
+        logging.getLogger("ctsam.preflight").warning("%s", result.warning_text())
+    _slurm_preflight()
+
+
+def _slurm_preflight():
+    # SLURM executor (or slurm_* resources): sbatch/sinfo present, no placeholder partition or
+    # account, partitions exist, GPU requests valid -- in seconds, before the first submission.
+    from ctsam.slurm_preflight import check_slurm, intended_executor, resources_from_settings
+
+    default, per_rule = resources_from_settings(workflow.resource_settings)
+    named = any(k.startswith("slurm_") for res in [default, *per_rule.values()] for k in res)
+    if intended_executor(sys.argv) == "slurm" or named:
+        try:
+            check_slurm(default, per_rule)
+        except CtsamError as err:
+            _stop(err)
+
+
+def stop_on_sigterm():
+    # Called from onstart (after Snakemake's scheduler installed its own SIGTERM handler, which only
+    # stops submitting and then waits for running jobs -- forever when SLURM never answers): SIGTERM
+    # now acts like Ctrl-C, so Snakemake cancels its running jobs (scancel on SLURM) and exits.
+    import signal
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+if workflow.is_main_process:
+    try:
+        _preflight()
+    except CtsamError as err:
+        _stop(err)
 
 
 # Case ids are safe by construction (ctsam.caseid.safe_case_id: no '/', at most 64 characters, no
@@ -45,9 +120,6 @@ wildcard_constraints:
 GPU_RESOURCE = 1
 
 
-def coarse_uses_gpu():
-    ts = config.get("coarse", {}).get("totalsegmentator", {})
-    return WF["coarse_backend"] == "totalsegmentator" and str(ts.get("device", "gpu")).startswith("gpu")
 
 
 def out(stage, name=None):
@@ -79,6 +151,17 @@ def cohort_out(name):
 
 def demo_out(name):
     return f"{DEMO_DIR}/{{case}}/{name}"
+
+
+# planted tumours of a demo case (ctsam.demo.lesions): one click per lesion (ctsam lesions --clicks format)
+# and the truth map (value = lesion id); the lesion stage of demo runs uses demo_lesion_clicks() with
+# WF["demo"]["lesion_checkpoint"] (builtin:demo_lesion)
+DEMO_LESION_CLICKS = "lesions.tsv"
+DEMO_LESION_TRUTH = "lesions_truth.nii.gz"
+
+
+def demo_lesion_clicks():
+    return demo_out(DEMO_LESION_CLICKS)
 
 
 def demo_dir_of(wildcards, output):
@@ -116,16 +199,47 @@ def coarse_labels_path(wildcards):
     return SAMPLES[wildcards.case].coarse_labels or ""
 
 
+def coarse_backend(wildcards):
+    return BACKENDS[wildcards.case]
+
+
+def _on_labels(wildcards):
+    return BACKENDS[wildcards.case] == "labels"
+
+
 def coarse_labels_arg(wildcards):
-    if WF["coarse_backend"] != "labels":
+    if not _on_labels(wildcards):
         return ""
     return f"--labels {shlex.quote(coarse_labels_path(wildcards))}"
 
 
 def get_coarse_labels(wildcards):
-    if WF["coarse_backend"] != "labels":
+    if not _on_labels(wildcards):
         return []
     return _declared(coarse_labels_path(wildcards))
+
+
+def coarse_threads(wildcards):
+    return res("coarse", BACKENDS[wildcards.case]).threads
+
+
+def coarse_mem_mb(wildcards):
+    return res("coarse", BACKENDS[wildcards.case]).mem_mb
+
+
+def coarse_runtime(wildcards):
+    return res("coarse", BACKENDS[wildcards.case]).runtime_min
+
+
+def coarse_gpu(wildcards):
+    # TotalSegmentator on a GPU holds one GPU; the labels backend none
+    ts = config.get("coarse", {}).get("totalsegmentator", {})
+    on_gpu = BACKENDS[wildcards.case] == "totalsegmentator" and str(ts.get("device", "gpu")).startswith("gpu")
+    return GPU_RESOURCE if on_gpu else 0
+
+
+def coarse_env(wildcards):
+    return conda_env("coarse", BACKENDS[wildcards.case])
 
 
 def stage_config(stage):
@@ -144,6 +258,50 @@ def refine_checkpoint():
     from ctsam.resources import resolve_model_path
 
     return str(resolve_model_path(config["refine"]["checkpoint"]))
+
+
+def lesion_checkpoints():
+    # {"": default model file, label: its model file}: the model files are inputs (new weights re-run lesions)
+    from ctsam.resources import resolve_model_path
+
+    if "lesions" not in STAGES:
+        return {}
+    specs = {"": LESIONS["checkpoint"], **LESIONS["checkpoints"]}
+    return {label: str(resolve_model_path(spec)) for label, spec in specs.items()}
+
+
+def lesion_checkpoint_args(wildcards, input):
+    files = lesion_checkpoints()
+    return " ".join(f"--checkpoint {shlex.quote(f'{label}={path}' if label else path)}"
+                    for label, path in sorted(files.items()))
+
+
+def get_lesion_clicks(wildcards):
+    # the case's CLICKS.tsv (sample sheet column, demo table, or lesions.clicks_dir/<case>.tsv), if any
+    clicks = lesion_clicks_for(SAMPLES[wildcards.case], LESIONS["clicks_dir"])
+    return _declared(clicks) if clicks else []
+
+
+def lesion_clicks_arg(wildcards, input):
+    return f"--clicks {shlex.quote(input.clicks)}" if input.clicks else "--no-clicks"
+
+
+def get_lesion_labels(wildcards):
+    # each lesion's containing structure is named from the case's coarse labels (prep job output)
+    return out("coarse") if LESIONS["containing_labels"] == "coarse" else []
+
+
+def lesion_labels_arg(wildcards, input):
+    return f"--labels {shlex.quote(input.labels)}" if input.labels else ""
+
+
+def get_lesions(wildcards):
+    # qc and radiomics take the lesion map when the lesion stage runs
+    return case_file(RESULTS, "lesions", wildcards.case) if "lesions" in STAGES else []
+
+
+def lesions_arg(wildcards, input):
+    return f"--lesions {shlex.quote(input.lesions)}" if input.lesions else ""
 
 
 def get_corrections(wildcards):
@@ -211,13 +369,21 @@ def write_case_ids():
     write_case_id_map(RESULTS, list(SAMPLES.values()))
 
 
-def write_cohort_status():
+def write_cohort_status(ok=True):
+    # status.tsv / failures.tsv, then where to look: results, report, failure list (printed last)
+    from ctsam.cohort import run_summary
+
     write_case_ids()
-    write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])
+    statuses = write_status_tables(RESULTS, list(SAMPLES.values()), [s for s in STAGES if s in STAGE_FILES])
+    if not ok:
+        # after a failed run: the cohort report and tables of the cases that completed
+        write_completed_cohort_outputs()
+    sys.stderr.write(run_summary(RESULTS, statuses, ok=ok, report="report" in STAGES) + "\n")
 
 
 def write_completed_cohort_outputs():
-    # after a failed run: the cohort report and tables of the cases that completed (ctsam/cohort_outputs.py)
+    # the cohort report and tables of the cases that completed (ctsam/cohort_outputs.py); the report
+    # lists the failed cases from failures.tsv
     from ctsam.cohort_outputs import write_completed_outputs
 
     write_completed_outputs(

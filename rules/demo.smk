@@ -7,6 +7,8 @@ rule demo_case:
         coarse=demo_out("coarse.nii.gz"),
         truth=demo_out("truth.nii.gz"),
         meta=demo_out("phantom.json"),
+        lesion_clicks=demo_out(DEMO_LESION_CLICKS),
+        lesion_truth=demo_out(DEMO_LESION_TRUTH),
     log:
         log_path("demo"),
     benchmark:

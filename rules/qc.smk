@@ -7,6 +7,7 @@ rule qc:
         labels=out("fuse"),
         coarse=out("coarse"),
         fuse_sidecar=out("fuse", "fuse.json"),
+        lesions=get_lesions,
     output:
         qc=out("qc"),
     log:
@@ -15,6 +16,7 @@ rule qc:
         bench_path("qc")
     params:
         refined_arg=refined_arg,
+        lesions=lesions_arg,
         config=stage_config("qc"),
     threads: res("qc").threads
     resources:
@@ -24,4 +26,4 @@ rule qc:
         conda_env("qc")
     shell:
         "python -m ctsam qc {input.ct} {input.labels} --coarse {input.coarse} --fuse-sidecar {input.fuse_sidecar}"
-        " {params.refined_arg} -o {output.qc} --case {wildcards.case} --config {params.config} 2> {log}"
+        " {params.refined_arg} {params.lesions} -o {output.qc} --case {wildcards.case} --config {params.config} 2> {log}"

@@ -5,6 +5,7 @@ rule radiomics:
     input:
         ct=out("convert"),
         labels=out("fuse"),
+        lesions=get_lesions,
     output:
         features=out("radiomics"),
     log:
@@ -13,6 +14,7 @@ rule radiomics:
         bench_path("radiomics")
     params:
         config=stage_config("radiomics"),
+        lesions=lesions_arg,
     threads: res("radiomics").threads
     resources:
         mem_mb=res("radiomics").mem_mb,
@@ -20,7 +22,7 @@ rule radiomics:
     conda:
         conda_env("radiomics")
     shell:
-        "python -m ctsam radiomics {input.ct} {input.labels} -o {output.features} --workers {threads}"
+        "python -m ctsam radiomics {input.ct} {input.labels} {params.lesions} -o {output.features} --workers {threads}"
         " --case {wildcards.case} --config {params.config} 2> {log}"
 
 

@@ -199,3 +199,46 @@ def test_import_ct_writes_int16_and_sidecar_without_path(tmp_path):
     assert "DOE" not in side and json.loads(side)["source"]["dtype"] == "float32"
     write_ct(src, CTVolume(array=np.full((3, 4, 5), 60000.0, dtype=np.float32), geometry=g))
     assert main(["import-ct", str(src), "-o", str(tmp_path / "ct2.nii.gz")]) == 2
+
+
+def test_lesion_stage_is_optional_and_auto_means_the_demo_only():
+    from ctsam.cohort import lesions_active
+
+    assert "lesions" in resolve_stages("auto", ALL | {"lesions"})
+    assert resolve_stages(["convert", "coarse", "lesions"], ALL | {"lesions"}) == ["convert", "coarse", "lesions"]
+    assert lesions_active("auto", "auto", demo=True) and not lesions_active("auto", "auto", demo=False)
+    assert lesions_active("auto", True, demo=False) and not lesions_active("auto", False, demo=True)
+    assert lesions_active(["convert", "coarse", "lesions"], "auto", demo=False)
+
+
+def test_lesion_clicks_from_the_sheet_column_or_a_folder(tmp_path):
+    from ctsam.cohort import lesion_clicks_for
+
+    (tmp_path / "clicks").mkdir()
+    (tmp_path / "clicks" / "B.tsv").write_text("lesion_id\tx\ty\tz\n1\t0\t0\t0\n")
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text("case_id\tpath\ttumour_clicks\nA\ta.nii.gz\tA_clicks.tsv\nB\tb.nii.gz\t\nC\tc.nii.gz\t\n")
+    a, b, c = load_samples({"samples": str(sheet)}, clicks_column="tumour_clicks")
+    assert a.lesion_clicks == str(tmp_path / "A_clicks.tsv") and b.lesion_clicks is None
+    folder = str(tmp_path / "clicks")
+    assert lesion_clicks_for(a, folder) == a.lesion_clicks
+    assert lesion_clicks_for(b, folder) == str(tmp_path / "clicks" / "B.tsv")
+    assert lesion_clicks_for(c, folder) is None and lesion_clicks_for(c, None) is None
+    demo = load_samples({"demo": {"dir": "d", "cases": 1}})
+    assert demo[0].lesion_clicks == "d/demo-001/lesions.tsv"
+
+
+def test_active_stages_drop_the_lesion_stage_unless_enabled(tmp_path):
+    from ctsam.cohort import active_stages
+
+    avail = ALL | {"lesions"}
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    on = {"enabled": "auto", "checkpoint": str(model)}
+    assert "lesions" in active_stages("auto", avail, on, demo=True)
+    assert "lesions" not in active_stages("auto", avail, on, demo=False)
+    # auto on the demo needs its model shipped; enabled: true does not look (a missing model fails loudly later)
+    missing = {"enabled": "auto", "checkpoint": "builtin:no_such_model"}
+    assert "lesions" not in active_stages("auto", avail, missing, demo=True)
+    assert "lesions" in active_stages("auto", avail, {**missing, "enabled": True}, demo=False)
+    assert "lesions" not in active_stages("auto", avail, {**on, "enabled": False}, demo=True)

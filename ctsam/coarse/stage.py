@@ -94,6 +94,17 @@ def _write(
     return CoarseSummary(out_path, sidecar_path, present, sidecar)
 
 
+def _sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder of masks (over its files' relative names and digests)."""
+    from ctsam.provenance import sha256_file
+
+    if path.is_dir():
+        from ctsam.manifest import sha256_dir
+
+        return sha256_dir(path)[0]
+    return sha256_file(path)
+
+
 def _head(backend: str, ct_path: Path, case: str | None) -> dict:
     from ctsam.provenance import sha256_file
 
@@ -243,7 +254,8 @@ def run_labels_backend(
         {
             "options": {"resample": resample, "extent_tolerance_mm": extent_tolerance_mm},
             "labels_input": {
-                "file": labels_path.name,
+                # by content, not name: a user's label file is often named after the patient
+                "sha256": _sha256(labels_path),
                 "names_from": user.source,
                 "n_labels": len(user.labels),
                 "resampled_from": user.geometry.to_dict() if resampled else None,

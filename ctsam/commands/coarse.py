@@ -15,7 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", required=True, help="coarse label map to write (.nii.gz); sidecars .tsv and .json beside it"
     )
-    p.add_argument("--backend", choices=["totalsegmentator", "labels"], default=None, help="default: coarse.backend")
+    p.add_argument(
+        "--backend", choices=["auto", "totalsegmentator", "labels"], default=None,
+        help="default: coarse.backend (auto: labels when --labels is given, else TotalSegmentator)",
+    )
     p.add_argument("--sidecar", default=None, help="JSON sidecar path (default: <output stem>.json)")
     ts = p.add_argument_group("totalsegmentator backend (defaults: coarse.totalsegmentator.*)")
     mode = ts.add_mutually_exclusive_group()
@@ -51,16 +54,18 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     section = config["coarse"]
     backend = args.backend or section["backend"]
+    if backend == "auto":
+        backend = "labels" if args.labels else "totalsegmentator"
     unknown = args.unknown or section["labels"]["unknown"]
     if backend == "labels":
         from ctsam.coarse.stage import run_labels_backend
 
         if not args.labels:
             raise ConfigError(
-                "--backend labels needs --labels",
+                "coarse backend 'labels' needs --labels",
                 expected="--labels LABELMAP.nii.gz (or .nrrd, or a folder of <name>.nii.gz masks)",
                 found="no --labels",
-                fix="pass the label map made for this CT",
+                fix="pass the label map made for this CT, or set coarse.backend: auto (TotalSegmentator without labels)",
             )
         run_labels_backend(
             args.ct,

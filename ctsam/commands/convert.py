@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ctsam.volume import Geometry
 
 HELP = "convert the CT series of a DICOM study folder into a validated HU NIfTI (+ JSON sidecar)"
 
@@ -60,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     from ctsam.convert import ConvertOptions, convert_study
     from ctsam.guards import GuardSettings, check_ct
     from ctsam.io.atomic import atomic_write_json
-    from ctsam.io.image import write_ct
     from ctsam.privacy import PrivacySettings, scrub
 
     config = load_config(args.config)
@@ -72,9 +77,15 @@ def run(args: argparse.Namespace) -> int:
         uneven_spacing=args.uneven_spacing,
     )
     sidecar = Path(args.sidecar) if args.sidecar else default_sidecar(args.output)
-    # convert in memory, run the input guards, then write (a refused CT leaves no output behind)
-    result = convert_study(args.study_dir, None, sidecar_path=None, options=options)
-    check_ct(result.volume.array, result.volume.geometry, GuardSettings.from_config(config), case=args.case)
-    write_ct(args.output, result.volume, compresslevel=options.compresslevel)
+    guards = GuardSettings.from_config(config)
+
+    def guard(hu_range: np.ndarray, geometry: Geometry) -> None:
+        check_ct(hu_range, geometry, guards, case=args.case)
+
+    # the input guards run on the converted volume before the NIfTI is committed (a refused CT leaves
+    # no output behind); a plain stack streams from the decoder into the file, never held in memory
+    result = convert_study(
+        args.study_dir, args.output, sidecar_path=None, options=options, keep_volume=False, guard=guard
+    )
     atomic_write_json(sidecar, scrub(result.sidecar, PrivacySettings.from_config(config)))
     return 0

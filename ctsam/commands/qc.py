@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coarse", default=None, metavar="COARSE.nii.gz", help="coarse label map (reference for Dice/HD95/NSD)")
     parser.add_argument("--refined", default=None, metavar="REFINED.npz", help="refined probabilities (model confidence)")
     parser.add_argument("--fuse-sidecar", default=None, metavar="FUSE.json", help="fusion sidecar (records each structure's source)")
+    parser.add_argument("--lesions", default=None, metavar="LESIONS.nii.gz",
+                        help="lesion map from 'ctsam lesions' (its LESIONS.json beside it): one QC row per lesion")
     parser.add_argument("-o", "--output", required=True, metavar="QC.json", help="QC document (JSON)")
 
 
@@ -51,11 +53,22 @@ def run(args: argparse.Namespace) -> int:
             ) from err
     name_map = final_name_map(final.labels, keep_unmapped=bool(full["fuse"]["keep_unmapped_coarse"]))
     doc = compute_case_qc(ct, final, coarse, config, refined=refined, name_map=name_map, fusion_sources=sources, case=args.case)
+    if args.lesions:
+        from ctsam.lesions.writer import read_lesions_sidecar
+        from ctsam.qc.lesions import lesion_qc
+        from ctsam.volume import check_same_space
+
+        lesion_map = read_labelmap(args.lesions, case=args.case)
+        check_same_space(ct.geometry, lesion_map.geometry, name_a="CT", name_b="lesion map", case=args.case)
+        lq = lesion_qc(ct, lesion_map, final, read_lesions_sidecar(args.lesions), config)
+        doc["lesions"] = lq["lesions"]
+        doc["lesion_summary"] = lq["summary"]
     doc["inputs"] = {
         "ct": Path(args.ct).name,
         "labels": Path(args.labels).name,
         "coarse": Path(args.coarse).name if args.coarse else None,
         "refined": Path(args.refined).name if args.refined else None,
+        **({"lesions": Path(args.lesions).name} if args.lesions else {}),
     }
     atomic_write_json(args.output, doc)
     return 0

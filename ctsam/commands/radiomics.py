@@ -16,6 +16,9 @@ def add_arguments(parser) -> None:
                         help="worker processes, one thread each (= Snakemake threads) [config radiomics.workers]")
     parser.add_argument("--structures", nargs="+", default=None, metavar="NAME",
                         help="only these structures (label-table names) [config radiomics.structures; default all]")
+    parser.add_argument("--lesions", default=None,
+                        help="lesion map from 'ctsam lesions' (LESIONS.nii.gz): one more structure per lesion, "
+                             "'lesion_<id>', with its containing structure from LESIONS.json")
     parser.add_argument("--margin-mm", type=float, default=None,
                         help="context kept around each structure's bounding box, mm [config radiomics.margin_mm]")
 
@@ -43,6 +46,8 @@ def run(args) -> int:
         structures=args.structures if args.structures is not None else (cfg["structures"] or None),
         margin_mm=args.margin_mm if args.margin_mm is not None else cfg["margin_mm"],
     )
+    if args.lesions:
+        features = _with_lesions(features, args, params, case, cfg)
     counts = features.counts()
     n_rows = sum(len(r.features) for r in features.results)
     if n_rows == 0:
@@ -63,6 +68,28 @@ def run(args) -> int:
              ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), args.output,
              features.timings_s["read"], features.timings_s["extract"])
     return 0
+
+
+def _with_lesions(features, args, params, case: str, cfg):
+    """``features`` plus one structure per lesion of ``args.lesions`` (every lesion; the --structures
+    filter applies to the label map only)."""
+    import dataclasses
+
+    from ctsam.lesions.writer import read_lesions_sidecar
+    from ctsam.radiomics.extract import extract_case
+
+    lesion_features = extract_case(
+        args.ct, args.lesions, params, case=case,
+        workers=args.workers if args.workers is not None else cfg["workers"],
+        margin_mm=args.margin_mm if args.margin_mm is not None else cfg["margin_mm"],
+    )
+    sidecar = read_lesions_sidecar(args.lesions) or {"lesions": []}
+    by_name = {rec["name"]: rec for rec in sidecar["lesions"]}
+    info = {r.name: {"lesion_id": r.label, "containing_structure": by_name.get(r.name, {}).get("containing_structure")}
+            for r in lesion_features.results}
+    timings = {k: features.timings_s.get(k, 0.0) + lesion_features.timings_s.get(k, 0.0) for k in features.timings_s}
+    return dataclasses.replace(features, results=features.results + lesion_features.results, lesions=info,
+                               timings_s=timings)
 
 
 def _stem(path) -> str:

@@ -32,15 +32,21 @@ def run(args) -> int:
     from ctsam.config import load_config
     from ctsam.io.atomic import atomic_write_json
     from ctsam.io.image import read_ct, read_labelmap
-    from ctsam.model import load_ctsam3d
+    from ctsam.model import load_model
     from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
     from ctsam.seed.prompts import merge_corrections, read_corrections, read_prompts
     from ctsam.refine.engine import RefineEngine, RefineSettings
     from ctsam.refine.refined_file import save_refined
     from ctsam.volume import check_same_space
 
+    from ctsam.weights import check_demo_weights
+
     log = logging.getLogger("ctsam.refine")
     config = load_config(args.config)
+    checkpoint = args.checkpoint or config["refine"]["checkpoint"]
+    # builtin:demo_* weights were trained on phantoms: refused on other CT unless allowed (then recorded)
+    demo_on_real = check_demo_weights(checkpoint, args.ct, allow=config["weights"]["allow_demo_weights"],
+                                      case=args.case)
     settings = RefineSettings.from_config(config["refine"])
     device = resolve_device(args.device or settings.device)
     set_deterministic()
@@ -56,12 +62,20 @@ def run(args) -> int:
     if args.coarse:
         coarse = read_labelmap(args.coarse, case=args.case)
         check_same_space(ct.geometry, coarse.geometry, name_a="CT", name_b="coarse labels", case=args.case)
-    model = load_ctsam3d(args.checkpoint or config["refine"]["checkpoint"], device=device)
+    model = load_model(checkpoint, device=device)
+    if model.family != "ctsam3d":
+        from ctsam.errors import CheckpointError
+
+        raise CheckpointError("refine needs an anatomy refinement model (family ctsam3d)", path=checkpoint,
+                              found=f"a {model.family} model",
+                              fix="pass a CT-SAM3D checkpoint; tumour models are used by 'ctsam lesions'")
     predictor = PatchPredictor(model, device=device, amp_bf16=settings.amp_bf16, batch_size=settings.batch_size,
                                cache_patches=settings.feature_cache_patches)
     engine = RefineEngine(predictor, settings)
     result, timing = engine.run(ct, prompts, case=args.case, coarse=coarse)
     result.meta["corrections"] = bool(args.extra_clicks)
+    if demo_on_real:
+        result.meta["demo_weights_on_real_ct"] = True
     save_refined(args.output, result)
     timing["wall_s"] = time.perf_counter() - t0
     if device.type == "cuda":

@@ -7,10 +7,13 @@ Layout under the cohort folder ``DIR``::
     DIR/<case>/truth.nii.gz (+ .tsv)   ground-truth labels (TotalSegmentator names), on the grid of
                                        the converted CT (see :func:`rows_bottom_up`)
     DIR/<case>/coarse.nii.gz (+ .tsv)  labels imitating a 3 mm segmenter, same grid
-    DIR/<case>/phantom.json            parameters, coarse errors introduced, corruption if any
+    DIR/<case>/lesions_truth.nii.gz    planted liver/kidney tumours (value = lesion id), same grid
+    DIR/<case>/lesions.tsv             one click per lesion: lesion_id, x, y, z (world LPS mm), label
+    DIR/<case>/phantom.json            parameters, coarse errors introduced, lesions, corruption if any
 
 Case ``k`` (1-based) is ``demo-00k``; its phantom is drawn from ``(seed, k)`` alone, so one case can
-be (re)written without the others and always comes out byte-identical.
+be (re)written without the others and always comes out byte-identical. Its lesions come from their own
+stream ``(seed, k, LESION_STREAM)`` (:mod:`ctsam.demo.lesions`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,14 @@ class DemoCasePaths:
         return self.root / "coarse.nii.gz"
 
     @property
+    def lesions_truth(self) -> Path:
+        return self.root / "lesions_truth.nii.gz"
+
+    @property
+    def lesions_tsv(self) -> Path:
+        return self.root / "lesions.tsv"
+
+    @property
     def meta(self) -> Path:
         return self.root / "phantom.json"
 
@@ -115,14 +126,15 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
     """Write one case (DICOM series, truth, coarse labels, phantom.json) and return its paths."""
     from ctsam.demo.defects import defect_of, plant
     from ctsam.demo.dicom import write_series
+    from ctsam.demo.lesions import lesion_rng, lesions_tsv_text
     from ctsam.demo.phantom import draw_spec, make_phantom
-    from ctsam.io.atomic import atomic_write_json
+    from ctsam.io.atomic import atomic_write_json, atomic_write_text
     from ctsam.io.image import write_labelmap
 
     index = _index_of(case_id, n_cases)
     rng = np.random.default_rng([int(seed), index])
     spec = draw_spec(rng)
-    phantom = make_phantom(spec, rng)
+    phantom = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, index))
     defect = None
     if defect_of(case_id):
         phantom, defect = plant(defect_of(case_id), phantom)
@@ -136,6 +148,9 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
     write_series(phantom.ct, paths.dicom_dir, case_id=case_id, seed=seed, contrast=spec.contrast, skip_slices=skip)
     write_labelmap(paths.truth, rows_bottom_up(phantom.truth))
     write_labelmap(paths.coarse, rows_bottom_up(phantom.coarse))
+    if phantom.lesion_truth is not None:
+        write_labelmap(paths.lesions_truth, rows_bottom_up(phantom.lesion_truth))
+        atomic_write_text(paths.lesions_tsv, lesions_tsv_text(phantom.lesions))
     atomic_write_json(
         paths.meta,
         {
@@ -150,6 +165,7 @@ def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int
             "corrupt": f"slices {skip[0]} and {skip[1]} (0-based) missing from the DICOM series" if corrupt else None,
             "defect": defect,
             "structures": sorted(phantom.truth.labels[i] for i in phantom.truth.present_labels()),
+            "lesions": [les.to_dict() for les in phantom.lesions],
         },
     )
     log.info("wrote %s: %s%s", case_id, phantom.ct.geometry.describe(), " (corrupt)" if corrupt else "")

@@ -55,6 +55,8 @@ class Phantom:
     coarse: LabelMap
     coarse_errors: list[str]
     spec: PhantomSpec
+    lesion_truth: LabelMap | None = None
+    lesions: list = field(default_factory=list)
 
 
 def draw_spec(rng: np.random.Generator, *, shape_zyx=(100, 128, 128), spacing_xyz_mm=(0.9, 0.9, 2.5)) -> PhantomSpec:
@@ -246,14 +248,27 @@ def _coarse_errors(coarse: np.ndarray, rng: np.random.Generator, geometry: Geome
     return errors
 
 
-def make_phantom(spec: PhantomSpec, rng: np.random.Generator) -> Phantom:
-    """Paint the phantom described by ``spec``; ``rng`` draws the noise and the coarse errors."""
+def make_phantom(spec: PhantomSpec, rng: np.random.Generator, *,
+                 lesion_rng: np.random.Generator | None = None) -> Phantom:
+    """Paint the phantom described by ``spec``; ``rng`` draws the noise and the coarse errors.
+
+    With ``lesion_rng`` (:func:`ctsam.demo.lesions.lesion_rng`) liver and kidney tumours are planted
+    (:mod:`ctsam.demo.lesions`) before blur and noise; ``rng``'s draws are the same either way.
+    """
     canvas = _Canvas(spec)
     _paint_anatomy(canvas)
+    lesion_truth = None
+    lesions: list = []
+    if lesion_rng is not None:
+        from ctsam.demo.lesions import lesion_label_table, plant_lesions
+
+        lesion_array, lesions = plant_lesions(lesion_rng, canvas.labels, canvas.hu, canvas.geometry)
+        lesion_truth = LabelMap(array=lesion_array, geometry=canvas.geometry, labels=lesion_label_table(lesions))
     table = label_table()
     ct = CTVolume(array=_ct_from_hu(canvas, rng), geometry=canvas.geometry)
     truth = LabelMap(array=canvas.labels, geometry=canvas.geometry, labels=table)
     coarse_array = imitate_coarse(canvas.labels, canvas.geometry, spec.coarse_spacing_mm).copy()
     errors = _coarse_errors(coarse_array, rng, canvas.geometry)
     coarse = LabelMap(array=coarse_array, geometry=canvas.geometry, labels=table)
-    return Phantom(ct=ct, truth=truth, coarse=coarse, coarse_errors=errors, spec=spec)
+    return Phantom(ct=ct, truth=truth, coarse=coarse, coarse_errors=errors, spec=spec, lesion_truth=lesion_truth,
+                   lesions=lesions)

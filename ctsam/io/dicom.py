@@ -229,7 +229,11 @@ def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
     headers: list[DicomHeader] = []
     unreadable: list[tuple[str, str]] = []
     n_other = 0
+    from ctsam.progress import Progress
+
+    progress = Progress(len(candidates), "reading DICOM headers")
     for path in candidates:
+        progress.update()
         rel = path.relative_to(root).as_posix()
         if not is_dicom_part10(path):
             n_other += 1
@@ -348,6 +352,13 @@ def _frame_headers(ds: Any, header: DicomHeader) -> list[DicomHeader]:
         content = macro("FrameContentSequence")
         recon = macro("CTReconstructionSequence")
         acquisition = dict(header.acquisition)
+        for converted in (
+            _first_item(shared, "UnassignedSharedConvertedAttributesSequence"),
+            _first_item(item, "UnassignedPerFrameConvertedAttributesSequence"),
+        ):
+            for tag in ACQUISITION_TAGS:  # legacy converted: the classic files' attributes
+                if converted is not None and acquisition.get(tag) is None and _json_value(converted, tag) is not None:
+                    acquisition[tag] = _json_value(converted, tag)
         if _str(recon, "ConvolutionKernel"):
             acquisition["ConvolutionKernel"] = _json_value(recon, "ConvolutionKernel")
         if measures is not None:
@@ -499,7 +510,10 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
     "1.2.840.10008.1.2.4.50": ("JPEG Baseline (Process 1)", "pylibjpeg-libjpeg or python-gdcm"),
     "1.2.840.10008.1.2.4.51": ("JPEG Extended (Process 2 & 4)", "pylibjpeg-libjpeg or python-gdcm"),
     "1.2.840.10008.1.2.4.57": ("JPEG Lossless, Non-Hierarchical (Process 14)", "pylibjpeg-libjpeg or python-gdcm"),
-    "1.2.840.10008.1.2.4.70": ("JPEG Lossless, First-Order Prediction (Process 14 SV1)", "pylibjpeg-libjpeg or python-gdcm"),
+    "1.2.840.10008.1.2.4.70": (
+        "JPEG Lossless, First-Order Prediction (Process 14 SV1)",
+        "pylibjpeg-libjpeg or python-gdcm",
+    ),
     "1.2.840.10008.1.2.4.80": ("JPEG-LS Lossless", "pyjpegls, pylibjpeg-libjpeg or python-gdcm"),
     "1.2.840.10008.1.2.4.81": ("JPEG-LS Near-Lossless", "pyjpegls, pylibjpeg-libjpeg or python-gdcm"),
     "1.2.840.10008.1.2.4.90": ("JPEG 2000 Lossless", "pylibjpeg-openjpeg or python-gdcm"),
@@ -587,7 +601,7 @@ def decode_file(header: DicomHeader) -> np.ndarray:
             from pydicom.pixels import pixel_array
 
             array = pixel_array(header.path)
-    except Exception as err:  # noqa: BLE001 - every decoder failure becomes one clear error
+    except Exception as err:
         found = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         raise DicomSeriesError(
             "cannot decode the pixel data of a slice of the chosen series",
@@ -721,7 +735,7 @@ def _json_value(ds: Any, keyword: str) -> Any:
 
 
 def _scalar(value: Any) -> Any:
-    from pydicom.valuerep import DSfloat, IS
+    from pydicom.valuerep import IS, DSfloat
 
     if isinstance(value, IS):
         return int(value)

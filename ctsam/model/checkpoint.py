@@ -205,17 +205,20 @@ def _sniff(path: Path) -> str:
                           fix="pass the published params.pth or the output of 'ctsam model convert'")
 
 
-def read_published_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors of a published ``params.pth`` (published key names), loaded without running any code.
+def sniff_format(path: str | os.PathLike[str]) -> str:
+    """``"safetensors"`` or ``"torch"`` from a file's first bytes (CheckpointError for anything else)."""
+    return _sniff(Path(path))
 
-    Accepts a dict holding ``model_state_dict`` (the published layout) or a plain state dict.
-    """
+
+def torch_load_weights(path: str | os.PathLike[str]) -> object:
+    """``torch.load(weights_only=True, map_location="cpu")`` of a checkpoint file, with clear errors
+    (nothing in the file is executed)."""
     path = Path(path)
     if _sniff(path) != "torch":
-        raise CheckpointError("expected a torch params.pth", path=path, found="a safetensors file",
-                              fix="load it with load_ctsam3d, or convert the original params.pth")
+        raise CheckpointError("expected a torch .pth checkpoint", path=path, found="a safetensors file",
+                              fix="load it with ctsam.model.load_model, or pass the original .pth")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad/unsafe pickles
         unsafe = "weights_only" in str(err) or "Unsupported global" in str(err)
         raise CheckpointError(
@@ -227,6 +230,10 @@ def read_published_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.T
                 "(torch.save({'model_state_dict': sd}, 'params.pth'))" if unsafe
             else "download or copy the checkpoint again and compare its sha256",
         ) from err
+
+
+def published_state_from_object(obj: object, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded published CT-SAM3D checkpoint object."""
     if isinstance(obj, Mapping) and PUBLISHED_STATE_KEY in obj:
         obj = obj[PUBLISHED_STATE_KEY]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -234,6 +241,29 @@ def read_published_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.T
                               expected=f"a dict with key '{PUBLISHED_STATE_KEY}' mapping names to tensors",
                               found=type(obj).__name__, fix="pass the published ckpt_1000/params.pth")
     return dict(obj)
+
+
+def read_published_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a published ``params.pth`` (published key names), loaded without running any code.
+
+    Accepts a dict holding ``model_state_dict`` (the published layout) or a plain state dict.
+    """
+    return published_state_from_object(torch_load_weights(path), path)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], *, path: str | os.PathLike[str],
+                 name: Callable[[str], str] = str) -> None:
+    """Raise CheckpointError naming the first tensor holding NaN or infinity (``name`` maps a key to
+    the name shown, e.g. the published one)."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                "checkpoint holds non-finite weights", path=path,
+                expected="finite values in every tensor",
+                found=f"{bad} NaN/inf value(s) in {name(key)} {tuple(value.shape)}",
+                fix="the file is corrupt or came from a diverged training run; use another checkpoint",
+            )
 
 
 def parse_published_config(path: str | os.PathLike[str]) -> dict:
@@ -323,6 +353,7 @@ def published_to_model(state: Mapping[str, torch.Tensor], *, path: str | os.Path
     kept = {k: v for k, v in state.items() if k not in DROPPED}
     variant = infer_variant({k: tuple(v.shape) for k, v in kept.items()}, published=True)
     check_state_dict(kept, expected_published_shapes(variant), path=path, variant=variant)
+    check_finite(kept, path=path)
     renamed = {published_to_ctsam_key(k): v for k, v in kept.items()}
     dropped = {k: DROPPED[k] for k in state if k in DROPPED}
     meta = ModelMeta(variant=variant, patch_size=PATCH_SIZE, sha256=sha256, source=path.name,
@@ -330,10 +361,12 @@ def published_to_model(state: Mapping[str, torch.Tensor], *, path: str | os.Path
     return _materialise(variant, renamed, meta, path)
 
 
-def load_published(path: str | os.PathLike[str], *, config_path: str | os.PathLike[str] | None = None) -> CtSam3D:
-    """Model from a published ``params.pth``; ``config_path`` defaults to a ``config.py`` beside it."""
+def load_published(path: str | os.PathLike[str], *, config_path: str | os.PathLike[str] | None = None,
+                   loaded: object | None = None) -> CtSam3D:
+    """Model from a published ``params.pth``; ``config_path`` defaults to a ``config.py`` beside it.
+    ``loaded``: the file's object when the caller already read it with :func:`torch_load_weights`."""
     path = Path(path)
-    state = read_published_state_dict(path)
+    state = published_state_from_object(torch_load_weights(path) if loaded is None else loaded, path)
     if config_path is None and (path.parent / "config.py").is_file():
         config_path = path.parent / "config.py"
     model = published_to_model(state, path=path, sha256=sha256_file(path))
@@ -371,6 +404,7 @@ def load_safetensors(path: str | os.PathLike[str]) -> CtSam3D:
         raise CheckpointError("unknown model variant in checkpoint", path=path,
                               expected=str(sorted(MODEL_REGISTRY)), found=meta.variant)
     check_state_dict(state, expected_shapes(meta.variant), path=path, variant=meta.variant)
+    check_finite(state, path=path)
     return _materialise(meta.variant, state, meta, path)
 
 

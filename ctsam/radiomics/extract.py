@@ -65,6 +65,8 @@ class CaseFeatures:
     workers: int
     geometry: dict = field(default_factory=dict)
     timings_s: dict = field(default_factory=dict)
+    # lesion structures (from ``ctsam lesions``), by name: {"lesion_id": .., "containing_structure": ..}
+    lesions: dict = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

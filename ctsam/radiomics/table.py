@@ -12,6 +12,9 @@ feature     string   pyradiomics key, e.g. ``original_shape_VoxelVolume``
 value       float64  feature value (NaN where pyradiomics returns NaN)
 ==========  =======  ==================================================
 
+Lesions (``--lesions``, from ``ctsam lesions``) are extra structures named ``lesion_<id>`` (label =
+lesion id); their status entries say ``kind: lesion`` and name the ``containing_structure``.
+
 Structures that failed or were empty have no rows; every structure's ``status`` (ok, failed, empty, too_small),
 ``reason`` and ``n_voxels`` are in the parquet schema metadata (key ``ctsam.radiomics``, JSON) together
 with software versions, the parameter file's sha256 and its effective settings. The same JSON is
@@ -76,7 +79,8 @@ def case_metadata(features) -> dict:
         "counts": dict(sorted(features.counts().items())),
         "structures": [
             {"label": r.label, "structure": r.name, "status": r.status, "reason": r.reason, "n_voxels": r.n_voxels,
-             "n_features": len(r.features)}
+             "n_features": len(r.features), **({"kind": "lesion", **features.lesions[r.name]}
+                                               if r.name in features.lesions else {})}
             for r in features.results
         ],
     }
@@ -159,7 +163,8 @@ def cohort_table(paths: list[str | os.PathLike[str]]):
                                  fix="pass each case's feature table once")
         metas[case] = meta
         frames.append(df)
-        status_rows += [{"case": case, **{k: s[k] for k in ("structure", "label", "status", "reason", "n_voxels")}}
+        status_rows += [{"case": case, **{k: s[k] for k in ("structure", "label", "status", "reason", "n_voxels")},
+                         "containing_structure": s.get("containing_structure"), "_lesion": s.get("kind") == "lesion"}
                         for s in meta["structures"]]
     digests = {m["params_sha256"] for m in metas.values()}
     if len(digests) > 1:
@@ -172,13 +177,18 @@ def cohort_table(paths: list[str | os.PathLike[str]]):
         )
     long = pd.concat(frames, ignore_index=True)
     feature_order = list(dict.fromkeys(long["feature"]))
-    wide = long.pivot(index=["case", "label"], columns="feature", values="value").reindex(columns=feature_order)
+    # rows are keyed by structure name: a lesion's label (its id in the lesion map) may equal an organ's
+    wide = long.pivot(index=["case", "structure"], columns="feature", values="value").reindex(columns=feature_order)
     wide.columns.name = None
-    status = pd.DataFrame(status_rows, columns=["case", "structure", "label", "status", "reason", "n_voxels"])
+    status = pd.DataFrame(status_rows, columns=["case", "structure", "label", "status", "reason", "n_voxels",
+                                                "containing_structure", "_lesion"])
     status["label"] = status["label"].astype("int32")
     status["n_voxels"] = status["n_voxels"].astype("int64")
-    out = status.merge(wide.reset_index().astype({"label": "int32"}), on=["case", "label"], how="left")
-    out = out.sort_values(["case", "label"], kind="stable").reset_index(drop=True)
+    out = status.merge(wide.reset_index(), on=["case", "structure"], how="left")
+    out = out.sort_values(["case", "_lesion", "label"], kind="stable").reset_index(drop=True)
+    if not out["_lesion"].any():  # no lesions: the table keeps its organ-only columns
+        out = out.drop(columns=["containing_structure"])
+    out = out.drop(columns=["_lesion"])
     first = next(iter(metas.values()))
     meta = {
         "format": COHORT_FORMAT,

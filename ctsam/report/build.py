@@ -99,6 +99,29 @@ def snapshot_for(c: CaseQC, *, ct_pattern: str | None, labels_pattern: str | Non
         return None, f"No snapshot: {str(err).splitlines()[0]}", None
 
 
+def lesion_snapshot_for(c: CaseQC) -> bytes | None:
+    """Slices through the largest lesion with the lesion map overlaid (``ctsam qc --lesions``), or None."""
+    from ctsam.io.image import read_ct, read_labelmap
+    from ctsam.report.snapshots import render_snapshot
+
+    lesions = [le for le in c.doc.get("lesions") or [] if le.get("voxels") and le.get("centroid_lps_mm")]
+    inputs = c.doc.get("inputs") or {}
+    ct_path = _find(c.case_dir, inputs.get("ct"), None)
+    les_path = _find(c.case_dir, inputs.get("lesions"), None)
+    if not lesions or ct_path is None or les_path is None:
+        return None
+    largest = max(lesions, key=lambda le: (le["voxels"], -le["lesion_id"]))
+    try:
+        ct = read_ct(ct_path, case=c.case)
+        lm = read_labelmap(les_path, case=c.case)
+        return render_snapshot(ct.array, lm.array, lm.geometry, lm.labels,
+                               focus_world_xyz=np.asarray(largest["centroid_lps_mm"], dtype=float),
+                               title=f"{c.case} — lesions, through {largest['name']}")
+    except (CtsamError, ValueError) as err:
+        log.warning("no lesion snapshot for case %s: %s", c.case, err)
+        return None
+
+
 def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json") -> dict:
     """Counts of config digests, versions, checkpoints and software across the cases' manifests,
     and per-stage timing summaries (median/max wall time, max RSS)."""
@@ -107,6 +130,7 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
     ckpts: Counter = Counter()
     software: dict[str, Counter] = {}
     stages: dict[str, dict[str, list[float]]] = {}
+    demo_weight_cases: list[str] = []
     n = 0
     for c in cases:
         p = c.case_dir / manifest_name
@@ -118,6 +142,8 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
             log.warning("unreadable manifest %s: %s", p, err)
             continue
         n += 1
+        if any("DEMO WEIGHTS" in str(w) for w in m.get("warnings") or []):
+            demo_weight_cases.append(c.case)
         digests[str(m.get("config_digest"))] += 1
         versions[str(m.get("ctsam_version"))] += 1
         for ck in m.get("checkpoints") or []:
@@ -133,6 +159,7 @@ def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json"
                 st["rss"].append(float(b["max_rss_mb"]))
     return {
         "n_manifests": n,
+        "demo_weight_cases": demo_weight_cases,
         "config_digest": dict(digests.most_common()),
         "ctsam_version": dict(versions.most_common()),
         "checkpoints": dict(ckpts.most_common()),
@@ -239,6 +266,8 @@ def build_report(
     for c in cases:
         all_flags = [f | {"structure": "(whole case)"} for f in c.doc.get("case_flags") or []]
         all_flags += [f | {"structure": s["name"]} for s in c.doc["structures"] for f in s.get("flags") or []]
+        lesions = c.doc.get("lesions") or []  # lesion rows (ctsam qc --lesions): their flags count with the case's
+        all_flags += [f | {"structure": le["name"]} for le in lesions for f in le.get("flags") or []]
         sources = Counter(str((s.get("fusion") or {}).get("source")) for s in c.doc["structures"] if s.get("fusion"))
         summary = c.doc.get("summary") or {}
         views.append(
@@ -249,6 +278,7 @@ def build_report(
                 n_structures=len(c.doc["structures"]),
                 flags=all_flags,
                 sources=dict(sources),
+                lesions=lesions,
             )
         )
     order = sorted(range(len(cases)), key=lambda i: (-views[i].severity_score, cases[i].case))
@@ -256,6 +286,8 @@ def build_report(
     for i in shown:
         png, note, focus = snapshot_for(cases[i], ct_pattern=ct_pattern, labels_pattern=labels_pattern)
         views[i].snapshot_png, views[i].snapshot_note, views[i].focus = png, note, focus
+        if views[i].lesions:
+            views[i].lesion_snapshot_png = lesion_snapshot_for(cases[i])
     for i in order[len(shown):]:
         views[i].snapshot_note = "No snapshot (limit reached)."
     prov = provenance_summary(cases)

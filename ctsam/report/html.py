@@ -61,6 +61,8 @@ class CaseView:
     snapshot_png: bytes | None = None
     snapshot_note: str | None = None
     focus: str | None = None
+    lesions: list[dict] = field(default_factory=list)  # QC lesion rows (ctsam qc --lesions)
+    lesion_snapshot_png: bytes | None = None
 
 
 @dataclass
@@ -148,6 +150,12 @@ def render_html(data: ReportData) -> str:
     w(f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>")
     w(f"<header><h1>{_e(data.title)}</h1><p>results folder <code style='background:#2c3646;color:#fff'>{_e(data.results_name)}</code>"
       f" · {len(data.cases)} cases · ctsam {_e(__version__)}</p></header>")
+    demo_cases = data.provenance.get("demo_weight_cases") or []
+    if demo_cases:
+        w("<div role='alert' style='background:#b00020;color:#fff;padding:12px 24px;font-weight:bold'>"
+          f"DEMO WEIGHTS on real CT in {len(demo_cases)} case(s) ({_e(', '.join(demo_cases[:10]))}"
+          f"{' ...' if len(demo_cases) > 10 else ''}): refine used the phantom-trained builtin:demo_* model "
+          "(weights.allow_demo_weights: true). These refined structures are not trustworthy.</div>")
     w("<nav><a href='#summary'>Summary</a><a href='#flagged'>Flagged cases</a>"
       "<a href='#cases'>Case snapshots</a><a href='#structures'>Structures</a><a href='#provenance'>Provenance</a><a href='#failed'>Failed cases</a></nav><main>")
 
@@ -207,6 +215,24 @@ def render_html(data: ReportData) -> str:
                   "flagged structure, outlined in yellow.</p>")
         elif c.snapshot_note:
             w(f"<p class='small muted'>{_e(c.snapshot_note)}</p>")
+        if c.lesions:
+            w(f"<details><summary>lesions ({len(c.lesions)})</summary><table><tr><th>lesion</th><th>label</th>"
+              "<th class='num'>volume (ml)</th><th class='num'>RECIST long / short (mm)</th>"
+              "<th class='num'>mean prob.</th><th>in</th><th>flags</th></tr>")
+            for le in c.lesions:
+                w(f"<tr><td>{_e(le.get('name'))}</td><td>{_e(le.get('label') or '')}</td>"
+                  f"<td class='num'>{_num(le.get('volume_ml'), '{:.2f}')}</td>"
+                  f"<td class='num'>{_num(le.get('recist_long_axis_mm'), '{:.1f}')} / "
+                  f"{_num(le.get('recist_short_axis_mm'), '{:.1f}')}</td>"
+                  f"<td class='num'>{_num(le.get('mean_probability'), '{:.2f}')}</td>"
+                  f"<td>{_e(le.get('containing_structure') or '')}</td>"
+                  f"<td class='small'>{_e(', '.join(f['flag'] for f in le.get('flags') or []))}</td></tr>")
+            w("</table>")
+            if c.lesion_snapshot_png is not None:
+                b64 = base64.b64encode(c.lesion_snapshot_png).decode("ascii")
+                w(f"<img class='snap' alt='{_e(c.case)}: slices through the largest lesion' "
+                  f"src='data:image/png;base64,{b64}'>")
+            w("</details>")
         if c.flags:
             w("<details open><summary>flags</summary><table class='flags'><tr><th>structure</th><th>flag</th><th>severity</th><th>detail</th></tr>")
             for structures, f, n in _grouped(c.flags):

@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 NOC_THRESHOLDS = (0.85, 0.90)
 
 
+def _seam(model):
+    """The model seam's view of a network (input spec, variant, metadata)."""
+    from ctsam.model import wrap_module
+
+    return wrap_module(model)
+
+
 def click_curve(model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24) -> list[float]:
     """Dice after 1..n_clicks simulated clicks on one patch (see :func:`click_curves`)."""
     return click_curves(model, [image], [target], n_clicks=n_clicks, max_points=max_points)[0]
@@ -51,7 +58,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     """Dice after 1..n_clicks simulated clicks for each patch, ``batch_size`` patches per network call.
 
     Args:
-        model: a :class:`ctsam.model.CtSam3D` (any mode; run without gradients, mode restored).
+        model: a CT-SAM3D network (``ctsam.model.load_model(...).module``; any mode; run without gradients, mode restored).
         images: (S, S, S) float32 windowed patches, (z, y, x). targets: (S, S, S) bool masks.
 
     Returns:
@@ -63,11 +70,15 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
     model.eval()
+    from ctsam.progress import Progress
+
     curves: list[list[float]] = []
+    progress = Progress(len(images), "evaluate: structures (click curves)")
     try:
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
                 imgs, tgts = images[i: i + batch_size], targets[i: i + batch_size]
+                progress.update(len(imgs))
                 x = torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32)).to(dev)
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -168,7 +179,8 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
     from ctsam.seed.seeding import interior_point
     from ctsam.training.data import PAD_HU, window
 
-    s = int(model.meta.patch_size)
+    spec = _seam(model).input_spec
+    s = int(spec.patch_size_zyx[0])
     labels, images, targets = [], [], []
     for label in case.structure_labels:
         mask = case.labels == label
@@ -176,7 +188,7 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
         start = [c - s // 2 for c in centre]
         hu = crop_padded(case.hu, start, (s, s, s), pad_value=np.int16(PAD_HU))
         labels.append(label)
-        images.append(window(hu, model.meta.hu_window))
+        images.append(window(hu, spec.hu_window))
         targets.append(crop_padded(case.labels, start, (s, s, s), pad_value=0) == label)
     curves = click_curves(model, images, targets, n_clicks=settings.n_clicks)
     return [{"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label, "curve": c}
@@ -300,10 +312,13 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     config = config or {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ctsam.progress import Progress
+
     inter_rows, auto_rows, failed = [], [], {}
+    progress = Progress(len(rows), "evaluate: cases")
     for row in rows:
         try:
-            case = prepare_case(row, spacing_mm=float(model.meta.spacing_mm), cache_dir=cache_dir,
+            case = prepare_case(row, spacing_mm=float(_seam(model).input_spec.spacing_zyx_mm[0]), cache_dir=cache_dir,
                                 min_voxels=settings.min_voxels)
             inter_rows += interactive_case(model, case, settings)
             if automatic and row.coarse is not None:
@@ -311,6 +326,7 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
         except Exception as err:  # noqa: BLE001 - one bad case never stops the evaluation
             log.error("%s: evaluation failed: %s", row.case_id, err)
             failed[row.case_id] = f"{type(err).__name__}: {err}"
+        progress.update(item=row.case_id)
     long = pd.DataFrame([{"case": r["case"], "structure": r["structure"], "clicks": k + 1, "dice": d}
                          for r in inter_rows for k, d in enumerate(r["curve"])],
                         columns=["case", "structure", "clicks", "dice"])
@@ -347,12 +363,12 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
         "coarse_dice_mean_refined": _mean(ref_df["coarse_dice"]),
         "refined_dice_mean": _mean(ref_df["refined_dice"]),
         "refined_better_fraction": _mean(ref_df["refined_dice"] > ref_df["coarse_dice"]),
-        "model": {"variant": model.meta.variant, "source": model.meta.source},
+        "model": {"variant": _seam(model).variant, "source": _seam(model).metadata.get("source")},
     }
     atomic_write_json(out / "summary.json", summary)
     if len(curve_mean):
         _plot(curve_mean, summary["coarse_dice_mean"], summary["fused_dice_mean"], out / "curve.png",
-              f"{model.meta.variant}: {len(inter_rows)} structures, {len(rows)} cases")
+              f"{_seam(model).variant}: {len(inter_rows)} structures, {len(rows)} cases")
     return summary
 
 

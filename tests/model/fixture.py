@@ -69,3 +69,23 @@ def write_published_params(path: str | os.PathLike[str], state_dict: Mapping[str
 def write_fixture_params(manifest_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
     """``params.pth`` holding the fixture's deterministic weights for every manifest entry."""
     return write_published_params(out_path, deterministic_state_dict(read_manifest(manifest_path)))
+
+
+def write_sam3d_adapter_checkpoint(manifest_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """A published-layout 3DSAM-adapter checkpoint (``encoder_dict``, ``feature_dict`` (4),
+    ``decoder_dict``) holding the 3dsam_adapter fixture's deterministic weights: the ctsam3d rule with
+    the seed key ``<dict>.<key>`` (``feature_dict.<i>.<key>`` for the prompt encoders)."""
+    parts = json.loads(Path(manifest_path).read_text(encoding="utf-8"))["state_dicts"]
+
+    def build(part: str) -> dict[str, torch.Tensor]:
+        return {e["key"]: deterministic_entry(f"{part}.{e['key']}", e["shape"], e.get("dtype", "float32"))
+                for e in parts[part]}
+
+    n_features = sum(1 for name in parts if name.startswith("feature_dict."))
+    obj = {"encoder_dict": build("encoder_dict"),
+           "feature_dict": [build(f"feature_dict.{i}") for i in range(n_features)],
+           "decoder_dict": build("decoder_dict")}
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        torch.save(obj, tmp)
+    return out_path

@@ -361,3 +361,47 @@ def test_totalseg_example_all_structures_in_one_table(shared_data, tmp_path):
         for key, value in ref.items():
             if not key.startswith("diagnostics_"):
                 assert sub[key] == pytest.approx(float(value), rel=RTOL, abs=1e-12), (name, key)
+
+
+def test_lesions_are_extra_structures_with_their_containing_organ(tmp_path, synthetic_case):
+    """--lesions: one structure per lesion ('lesion_<id>', label = id, even where an organ has the same label
+    value), its containing structure from LESIONS.json, and cohort rows keyed by structure name."""
+    import json
+
+    from ctsam.cli import main
+
+    ct_path, lab_path = synthetic_case
+    ct_img = sitk.ReadImage(str(ct_path))
+    z, y, x = np.mgrid[0:24, 0:40, 0:48].astype(float)
+    lesions = np.zeros(z.shape, np.uint8)
+    lesions[((x - 20) / 4) ** 2 + ((y - 18) / 3) ** 2 + ((z - 11) / 2) ** 2 <= 1] = 1  # inside the liver
+    lesions[((x - 30) / 3) ** 2 + ((y - 30) / 3) ** 2 + ((z - 5) / 2) ** 2 <= 1] = 4
+    les_img = sitk.GetImageFromArray(lesions)
+    les_img.CopyInformation(ct_img)
+    les_path = tmp_path / "lesions.nrrd"
+    sitk.WriteImage(les_img, str(les_path))
+    write_label_tsv(sidecar_tsv_path(les_path), {1: "lesion_1", 4: "lesion_4"})
+    (tmp_path / "lesions.json").write_text(json.dumps({"format": "ctsam.lesions/1", "lesions": [
+        {"lesion_id": 1, "name": "lesion_1", "containing_structure": "liver"},
+        {"lesion_id": 4, "name": "lesion_4", "containing_structure": None}]}))
+    params = tmp_path / "p.yaml"
+    params.write_text("setting: {binWidth: 10}\nfeatureClass: {firstorder: []}\n")
+    out = tmp_path / "syn.parquet"
+    assert main(["radiomics", str(ct_path), str(lab_path), "--lesions", str(les_path), "-o", str(out),
+                 "--params", str(params), "--case", "syn1", "--structures", "liver", "gland"]) == 0
+    df, meta = read_case_features(out)
+    assert set(df["structure"]) == {"liver", "gland", "lesion_1", "lesion_4"}
+    assert set(df[df.structure == "lesion_4"]["label"]) == {4} and set(df[df.structure == "gland"]["label"]) == {4}
+    entries = {s["structure"]: s for s in meta["structures"]}
+    assert entries["lesion_1"]["kind"] == "lesion" and entries["lesion_1"]["containing_structure"] == "liver"
+    assert entries["lesion_4"]["containing_structure"] is None and "kind" not in entries["liver"]
+    # the lesion's features are those of its own mask (compare with an extraction of the lesion map alone)
+    alone = extract_case(ct_path, les_path, load_params(str(params)), case="x")
+    mean = {r.name: dict(r.features)["original_firstorder_Mean"] for r in alone.results}
+    got = df[(df.structure == "lesion_1") & (df.feature == "original_firstorder_Mean")].value.item()
+    assert got == mean["lesion_1"]
+    wide, _ = cohort_table([out])
+    assert list(wide["structure"]) == ["liver", "gland", "lesion_1", "lesion_4"]
+    assert list(wide.columns[:7]) == ["case", "structure", "label", "status", "reason", "n_voxels", "containing_structure"]
+    assert wide.loc[2, "containing_structure"] == "liver" and wide.loc[2, "original_firstorder_Mean"] == got
+    assert wide.loc[3, "original_firstorder_Mean"] != wide.loc[1, "original_firstorder_Mean"]  # lesion_4 is not gland

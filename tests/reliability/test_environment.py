@@ -30,7 +30,7 @@ def mount_point(tmp_path):
     def mount(name: str, options: str) -> Path:
         where = tmp_path / name
         where.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); the mocked tests cover this")
         mounted.append(where)
@@ -38,7 +38,7 @@ def mount_point(tmp_path):
 
     yield mount
     for where in mounted:
-        subprocess.run(["umount", str(where)], capture_output=True)
+        subprocess.run(["umount", str(where)], capture_output=True, check=False)
 
 
 def _assert_env_error(proc, output: Path, reason: str, code: str) -> None:
@@ -106,9 +106,8 @@ def test_mocked_os_errors_during_a_write(tmp_path, monkeypatch, capsys, demo_cas
     assert rc == 4, stderr
     assert f"cannot write {out}" in stderr and code in stderr and "please report" not in stderr
     assert temp_files(tmp_path) == [] and not out.exists()
-    with pytest.raises(EnvironmentFault) as info:
-        with atomic_path(tmp_path / "x.json") as tmp:
-            tmp.write_text("{}")
+    with pytest.raises(EnvironmentFault) as info, atomic_path(tmp_path / "x.json") as tmp:
+        tmp.write_text("{}")
     assert f"cannot write {tmp_path / 'x.json'}" in str(info.value) and code in str(info.value)
     assert words.lower() in str(info.value).lower() and info.value.exit_code == 4
 
@@ -157,10 +156,9 @@ def test_sigterm_during_a_write_removes_the_temp_file(tmp_path):
     atomic.install_sigterm_cleanup()
     try:
         dest = tmp_path / "out.json"
-        with pytest.raises(atomic.Terminated):
-            with atomic_path(dest) as tmp:
-                tmp.write_text("partial")
-                os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(atomic.Terminated), atomic_path(dest) as tmp:
+            tmp.write_text("partial")
+            os.kill(os.getpid(), signal.SIGTERM)
         assert temp_files(tmp_path) == [] and not dest.exists()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

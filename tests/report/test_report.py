@@ -127,3 +127,31 @@ def test_cli_report(tmp_path):
     assert main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "out" / "cohort.html"), "--max-snapshots", "0"]) == 0
     assert (tmp_path / "out" / "cohort_qc.parquet").exists() and (tmp_path / "out" / "cohort_qc.csv").exists()
     assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "x.html")]) == 2
+
+
+def test_lesion_rows_and_flags_appear_in_the_case(tmp_path):
+    from ctsam.qc.lesions import lesion_qc
+
+    results = tmp_path / "results"
+    make_case(results, "c1")
+    shape, g = (16, 24, 28), Geometry((16, 24, 28), (1.5, 1.5, 2.5), (0.0, 0.0, 0.0))
+    les = np.zeros(shape, np.uint8)
+    les[3:6, 3:6, 12:15] = 1
+    doc = json.loads((results / "c1" / "qc.json").read_text())
+    side = {"lesions": [{"lesion_id": 1, "label": "liver_tumor", "touches_patch_border": True, "mean_probability": 0.9,
+                         "recist_long_axis_mm": 6.36, "recist_short_axis_mm": 4.5}]}
+    lq = lesion_qc(CTVolume(np.zeros(shape, np.int16), g), LabelMap(les, g, {1: "lesion_1"}), None, side, {})
+    doc["lesions"], doc["lesion_summary"] = lq["lesions"], lq["summary"]
+    doc["inputs"]["lesions"] = "lesions.nii.gz"
+    (results / "c1" / "qc.json").write_text(json.dumps(doc))
+    out = tmp_path / "report.html"
+    build_report(results, out)
+    html = out.read_text()
+    assert "lesions (1)" in html and "liver_tumor" in html and "6.4 / 4.5" in html
+    assert "lesion_patch_border" in html  # the lesion's flag is listed with the case's flags
+    assert "slices through the largest lesion" not in html  # no lesion map in the folder: no lesion snapshot
+    write_labelmap(results / "c1" / "lesions.nii.gz", LabelMap(les, g, {1: "lesion_1"}))
+    build_report(results, out)
+    html = out.read_text()
+    assert "c1: slices through the largest lesion" in html
+    assert html.count("data:image/png;base64") == 2  # the case's snapshot and its lesion snapshot

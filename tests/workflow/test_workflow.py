@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from ctsam.cohort import STAGE_FILES, available_commands, resolve_stages
+from ctsam.cohort import STAGE_FILES, active_stages, available_commands
+from ctsam.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = resolve_stages("auto", available_commands())
+# the stages the demo run executes (the lesion stage: when builtin:demo_lesion is shipped)
+STAGES = active_stages("auto", available_commands(), load_config(None)["lesions"], demo=True)
 CASE_STAGES = [s for s in STAGES if s in STAGE_FILES and s != "seed"]  # seed's prompts are temporary
 
 
@@ -63,12 +65,28 @@ def test_lint_is_clean(tmp_path):
     assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
 
 
+def fake_slurm_bin(folder: Path) -> Path:
+    """SLURM's commands as tiny scripts answering like a one-partition cluster with a GPU (for dry runs:
+    the SLURM preflight needs sbatch/sinfo; nothing is submitted in -n). The real cluster run is
+    tests/test_workflow_slurm.py."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("sbatch", "squeue", "scancel"):
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+    (folder / "sinfo").write_text("#!/bin/sh\necho 'debug*|gpu:1'\n")
+    for p in folder.iterdir():
+        p.chmod(0o755)
+    return folder
+
+
 @pytest.mark.workflow
 @pytest.mark.parametrize("profile", ["local", "slurm"])
-def test_dry_run_with_each_profile(tmp_path, profile):
-    """The SLURM profile dry-runs without SLURM installed (the plugin needs no cluster for -n)."""
-    proc = snakemake(tmp_path, "-n", "--profile", f"workflow/profiles/{profile}",
-                     config={"workflow": {"demo": {"cases": 3}}})
+def test_dry_run_with_each_profile(tmp_path, profile, monkeypatch):
+    """The SLURM profile dry-runs once SLURM's commands answer and its placeholder partition is replaced."""
+    args = ["-n", "--profile", f"workflow/profiles/{profile}"]
+    if profile == "slurm":
+        monkeypatch.setenv("PATH", f"{fake_slurm_bin(tmp_path / 'bin')}{os.pathsep}{os.environ['PATH']}")
+        args += ["--default-resources", "slurm_partition=debug", "mem_mb=4000", "runtime=30"]
+    proc = snakemake(tmp_path, *args, config={"workflow": {"demo": {"cases": 3}}})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs = jobs_by_case(proc.stdout + proc.stderr)
     assert {"demo-001", "demo-002", "demo-003"} <= set(jobs)
@@ -78,13 +96,17 @@ def test_dry_run_with_each_profile(tmp_path, profile):
 
 @pytest.mark.workflow
 def test_missing_study_does_not_break_the_dag(tmp_path):
-    """A sample whose study folder is missing fails alone at run time; the DAG still builds."""
+    """A sample whose study folder is missing fails alone at run time (the DAG still builds, with a
+    warning naming the case); a dry run reports it (tests/workflow/test_workflow_preflight.py)."""
     (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "IM1.dcm").write_bytes(b"x")
     sheet = tmp_path / "samples.tsv"
     sheet.write_text("case_id\tpath\nok1\ts1\ngone\tno/such/folder\n")
-    proc = snakemake(tmp_path / "run", "-n", "--profile", "workflow/profiles/local",
-                     config={"workflow": {"samples": str(sheet)}})
+    proc = snakemake(tmp_path / "run", "--dag", "--profile", "workflow/profiles/local",
+                     config={"workflow": {"samples": str(sheet)}, "coarse": {"backend": "labels"},
+                             "weights": {"allow_demo_weights": True}})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "case gone: study or CT does not exist" in proc.stderr
 
 
 # ------------------------------------------------------------------------------------------ runs

@@ -61,6 +61,8 @@ def runs(tmp_path_factory):
     remote = tmp_path_factory.mktemp("wf-slurm")
     proc = snakemake(
         remote, "--profile", "workflow/profiles/slurm", "--jobs", "4",
+        # the profile's partition is a placeholder (the SLURM preflight refuses it): .ci/slurm-up.sh's is 'debug'
+        "--default-resources", "slurm_partition=debug", "mem_mb=4000", "runtime=30",
         "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
         "--slurm-keep-successful-logs",
         # the test node has 2 CPUs: the post group runs qc (1 thread) beside radiomics, so radiomics

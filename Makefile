@@ -1,0 +1,57 @@
+# ctsam: two commands on a fresh machine (Python 3.11+, git, make):
+#   make demo    the demo cohort end to end (results/, report at results/cohort/report.html)
+#   make test    the tests (python -m pytest inside .venv)
+# The first call creates .venv from requirements/lock.txt (exact versions) and torch:
+#   TORCH=cpu (default): torch 2.13.0 CPU build (about 2.9 GB venv)
+#   TORCH=cuda:          torch 2.13.0 CUDA build from PyPI (adds the nvidia-* wheels, several GB more)
+# Switching TORCH later: make clean-venv, then make demo TORCH=cuda.
+
+PYTHON ?= python3
+TORCH ?= cpu
+VENV ?= .venv
+TORCH_VERSION := 2.13.0
+CORES ?= all
+PYTEST_ARGS ?=
+
+ifeq ($(TORCH),cpu)
+TORCH_REQ := torch==$(TORCH_VERSION)+cpu
+TORCH_PIP := --extra-index-url https://download.pytorch.org/whl/cpu
+else ifeq ($(TORCH),cuda)
+TORCH_REQ := torch==$(TORCH_VERSION)
+TORCH_PIP :=
+else
+$(error TORCH must be cpu or cuda, not '$(TORCH)')
+endif
+
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.ctsam-$(TORCH)
+
+.PHONY: demo test venv lock clean-venv
+
+demo: $(STAMP)
+	$(VPY) -m snakemake --profile workflow/profiles/local --cores $(CORES)
+
+test: $(STAMP)
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ctsam needs Python 3.11 or newer (found %s): set PYTHON=python3.11" % sys.version.split()[0])'
+	@if [ -d $(VENV) ] && ls $(VENV)/.ctsam-* >/dev/null 2>&1 && [ ! -e $(STAMP) ]; then \
+		echo "$(VENV) holds another torch build ($$(ls $(VENV)/.ctsam-*)); run 'make clean-venv' first" >&2; exit 2; fi
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --disable-pip-version-check -q $(TORCH_PIP) "$(TORCH_REQ)"
+	$(VPY) -m pip install --disable-pip-version-check -q -r requirements/lock.txt -c requirements/torch-$(TORCH).txt
+	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	@du -sh $(VENV) | sed 's/^/venv size: /'
+	@touch $(STAMP)
+
+# Regenerate the lock from the current .venv (after changing pyproject.toml's dependencies).
+lock:
+	head -4 requirements/lock.txt > requirements/lock.txt.new
+	$(VPY) -m pip freeze --exclude-editable | grep -v '^torch==' >> requirements/lock.txt.new
+	mv requirements/lock.txt.new requirements/lock.txt
+
+clean-venv:
+	rm -rf $(VENV)
