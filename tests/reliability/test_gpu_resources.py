@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import REPO, jobs_by_case, snakemake  # tests/ is on sys.path (pytest rootdir insertion)
+from tests.workflow.test_workflow import REPO, jobs_by_case, snakemake
 
 GPU_RULES = ("refine",)
 

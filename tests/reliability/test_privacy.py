@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_workflow import read_tsv, snakemake  # tests/ is on sys.path (pytest rootdir insertion)
+from tests.workflow.test_workflow import read_tsv, snakemake
 
 from .conftest import ctsam
 
