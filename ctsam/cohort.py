@@ -295,12 +295,20 @@ def lesion_model_shipped(spec: str) -> bool:
         return False
 
 
-def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
+def lesion_model_spec(lesions: dict, demo_checkpoint: str | None, *, demo: bool) -> str | None:
+    """The default lesion model of a workflow run: ``lesions.checkpoint``, else (demo cohort only)
+    ``workflow.demo.lesion_checkpoint`` (``builtin:demo_lesion``); None when neither applies."""
+    return lesions.get("checkpoint") or (demo_checkpoint if demo else None)
+
+
+def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool,
+                  demo_checkpoint: str | None = None) -> list[str]:
     """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
-    stage unless :func:`lesions_active` (``'auto'`` also needs the demo model, ``builtin:demo_lesion``, shipped)."""
+    stage unless :func:`lesions_active` (``'auto'`` also needs the demo's lesion model shipped)."""
     stages = resolve_stages(requested, available)
     enabled = lesions.get("enabled", "auto")
-    demo_ready = demo and (enabled is True or lesion_model_shipped(str(lesions.get("checkpoint", ""))))
+    spec = lesion_model_spec(lesions, demo_checkpoint, demo=demo)
+    demo_ready = demo and (enabled is True or (spec is not None and lesion_model_shipped(spec)))
     if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
         stages.remove("lesions")
     return stages
