@@ -155,15 +155,10 @@ def demo_out(name):
     return f"{DEMO_DIR}/{{case}}/{name}"
 
 
-# planted tumours of a demo case (ctsam.demo.lesions): one click per lesion (ctsam lesions --clicks format)
-# and the truth map (value = lesion id); the lesion stage of demo runs uses demo_lesion_clicks() with
-# WF["demo"]["lesion_checkpoint"] (builtin:demo_lesion)
+# planted tumours of a demo case (ctsam.demo.lesions): one click per lesion (ctsam lesions --clicks format;
+# the demo samples' lesion_clicks) and the truth map (value = lesion id)
 DEMO_LESION_CLICKS = "lesions.tsv"
 DEMO_LESION_TRUTH = "lesions_truth.nii.gz"
-
-
-def demo_lesion_clicks():
-    return demo_out(DEMO_LESION_CLICKS)
 
 
 def demo_dir_of(wildcards, output):

@@ -146,6 +146,14 @@ class OneClickSegmenter(PromptableModel):
         """(B, 1, D, H, W) normalised patches, (B, N, 3) click voxels (z, y, x) in the patch, (B, N)
         labels (1 positive, -1 padding) -> (B, C, D, H, W) logits (under the caller's grad mode)."""
 
+    @abc.abstractmethod
+    def with_input_spec(self, spec: InputSpec, output_classes: tuple[str, ...] | None = None) -> OneClickSegmenter:
+        """Set the input convention (and output class names); returns self."""
+
+    @abc.abstractmethod
+    def with_preset(self, preset: str) -> OneClickSegmenter:
+        """Set a published preset's input convention (``kits``, ``lits``, ...); returns self."""
+
     def foreground_probability(self, patch: torch.Tensor, points_zyx: torch.Tensor,
                                point_labels: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W): softmax channel 1 of :meth:`logits`."""
