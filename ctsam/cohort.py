@@ -295,19 +295,13 @@ def lesion_model_shipped(spec: str) -> bool:
         return False
 
 
-def lesion_model_spec(lesions: dict, demo_checkpoint: str | None, *, demo: bool) -> str | None:
-    """The default lesion model of a workflow run: ``lesions.checkpoint``, else (demo cohort only)
-    ``workflow.demo.lesion_checkpoint`` (``builtin:demo_lesion``); None when neither applies."""
-    return lesions.get("checkpoint") or (demo_checkpoint if demo else None)
-
-
-def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool,
-                  demo_checkpoint: str | None = None) -> list[str]:
+def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
     """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
-    stage unless :func:`lesions_active` (``'auto'`` also needs the demo's lesion model shipped)."""
+    stage unless :func:`lesions_active` (``'auto'`` also needs the lesion model, ``builtin:demo_lesion``
+    by default, shipped)."""
     stages = resolve_stages(requested, available)
     enabled = lesions.get("enabled", "auto")
-    spec = lesion_model_spec(lesions, demo_checkpoint, demo=demo)
+    spec = lesions.get("checkpoint")
     demo_ready = demo and (enabled is True or (spec is not None and lesion_model_shipped(spec)))
     if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
         stages.remove("lesions")

@@ -17,7 +17,6 @@ from ctsam.cohort import (
     benchmark_file,
     case_file,
     lesion_clicks_for,
-    lesion_model_spec,
     load_samples,
     log_file,
     write_case_id_map,
@@ -53,8 +52,7 @@ LESIONS = config["lesions"]
 try:
     _samples = load_samples(WF, clicks_column=LESIONS["clicks_column"])
     # the lesion stage is optional: lesions.enabled (auto: the demo cohort, when builtin:demo_lesion is shipped)
-    STAGES = active_stages(WF["stages"], available_commands(), LESIONS, demo=DEMO,
-                           demo_checkpoint=WF["demo"].get("lesion_checkpoint"))
+    STAGES = active_stages(WF["stages"], available_commands(), LESIONS, demo=DEMO)
 except CtsamError as err:
     _stop(err)
 _samples = drop_missing_auto_labels(_samples, config["coarse"]["backend"], bool(WF["studies_dir"]) and not WF["samples"])
@@ -263,7 +261,7 @@ def lesion_checkpoints():
 
     if "lesions" not in STAGES:
         return {}
-    default = lesion_model_spec(LESIONS, WF["demo"].get("lesion_checkpoint"), demo=DEMO)
+    default = LESIONS["checkpoint"]
     specs = {**({"": default} if default else {}), **LESIONS["checkpoints"]}
     if not specs:
         raise ConfigError("the lesion stage is enabled but no lesion model is set",

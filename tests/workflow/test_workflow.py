@@ -23,9 +23,7 @@ from ctsam.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 # the stages the demo run executes (the lesion stage: when builtin:demo_lesion is shipped)
-_CONFIG = load_config(None)
-STAGES = active_stages("auto", available_commands(), _CONFIG["lesions"], demo=True,
-                       demo_checkpoint=_CONFIG["workflow"]["demo"].get("lesion_checkpoint"))
+STAGES = active_stages("auto", available_commands(), load_config(None)["lesions"], demo=True)
 CASE_STAGES = [s for s in STAGES if s in STAGE_FILES and s != "seed"]  # seed's prompts are temporary
 
 
