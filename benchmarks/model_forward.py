@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ctsam.model import build_model, load_ctsam3d  # noqa: E402
+from ctsam.model import build_model, load_model  # noqa: E402
 
 S = 64
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ctsam model forward benchmark: torch {torch.__version__}, device {device}, patch {S}^3")
     for variant in args.variants.split(","):
         if variant == "restv2_tiny" and args.weights:
-            model = load_ctsam3d(args.weights, device=device)
+            model = load_model(args.weights, device=device).module
         else:
             torch.manual_seed(0)
             model = build_model("ctsam3d", variant).module.to(device).eval()

@@ -156,9 +156,10 @@ def main() -> None:
     import torch
 
     from ctsam.io.image import read_ct, read_labelmap
-    from ctsam.model import ModelMeta, build_model, load_ctsam3d
-    from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
-    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam import api
+    from ctsam.model import build_model, load_model
+    from ctsam.refine.engine import RefineSettings
+    from ctsam.refine.predictor import resolve_device, set_deterministic
     from ctsam.seed.seeding import SeedSettings, seed_case
 
     data = Path(os.environ.get("CTSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -184,12 +185,12 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     if args.checkpoint:
-        model = load_ctsam3d(args.checkpoint, device=device)
+        model = load_model(args.checkpoint, device=device)
     else:
-        model = build_model("ctsam3d", args.variant).module.eval().to(device)
-    spacing = args.spacing_mm or model.meta.spacing_mm
-    if spacing != model.meta.spacing_mm:
-        model.meta = ModelMeta.from_dict({**model.meta.to_dict(), "spacing_mm": spacing})
+        model = build_model("ctsam3d", args.variant).eval().to(device)
+    spacing = args.spacing_mm or model.input_spec.spacing_zyx_mm[0]
+    if spacing != model.input_spec.spacing_zyx_mm[0]:
+        model.update_metadata(spacing_mm=spacing)
     patch_mm = 64 * spacing
 
     ct = read_ct(args.ct)
@@ -201,19 +202,18 @@ def main() -> None:
     t_seed = time.perf_counter() - t0
     n_pos = sum(len(p.positives) for p in prompts.prompt_sets)
     print(f"case: {Path(args.ct).name} {ct.geometry.describe()}")
-    print(f"model: {model.meta.variant} ({model.n_parameters() / 1e6:.2f} M parameters, "
+    print(f"model: {model.variant} ({model.n_parameters() / 1e6:.2f} M parameters, "
           f"{'random weights' if not args.checkpoint else args.checkpoint}), device {device}, "
           f"frame {spacing} mm (patch {patch_mm:.0f} mm), torch threads {args.threads}")
     print(f"seed: {len(prompts.structures)} structures, {len(prompts.prompt_sets)} prompt sets, "
           f"{n_pos} positive clicks, {t_seed:.2f} s")
 
-    settings = RefineSettings(rounds=args.rounds, batch_size=args.batch_size, device=str(device))
-    predictor = PatchPredictor(model, device=device, amp_bf16=True, batch_size=args.batch_size)
-    engine = RefineEngine(predictor, settings)
+    settings = RefineSettings(rounds=args.rounds, batch_size=args.batch_size, device=str(device), amp_bf16=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with PeakRSS() as mem:
-        result, timing = engine.run(ct, prompts)
+        run = api.refine_structures(ct, prompts, model=model, settings=settings)
+    result, timing = run.refined, run.timing_s
     gpu_peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
     c = result.meta["counts"]
     print("\n== engine (encode each patch once, batched decodes, settle/coverage stops, propagation)")

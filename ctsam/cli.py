@@ -32,7 +32,6 @@ COMMANDS: list[tuple[str, str]] = [
     *stage_commands(),
     # cohort level
     ("cohort-status", "cohort"),
-    ("export-seg", "export_seg"),
     # models, weights
     ("weights", "weights"),
     ("model", "model"),

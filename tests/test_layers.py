@@ -48,7 +48,10 @@ STAGE_UNITS = {"convert", "coarse", "seed", "refine", "lesions", "fuse", "qc", "
                "demo", "manifest"}
 # "" = the package root ctsam/__init__.py; cohort_outputs builds the report and radiomics table of the
 # completed cases after a failed run (workflow onerror hook): it calls two stages, like the workflow does
-ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort", "cohort_outputs"}
+# preflight / slurm_preflight / weights check a planned run (workflow parse time, ctsam weights): they
+# read stage modules (TotalSegmentator weight layout, radiomics parameter files)
+ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort", "cohort_outputs", "preflight", "slurm_preflight",
+                       "weights"}
 INTERFACE_UNITS = {"commands", "cli", "__main__"}
 #: modules of one stage that other stages may import: the file formats stages hand each other
 PUBLIC_CROSS_STAGE = {"ctsam.seed.prompts", "ctsam.refine.refined_file"}

@@ -99,12 +99,9 @@ def _sha256(path: Path) -> str:
     from ctsam.provenance import sha256_file
 
     if path.is_dir():
-        import hashlib
+        from ctsam.provenance import sha256_dir
 
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
-        return h.hexdigest()
+        return sha256_dir(path)[0]
     return sha256_file(path)
 
 

@@ -34,13 +34,18 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ctsam.config import load_config
-    from ctsam.model import load_ctsam3d
+    from ctsam.errors import CheckpointError
+    from ctsam.model import load_model
     from ctsam.refine.predictor import resolve_device
     from ctsam.training.data import read_table
     from ctsam.training.evaluate import EvalSettings, evaluate, format_summary
 
     config = load_config(args.config)
-    model = load_ctsam3d(args.checkpoint, device=resolve_device(args.device))
+    loaded = load_model(args.checkpoint, device=resolve_device(args.device))
+    if loaded.family != "ctsam3d":
+        raise CheckpointError("evaluate scores anatomy refinement models (family ctsam3d)", path=args.checkpoint,
+                              found=f"a {loaded.family} model", fix="pass a CT-SAM3D checkpoint")
+    model = loaded.module
     rows = read_table(args.data, ct_column=args.ct_column, label_column=args.label_column,
                       coarse_column=args.coarse_column)
     out = Path(args.output)

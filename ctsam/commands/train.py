@@ -12,7 +12,7 @@ One-click lesion models (3DSAM-adapter; parameter-efficient fine-tuning, docs/le
         --sam-checkpoint sam_vit_b_01ec64.pth --out runs/lesion      # from SAM ViT-B image-encoder weights
 
     LESIONS.tsv: the same columns; ``labels`` is a lesion label map (non-zero = lesion, each connected
-    component one lesion). Only the published recipe's parameters train (``--recipe all``: every
+    component one lesion). Only the published recipe's parameters train (``--recipe full``: every
     tensor); trainable/total counts are printed and recorded. Defaults: the published settings (batch 1,
     AdamW 4e-4, no weight decay, linear decay to 0.01x, Dice-CE 0.5/0.5, clip 1.0, 10 lesion + 20
     random points per patch). Validation: one-click Dice on --val-data lesions against region growing.
@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["ctsam3d", "sam3d_adapter"], default="ctsam3d",
                         help="ctsam3d (default): the anatomy network; sam3d_adapter: a one-click lesion model "
                              "fine-tuned with the 3DSAM-adapter recipe")
-    parser.add_argument("--recipe", choices=["adapters", "all"], default=None,
+    parser.add_argument("--recipe", choices=["adapters", "decoder", "full"], default=None,
                         help="sam3d_adapter: which parameters train: 'adapters' (published: adapters, norms, depth "
-                             "embedding, necks, prompt encoders, decoder; SAM weights frozen) or 'all'")
+                             "embedding, necks, prompt encoders, decoder; SAM weights frozen), 'decoder' (prompt "
+                             "encoders and decoder) or 'full' (every tensor)")
     parser.add_argument("--preset", default=None,
                         help="sam3d_adapter: input convention of a published checkpoint (kits | lits | msd_pancreas "
                              "| msd_colon: HU window and z-score)")
@@ -85,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ctsam.config import load_config
-    from ctsam.model.ctsam3d import ModelMeta
     from ctsam.training.data import PatchSampler, prepare_case, read_table
     from ctsam.training.demo import git_commit
     from ctsam.training.loop import Trainer, TrainSettings, build_or_load_model
@@ -100,27 +100,29 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
     model = build_or_load_model(settings)
-    spacing = float(model.meta.spacing_mm)
+    from ctsam.model import wrap_module
+
+    spec = wrap_module(model).input_spec
+    spacing = float(spec.spacing_zyx_mm[0])
+    assert spec.hu_window is not None  # CT-SAM3D always has a window
     rows = read_table(args.data, ct_column=args.ct_column, label_column=args.label_column)
     cases = [prepare_case(r, spacing_mm=spacing, cache_dir=cache, min_voxels=settings.min_structure_voxels)
              for r in rows]
     if args.prepare_only:
         log.info("prepared %d cases in %s", len(cases), cache)
         return 0
-    sampler = PatchSampler(cases, hu_window=model.meta.hu_window, seed=settings.seed, augment=settings.augment,
+    sampler = PatchSampler(cases, hu_window=spec.hu_window, seed=settings.seed, augment=settings.augment,
                            neighbour_stride=settings.cpp_stride_voxels if settings.cpp else 0,
                            coarse_prompt_probability=settings.coarse_prompt_probability)
     val_sampler = None
     if args.val_data:
         vrows = read_table(args.val_data, ct_column=args.ct_column, label_column=args.label_column)
         val_sampler = PatchSampler([prepare_case(r, spacing_mm=spacing, cache_dir=cache) for r in vrows],
-                                   hu_window=model.meta.hu_window, seed=settings.seed + 1, augment=None)
+                                   hu_window=spec.hu_window, seed=settings.seed + 1, augment=None)
     provenance = {"command": "ctsam train " + " ".join(f"{k}={v}" for k, v in sorted(vars(args).items())
                                                         if v not in (None, False) and not k.startswith("_")),
                   "data": str(Path(args.data).name), "cases": len(cases), "git_commit": git_commit(),
                   "init": settings.init}
-    if settings.init is None:
-        model.meta = ModelMeta(variant=model.variant)
     trainer = Trainer(settings, sampler, out, val_sampler=val_sampler, provenance=provenance, model=model)
     try:
         summary = trainer.run(resume=not args.restart)
@@ -149,7 +151,7 @@ def run_lesion(args: argparse.Namespace) -> int:
     for flag in ("finetune", "cpp", "rounds"):
         if getattr(args, flag) not in (None, False):
             raise ConfigError(f"--{flag} is a ctsam3d option", found=f"--{flag} with --model sam3d_adapter",
-                              fix="use --recipe adapters|all to choose what trains")
+                              fix="use --recipe adapters|decoder|full to choose what trains")
     config = load_config(args.config)
     settings = LesionTrainSettings.from_config(
         config.get("train_lesion") or {}, model=args.model, variant=args.variant, init=args.init, preset=args.preset,

@@ -23,6 +23,9 @@ import numpy as np
 from ctsam.errors import DicomSeriesError
 from ctsam.io.dicom import DicomHeader
 
+#: uneven-spacing resampling never bridges a step wider than this many median steps
+UNEVEN_MAX_STEP_RATIO = 3.0
+
 
 @dataclass(frozen=True)
 class GeometryTolerances:
@@ -49,6 +52,8 @@ class SliceStack:
             slice's, along (row_dir, col_dir), in mm. All zero unless the gantry was tilted.
         tilt_deg: angle between the slice stacking direction and the slice normal, in degrees.
         tilted: tilt_deg exceeds the tolerance.
+        uneven: the steps differ by more than the tolerance and ``uneven="allow"`` accepted them
+            (``step_mm`` is then the median step).
     """
 
     headers: list[DicomHeader]
@@ -62,10 +67,15 @@ class SliceStack:
     offsets_rc_mm: np.ndarray
     tilt_deg: float
     tilted: bool
+    uneven: bool = False
 
     @property
     def n_slices(self) -> int:
         return len(self.headers)
+
+    def distances_mm(self) -> np.ndarray:
+        """Position of every slice along ``normal`` (``n . p_k``, mm), increasing."""
+        return self.positions_mm() @ np.asarray(self.normal, dtype=float)
 
     @property
     def first_position_mm(self) -> np.ndarray:
@@ -98,9 +108,10 @@ def slice_step_estimate(headers: list[DicomHeader]) -> float | None:
 def slice_extent_mm(headers: list[DicomHeader]) -> float | None:
     """Distance between the first and the last slice position along the normal (mm), or None (coverage)."""
     usable = [h for h in headers if h.ipp_xyz_mm is not None and h.iop is not None]
-    if not usable:
+    if not usable or usable[0].iop is None:
         return None
-    n = np.cross(usable[0].iop[:3], usable[0].iop[3:])
+    iop = usable[0].iop
+    n = np.cross(iop[:3], iop[3:])
     norm = float(np.linalg.norm(n))
     if norm < 1e-6:
         return None
@@ -178,7 +189,7 @@ def validate_stack(headers: list[DicomHeader], tol: GeometryTolerances, *, serie
         )
     steps = np.diff(d)
     step = float(np.median(steps))
-    _check_spacing(headers, positions, d, steps, step, n, tol, where)
+    uneven = _check_spacing(headers, positions, d, steps, step, n, tol, where)
 
     rel = positions - positions[0]
     offsets = np.stack([rel @ r, rel @ c], axis=1)  # (n_slices, 2): along row_dir, col_dir
@@ -211,6 +222,7 @@ def validate_stack(headers: list[DicomHeader], tol: GeometryTolerances, *, serie
         offsets_rc_mm=offsets,
         tilt_deg=tilt_deg,
         tilted=tilted,
+        uneven=uneven,
     )
 
 
@@ -291,10 +303,16 @@ def _check_spacing(
     n: np.ndarray,
     tol: GeometryTolerances,
     where: str,
-) -> None:
+) -> bool:
+    """Raise on missing slices or (unless ``tol.uneven == "allow"``) uneven steps; True if uneven but allowed.
+
+    With ``uneven="allow"``, steps that look like missing slices (integer multiples of the median
+    step) are still an error when they are isolated (at most 10 % of the steps, the rest uniform),
+    and no step may exceed ``UNEVEN_MAX_STEP_RATIO`` times the median step (a gap is never bridged).
+    """
     off = np.abs(steps - step) > tol.spacing_tolerance_mm
     if not np.any(off):
-        return
+        return False
     missing_positions: list[str] = []
     irregular: list[str] = []
     for k in np.flatnonzero(off):
@@ -306,14 +324,28 @@ def _check_spacing(
                 missing_positions.append(_fmt_xyz(positions[k] + j * direction))
         else:
             irregular.append(f"{steps[k]:.3f} mm between {headers[k].rel} and {headers[k + 1].rel}")
+    if tol.uneven == "allow":
+        isolated_missing = not irregular and np.count_nonzero(off) <= 0.1 * len(steps)
+        if not isolated_missing:
+            worst = int(np.argmax(steps))
+            if steps[worst] > UNEVEN_MAX_STEP_RATIO * step:
+                raise DicomSeriesError(
+                    f"{where} has a gap too wide to resample across",
+                    expected=f"slice steps of at most {UNEVEN_MAX_STEP_RATIO:g} x the median step ({step:.3f} mm) "
+                    "for uneven-spacing resampling",
+                    found=f"{steps[worst]:.3f} mm between {headers[worst].rel} and {headers[worst + 1].rel}",
+                    fix="the series has a gap (missing slices, or two separate ranges): re-copy the complete "
+                    "series, or convert each range separately",
+                )
+            return True
     if irregular:
         raise DicomSeriesError(
             f"slice spacing of {where} is not uniform",
             expected=f"a constant step of {step:.3f} mm "
             f"(+- {tol.spacing_tolerance_mm} mm, config convert.spacing_tolerance_mm)",
             found="; ".join(irregular[:5]) + (f" (and {len(irregular) - 5} more)" if len(irregular) > 5 else ""),
-            fix="the series mixes slice spacings or holds a damaged position; "
-            "re-export it or choose another with --series-uid",
+            fix="pass --uneven-spacing resample (or set convert.uneven_spacing: resample) to interpolate onto "
+            "equal spacing; or re-export the series (the spacings are mixed or a position is damaged)",
         )
     listed = ", ".join(missing_positions[:20])
     if len(missing_positions) > 20:

@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 
 
-def import_ct(image: str | os.PathLike[str], output: str | os.PathLike[str], *, sidecar: str | None = None,
-              case: str | None = None, config: dict | None = None) -> None:
+def import_ct(
+    image: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    sidecar: str | None = None,
+    case: str | None = None,
+    config: dict | None = None,
+) -> None:
     """Read a CT image file, check it, write it as int16 HU NIfTI plus a JSON sidecar (no source path).
 
     Raises :class:`ctsam.guards.GuardError` (an :class:`InputDataError`) when the image fails an
@@ -30,8 +36,11 @@ def import_ct(image: str | os.PathLike[str], output: str | os.PathLike[str], *, 
     write_ct(output, CTVolume(array=values.astype(np.int16), geometry=ct.geometry))
     out = Path(output)
     side = Path(sidecar) if sidecar else out.with_name(out.name.split(".nii")[0] + ".json")
-    atomic_write_json(side, {
-        "source": {"kind": "image", "sha256": sha256_file(image), "dtype": str(ct.array.dtype)},
-        "geometry": ct.geometry.to_dict(),
-        "hu_range": [lo, hi],
-    })
+    atomic_write_json(
+        side,
+        {
+            "source": {"kind": "image", "sha256": sha256_file(image), "dtype": str(ct.array.dtype)},
+            "geometry": ct.geometry.to_dict(),
+            "hu_range": [lo, hi],
+        },
+    )

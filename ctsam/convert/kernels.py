@@ -45,7 +45,29 @@ PHILIPS_KERNELS: dict[str, int] = {
 #: Siemens: a family prefix, a two-digit sharpness and an optional suffix (B30f, I41f, Br40d,
 #: Qr44, Hr38h, Bv36, Bl57). Sharpness <= 40 soft, 41..49 medium, >= 50 sharp; lung (Bl) always sharp.
 _SIEMENS = re.compile(r"^([A-Z][a-z]{0,2})(\d{2})([a-z]?)(?:\\.*)?$")
-_SIEMENS_FAMILIES = ("B", "I", "H", "D", "T", "U", "C", "S", "J", "Q", "V", "Br", "Bf", "Bv", "Bl", "Hr", "Hc", "Qr", "Qs", "Sa", "Hf")
+_SIEMENS_FAMILIES = (
+    "B",
+    "I",
+    "H",
+    "D",
+    "T",
+    "U",
+    "C",
+    "S",
+    "J",
+    "Q",
+    "V",
+    "Br",
+    "Bf",
+    "Bv",
+    "Bl",
+    "Hr",
+    "Hc",
+    "Qr",
+    "Qs",
+    "Sa",
+    "Hf",
+)
 #: Canon/Toshiba FCxx: 01-29 body and head soft tissue, 30-39 bone, 50-59 lung; others unknown.
 _CANON = re.compile(r"^FC(\d{2})$")
 
@@ -101,18 +123,24 @@ def classify_kernel(kernel: Any, description: str | None = None) -> KernelClass:
         number = int(match.group(1))
         tier = SOFT if 1 <= number <= 29 else SHARP if 30 <= number <= 39 or 50 <= number <= 59 else UNKNOWN
         if by_words is not None and tier == UNKNOWN:
-            return KernelClass(by_words[0], name, f"kernel {name!r} (Canon code) and series description word {by_words[1]!r}")
+            return KernelClass(
+                by_words[0], name, f"kernel {name!r} (Canon code) and series description word {by_words[1]!r}"
+            )
         return KernelClass(tier, name, f"kernel {name!r} (Canon FC{number:02d})")
     if upper in PHILIPS_KERNELS:
         # bare letter codes: a description word, when present, says what the site meant
         if by_words is not None:
-            return KernelClass(by_words[0], name, f"kernel {name!r} (Philips code) and series description word {by_words[1]!r}")
+            return KernelClass(
+                by_words[0], name, f"kernel {name!r} (Philips code) and series description word {by_words[1]!r}"
+            )
         return KernelClass(PHILIPS_KERNELS[upper], name, f"kernel {name!r} (Philips code)")
     kernel_words = _from_words(_words(name))
     if kernel_words is not None:
         return KernelClass(kernel_words[0], name, f"kernel {name!r} (word {kernel_words[1]!r})")
     if by_words is not None:
-        return KernelClass(by_words[0], name, f"kernel {name!r} (not in the table) and series description word {by_words[1]!r}")
+        return KernelClass(
+            by_words[0], name, f"kernel {name!r} (not in the table) and series description word {by_words[1]!r}"
+        )
     return KernelClass(UNKNOWN, name, f"kernel {name!r} is not in the vendor table")
 
 

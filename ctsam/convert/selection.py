@@ -141,7 +141,9 @@ def assess(
             "or (Legacy Converted) Enhanced CT Image Storage)"
         )
     if any(h.number_of_frames > 1 and h.frame_index is None for h in headers):
-        reasons.append("multi-frame files without per-frame functional groups (expected one slice per file, or Enhanced CT)")
+        reasons.append(
+            "multi-frame files without per-frame functional groups (expected one slice per file, or Enhanced CT)"
+        )
     if any(h.samples_per_pixel != 1 for h in headers):
         reasons.append("colour images (expected one sample per pixel)")
     if any(h.is_localizer for h in headers):

@@ -78,18 +78,24 @@ def build_sidecar(
             "fill_hu": report.fill_hu,
         },
         "hu": {
-            "dtype": "int16",
+            "dtype": report.hu_dtype,
+            "storage": report.hu_storage,
+            "nifti_scl_slope_inter": None if report.scl_slope_inter is None else list(report.scl_slope_inter),
             "rescale_slope_intercept": [list(p) for p in report.rescale],
             "clipped_voxels": report.clipped_voxels,
+            "beyond_int16_voxels": report.beyond_int16_voxels,
         },
+        "uneven_spacing": report.uneven or {"resampled": False},
         "dicom": dicom,
         "selection": {
             "chosen": {**selection.chosen.summary(), "why": selection.why},
             "rejected": [{**c.summary(), "reasons": reasons} for c, reasons in selection.rejected],
             "rules": (
-                "eligible: modality CT, CT Image Storage SOP class, single-frame grayscale, not LOCALIZER, "
-                ">= min_slices distinct positions; ranked by ORIGINAL/AXIAL first, then most slice "
-                "positions, then thinnest slice step, then series key; --series-uid overrides"
+                "candidates are stacks (series split by orientation, size, pixel spacing, ImageType); eligible: "
+                "modality CT, CT Image Storage or (Legacy Converted) Enhanced CT, grayscale, not LOCALIZER, "
+                ">= min_slices distinct positions; ranked by ORIGINAL/AXIAL, then kernel (convert.prefer_kernels, "
+                "soft tissue/standard, medium, unknown, sharp), then coverage along the normal (within one step), "
+                "then thinnest slice step, then key (a tie is warned); --series-uid overrides"
             ),
         },
         "files": {

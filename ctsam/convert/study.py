@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from ctsam.convert.geometry import GeometryTolerances, SliceStack, validate_stack
+from ctsam.convert.nifti import nifti_header_bytes, write_ct_nifti, write_nifti_slices
 from ctsam.convert.selection import Selection, select_series
 from ctsam.convert.sidecar import build_sidecar
 from ctsam.convert.stacks import split_stacks
 from ctsam.convert.studies import choose_study
-from ctsam.convert.volume import VolumeReport, build_volume
+from ctsam.convert.volume import VolumeReport, build_volume, output_geometry, plan_hu, stream_slices, streamable
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.atomic import atomic_write_json
 from ctsam.io.dicom import ScanResult, group_series, scan_dicom_files
-from ctsam.volume import CTVolume
+from ctsam.volume import CTVolume, Geometry
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ class ConvertOptions:
     tilt_tolerance_deg: float = 0.1
     min_slices: int = 3
     series_uid: str | None = None
-    compresslevel: int = 1
+    compresslevel: int = 6
     prefer_kernels: tuple[str, ...] = ()
     study_uid: str | None = None
     uneven_spacing: str = "error"
@@ -75,7 +79,7 @@ class ConvertOptions:
             )
 
     @classmethod
-    def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ConvertOptions":
+    def from_config(cls, section: dict[str, Any], **overrides: Any) -> ConvertOptions:
         """Options from the ``convert`` config section; ``overrides`` that are not None win."""
         keys = (
             "spacing_tolerance_mm",
@@ -86,6 +90,7 @@ class ConvertOptions:
             "prefer_kernels",
             "uneven_spacing",
             "uneven_target",
+            "compresslevel",
         )
         values = {k: section[k] for k in keys if k in section}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -104,13 +109,23 @@ class ConvertOptions:
 
 @dataclass(frozen=True)
 class ConvertResult:
-    """What :func:`convert_study` produced."""
+    """What :func:`convert_study` produced.
 
-    volume: CTVolume
+    ``volume.array`` holds HU (int16, int32, float32, or float32/float64 for a file written as int16
+    with scl_slope/scl_inter: see ``report``); None when the CLI streamed it to the file.
+    """
+
+    volume: CTVolume | None
     sidecar: dict[str, Any]
     selection: Selection
     stack: SliceStack
     report: VolumeReport
+
+    def hu(self) -> np.ndarray:
+        """The volume in HU (``volume.array``; it always holds HU, whatever the file's storage)."""
+        if self.volume is None:
+            raise ValueError("the volume was streamed to the file (keep_volume=False)")
+        return self.volume.array
 
 
 def convert_study(
@@ -119,14 +134,22 @@ def convert_study(
     *,
     sidecar_path: str | os.PathLike[str] | None = None,
     options: ConvertOptions | None = None,
+    keep_volume: bool = True,
+    guard: Callable[[np.ndarray, Geometry], object] | None = None,
 ) -> ConvertResult:
-    """Convert the CT series of a DICOM study folder into an int16 HU volume.
+    """Convert the CT stack of a DICOM study folder into an HU volume (storage: ctsam.convert.volume).
 
     Args:
         study_dir: folder searched recursively for DICOM files.
         out_path: NIfTI to write (``.nii.gz`` or ``.nii``), atomically; None writes nothing.
         sidecar_path: JSON sidecar to write, atomically; None writes none.
         options: settings (defaults: :class:`ConvertOptions`).
+        guard: called with the volume's HU range (a 2-element array: min, max, in the stored dtype, or
+            float64 for scaled int16) and its geometry once every slice is decoded and before the
+            NIfTI is committed; an exception it raises stops the conversion with nothing written
+            (the CLI runs the input guards, :func:`ctsam.guards.check_ct`, here).
+        keep_volume: return the volume in the result. False (the CLI) lets a plain stack stream from
+            the decoder into the file without ever holding the volume (``result.volume`` is None).
 
     Raises:
         DicomSeriesError: no usable series, broken geometry (missing slices, duplicate positions,
@@ -180,29 +203,91 @@ def convert_study(
     if stack.tilted:
         log.warning("gantry tilt of %.2f degrees: resampling onto an orthogonal grid", stack.tilt_deg)
 
-    volume, report = build_volume(stack, resample_tilt=stack.tilted)
-    t2 = time.perf_counter()
+    target = None
+    if stack.uneven:
+        steps = np.diff(stack.distances_mm())
+        target = float(np.median(steps)) if options.uneven_target == "median" else float(steps.min())
     settings = asdict(options)
-    settings["study_uid"] = "given (--study-uid)" if options.study_uid else None  # the UID itself stays out
-    sidecar = build_sidecar(
-        scan=scan, selection=selection, stack=stack, geometry=volume.geometry, report=report, settings=settings
-    )
-    if out_path is not None:
-        from ctsam.io.image import write_ct
-
-        write_ct(out_path, volume, compresslevel=options.compresslevel)
+    settings["study_uid"] = "given (--study-uid)" if options.study_uid is not None else None  # the UID itself stays out
+    plan = plan_hu(stack.headers)
+    if out_path is not None and not keep_volume and streamable(stack, plan):
+        # slices go from the decoder threads straight into the gzip writer: no volume in memory
+        geometry = output_geometry(stack, (stack.rows, stack.columns), np.zeros(2))
+        report = VolumeReport(
+            clipped_voxels=0,
+            rescale=sorted({(h.rescale_slope, h.rescale_intercept) for h in stack.headers}),
+            tilt_resampled=False,
+            hu_dtype=plan.dtype,
+            scl_slope_inter=plan.scl,
+            hu_storage=plan.why,
+        )
+        sidecar = build_sidecar(
+            scan=scan, selection=selection, stack=stack, geometry=geometry, report=report, settings=settings
+        )
+        head = nifti_header_bytes(geometry.shape_zyx, plan.dtype, geometry, plan.scl)
+        slices = _guarded(stream_slices(stack, plan), plan.scl, geometry, guard)
+        write_nifti_slices(out_path, head, slices, compresslevel=options.compresslevel)
+        volume = None
+        t2 = time.perf_counter()
+    else:
+        volume, report = build_volume(stack, resample_tilt=stack.tilted, uneven_target_mm=target)
+        geometry = volume.geometry
+        t2 = time.perf_counter()
+        sidecar = build_sidecar(
+            scan=scan, selection=selection, stack=stack, geometry=geometry, report=report, settings=settings
+        )
+        if guard is not None:
+            guard(
+                _hu_range(volume.array.min(), volume.array.max(), volume.array.dtype, report.scl_slope_inter), geometry
+            )
+        if out_path is not None:
+            write_ct_nifti(out_path, volume, scl=report.scl_slope_inter, compresslevel=options.compresslevel)
+        if report.scl_slope_inter is not None:
+            # the file holds stored values + scl; callers of the API get HU (float32 where exact, else float64)
+            volume = CTVolume(array=_scaled_to_hu(volume.array, report.scl_slope_inter), geometry=geometry)
     if sidecar_path is not None:
         atomic_write_json(sidecar_path, sidecar)
     t3 = time.perf_counter()
     log.info(
-        "converted %s: %s (scan+select %.2f s, decode %.2f s, write %.2f s)",
+        "converted %s: %s (scan+select %.2f s, decode %.2f s, write %.2f s%s)",
         chosen.key,
-        volume.geometry.describe(),
+        geometry.describe(),
         t1 - t0,
         t2 - t1,
         t3 - t2,
+        "; decode and write overlap: streamed" if volume is None else "",
     )
     return ConvertResult(volume=volume, sidecar=sidecar, selection=selection, stack=stack, report=report)
+
+
+def _scaled_to_hu(stored: np.ndarray, scl: tuple[float, float]) -> np.ndarray:
+    hu = stored.astype(np.float64) * scl[0] + scl[1]
+    hu32 = hu.astype(np.float32)
+    return hu32 if np.array_equal(hu32, hu) else hu
+
+
+def _hu_range(lo: Any, hi: Any, dtype: np.dtype, scl: tuple[float, float] | None) -> np.ndarray:
+    if scl is None:
+        return np.array([lo, hi], dtype=dtype)
+    ends = np.array([lo, hi], dtype=np.float64) * scl[0] + scl[1]
+    return np.sort(ends)
+
+
+def _guarded(
+    slices: Iterator[np.ndarray],
+    scl: tuple[float, float] | None,
+    geometry: Geometry,
+    guard: Callable[[np.ndarray, Geometry], object] | None,
+) -> Iterator[np.ndarray]:
+    """Pass slices through, tracking the value range; after the last one, run ``guard`` (before commit)."""
+    lo = hi = None
+    for sl in slices:
+        s_lo, s_hi = sl.min(), sl.max()
+        lo = s_lo if lo is None or s_lo < lo else lo
+        hi = s_hi if hi is None or s_hi > hi else hi
+        yield sl
+    if guard is not None and lo is not None:
+        guard(_hu_range(lo, hi, np.asarray(lo).dtype, scl), geometry)
 
 
 def _validate(headers, key: str, options: ConvertOptions, scan: ScanResult, selection: Selection) -> SliceStack:

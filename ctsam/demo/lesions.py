@@ -154,11 +154,12 @@ def plant_lesions(rng: np.random.Generator, labels: np.ndarray, hu: np.ndarray, 
         truth[mask] = lesion_id
         depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
         click = np.unravel_index(int(np.argmax(depth)), depth.shape)
-        click_zyx = tuple(int(v) for v in click)
+        click_zyx = (int(click[0]), int(click[1]), int(click[2]))
         world = geometry.index_to_world(np.array([click_zyx[2], click_zyx[1], click_zyx[0]], dtype=float))
+        click_xyz_mm = (float(world[0]), float(world[1]), float(world[2]))
         lesions.append(Lesion(lesion_id=lesion_id, organ=organ, label=LESION_LABELS[organ], diameter_mm=diameter,
                               delta_hu=delta, click_zyx=click_zyx,
-                              click_xyz_mm=tuple(float(v) for v in world), voxels=int(mask.sum())))
+                              click_xyz_mm=click_xyz_mm, voxels=int(mask.sum())))
     return truth, lesions
 
 

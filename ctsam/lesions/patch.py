@@ -22,7 +22,8 @@ def patch_grid(ct: Geometry, center_world_xyz_mm, patch_size_zyx, spacing_zyx_mm
     center_xyz = np.asarray([s // 2 for s in patch_size_zyx], dtype=float)[::-1]
     direction = ct.direction_matrix
     origin = np.asarray(center_world_xyz_mm, dtype=float) - direction @ (spacing_xyz * center_xyz)
-    return Geometry(shape_zyx=tuple(int(s) for s in patch_size_zyx), spacing_xyz_mm=tuple(spacing_xyz),
+    size = [int(s) for s in patch_size_zyx]
+    return Geometry(shape_zyx=(size[0], size[1], size[2]), spacing_xyz_mm=tuple(spacing_xyz),
                     origin_xyz_mm=tuple(origin), direction=ct.direction)
 
 

@@ -17,6 +17,7 @@ from ctsam.model.api import InputSpec, MaskRefiner, OneClickSegmenter, Promptabl
 from ctsam.model.checkpoint import (
     convert_checkpoint,
     load_ctsam3d,
+    read_safetensors_metadata as read_model_metadata,
     save_safetensors,
     to_published_state_dict,
 )
@@ -24,7 +25,15 @@ from ctsam.model.checkpoint import (
     save_published as save_published_ctsam3d,
 )
 from ctsam.model.ctsam3d import CtSam3D, ModelMeta, PatchFeatures
-from ctsam.model.families import FAMILIES, build_model, describe, load_model, save_model, save_published
+from ctsam.model.families import (
+    FAMILIES,
+    build_model,
+    describe,
+    load_model,
+    save_model,
+    save_published,
+    wrap_module,
+)
 from ctsam.model.presets import PRESETS, Preset, get_preset
 from ctsam.model.prompt import click_maps
 from ctsam.model.registry import MODEL_REGISTRY, build_micro, build_restv2_tiny
@@ -54,9 +63,11 @@ __all__ = [
     "load_ctsam3d",
     "load_model",
     "load_sam_image_encoder",
+    "read_model_metadata",
     "save_model",
     "save_published",
     "save_published_ctsam3d",
     "save_safetensors",
     "to_published_state_dict",
+    "wrap_module",
 ]

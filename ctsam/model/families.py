@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -28,7 +28,7 @@ from ctsam.errors import CheckpointError
 from ctsam.io.atomic import atomic_path, atomic_write_json
 from ctsam.model import checkpoint as ck
 from ctsam.model import ctsam3d_family, sam3d_family
-from ctsam.model.api import PromptableModel
+from ctsam.model.api import MaskRefiner, OneClickSegmenter, PromptableModel
 from ctsam.model.ctsam3d import CtSam3D
 from ctsam.model.registry import MODEL_REGISTRY as CTSAM3D_VARIANTS
 from ctsam.model.registry import build_model as build_ctsam3d
@@ -56,6 +56,26 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+def wrap_module(module: torch.nn.Module) -> PromptableModel:
+    """The seam view of a bare network (e.g. the module a training loop holds); shares its tensors."""
+    if isinstance(module, PromptableModel):
+        return module
+    if isinstance(module, CtSam3D):
+        return ctsam3d_family.wrap(module)
+    from ctsam.model.sam3d_adapter import Sam3dAdapterNet
+
+    if isinstance(module, Sam3dAdapterNet):
+        variant = next((v for v, c in SAM3D_VARIANTS.items() if c == module.config), "custom")
+        return sam3d_family.Sam3dAdapterModel(module, variant=variant)
+    raise TypeError(f"not a network of a known family: {type(module).__name__}")
+
+
+@overload
+def build_model(family: Literal["sam3d_adapter"], variant: str) -> OneClickSegmenter: ...
+@overload
+def build_model(family: Literal["ctsam3d"], variant: str) -> MaskRefiner: ...
+@overload
+def build_model(family: str, variant: str) -> PromptableModel: ...
 def build_model(family: str, variant: str) -> PromptableModel:
     """A randomly initialised model (seed torch first for reproducible weights)."""
     if family not in FAMILIES:
@@ -149,7 +169,7 @@ def load_model(path: str | os.PathLike[str], *, preset: str | None = None, devic
                 model.with_preset(preset)
     else:
         obj = ck.torch_load_weights(path)
-        if sam3d_family.is_published(obj):
+        if isinstance(obj, Mapping) and sam3d_family.is_published(obj):
             if not preset and require_preset:
                 raise CheckpointError("a published 3DSAM-adapter checkpoint needs its preset", path=path,
                                       expected="--preset kits | lits | msd_pancreas | msd_colon",

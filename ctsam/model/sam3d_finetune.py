@@ -14,8 +14,8 @@ Both follow the published ``train.py`` (med-air/3DSAM-adapter):
   ``load_state_dict`` raises too).
 * :func:`apply_finetune_recipe` ``"adapters"`` -- image encoder frozen except the depth embedding, the
   slice embedding, each block's ``norm1``, ``adapter``, ``norm2`` and ``rel_pos_d``, and the 3D necks;
-  all 4 prompt encoders and the decoder train. ``"full"`` trains everything, ``"decoder"`` only the
-  prompt encoders and the decoder.
+  all 4 prompt encoders and the decoder train. ``"full"`` (alias ``"all"``) trains everything,
+  ``"decoder"`` only the prompt encoders and the decoder.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -30,8 +31,9 @@ from torch import nn
 from ctsam.errors import CheckpointError
 from ctsam.model.api import PromptableModel
 from ctsam.model.sam3d_adapter import Sam3dAdapterNet
+from ctsam.model.sam3d_encoder import Block3d
 
-RECIPES = ("adapters", "decoder", "full")
+RECIPES = ("adapters", "decoder", "full", "all")
 
 SAM_PREFIX = "image_encoder."
 #: Meta SAM image-encoder keys the 3D encoder does not use, with the reason.
@@ -46,17 +48,21 @@ def _net(model: PromptableModel | nn.Module) -> Sam3dAdapterNet:
     return net
 
 
+def _blocks(net: Sam3dAdapterNet) -> list[Block3d]:
+    return [cast(Block3d, b) for b in net.image_encoder.blocks]
+
+
 def apply_finetune_recipe(model: PromptableModel | nn.Module, recipe: str = "adapters") -> tuple[int, int]:
     """Set ``requires_grad`` as the published training does; returns (trainable, total) parameter counts."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown fine-tuning recipe {recipe!r}; known: {', '.join(RECIPES)}")
     net = _net(model)
-    net.requires_grad_(recipe == "full")
+    net.requires_grad_(recipe in ("full", "all"))
     if recipe == "adapters":
         enc = net.image_encoder
         enc.depth_embed.requires_grad_(True)
         enc.slice_embed.requires_grad_(True)
-        for blk in enc.blocks:
+        for blk in _blocks(net):
             blk.norm1.requires_grad_(True)
             blk.adapter.requires_grad_(True)
             blk.norm2.requires_grad_(True)
@@ -98,7 +104,7 @@ def load_sam_image_encoder(model: PromptableModel | nn.Module, sam_state_dict: M
     if any(k.startswith(SAM_PREFIX) for k in sam_state_dict):
         source = {k[len(SAM_PREFIX):]: v for k, v in sam_state_dict.items() if k.startswith(SAM_PREFIX)}
         others = {k: _NOT_ENCODER for k in sam_state_dict if not k.startswith(SAM_PREFIX)}
-        shown = lambda k: SAM_PREFIX + k  # noqa: E731
+        shown = lambda k: SAM_PREFIX + k
     else:
         source, others, shown = dict(sam_state_dict), {}, (lambda k: k)
     target = enc.state_dict()
@@ -132,7 +138,7 @@ def load_sam_image_encoder(model: PromptableModel | nn.Module, sam_state_dict: M
         for k, v in plan.items():
             target[k].copy_(v.to(dtype=target[k].dtype))
         report.loaded = sorted(plan, key=list(target).index)
-        for i, blk in enumerate(enc.blocks):
+        for i, blk in enumerate(_blocks(_net(model))):
             attn = blk.attn
             attn.rel_pos_d = nn.Parameter(0.5 * (attn.rel_pos_h + attn.rel_pos_w),
                                           requires_grad=attn.rel_pos_d.requires_grad)

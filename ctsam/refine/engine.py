@@ -151,10 +151,15 @@ class RefineEngine:
             raise ValueError(f"coarse_mask_prompt must be auto, on or off, got {self.s.coarse_mask_prompt!r}")
         self._frame_coarse: np.ndarray | None = None
         self._coarse_label: dict[str, int] = {}
-        meta = getattr(getattr(predictor, "model", None), "meta", None)
-        self.quality_r = getattr(meta, "quality_r", None)
+        self.quality_r = self.model_metadata.get("quality_r")
         # a head measured as uninformative gives no score (fusion's quality gate then does not apply)
         self.quality_trusted = self.quality_r is None or self.quality_r >= self.s.min_quality_r
+
+    @property
+    def model_metadata(self) -> dict:
+        """The model's metadata (``{}`` for a predictor without a model)."""
+        model = getattr(self.predictor, "model", None)
+        return model.metadata if model is not None else {}
 
     def uses_coarse_prompt(self, coarse_given: bool, *, case: str | None = None) -> bool:
         """Whether the first round's mask prompt is the coarse mask (see ``coarse_mask_prompt``)."""
@@ -163,7 +168,7 @@ class RefineEngine:
             raise ConfigError("refine.coarse_mask_prompt is 'on' but no coarse labels were given", case=case,
                               expected="the coarse label map (ctsam refine --coarse COARSE.nii.gz)",
                               fix="pass --coarse, or set refine.coarse_mask_prompt to auto or off")
-        trained = bool(getattr(self.predictor.model.meta, "coarse_prompt_trained", False))
+        trained = bool(self.model_metadata.get("coarse_prompt_trained", False))
         return coarse_given and (mode == "on" or (mode == "auto" and trained))
 
     # ================================================================ public
@@ -198,7 +203,7 @@ class RefineEngine:
         self._weights = blend_weights(size, self.s.blend_ramp_voxels)
 
         use_cpp = self.s.propagation_clicks == "cpp" or (
-            self.s.propagation_clicks == "auto" and bool(getattr(self.predictor.model.meta, "cpp_trained", False)))
+            self.s.propagation_clicks == "auto" and bool(self.model_metadata.get("cpp_trained", False)))
         timing["propagation_s"] = 0.0
         iteration = 0
         max_iterations = self.s.rounds + self.s.max_propagation_steps * self.s.rounds + 1
@@ -236,7 +241,7 @@ class RefineEngine:
         timing["decodes_per_s"] = st.n_decodes / st.decode_s if st.decode_s > 0 else float("nan")
         meta = {
             "engine": "ctsam.refine",
-            "model": {"variant": self.predictor.model.meta.variant, "sha256": self.predictor.model.meta.sha256,
+            "model": {"variant": self.predictor.model.variant, "sha256": self.predictor.model.sha256,
                       "hu_window": list(self.predictor.hu_window), "spacing_mm": self.predictor.spacing_mm},
             "settings": {k: v for k, v in self.s.to_dict().items() if k not in ("device",)},
             "propagation_clicks_used": "cpp" if use_cpp else "mask",

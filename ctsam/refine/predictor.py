@@ -87,7 +87,8 @@ class PatchPredictor:
     """The network, loaded once, with its run settings.
 
     Args:
-        model: a :class:`ctsam.model.CtSam3D` in eval mode (``model.meta`` gives window and patch size).
+        model: a :class:`ctsam.model.MaskRefiner` (from :func:`ctsam.model.load_model`; a bare network is
+            wrapped with :func:`ctsam.model.wrap_module`); its ``input_spec`` gives window, spacing and patch size.
         device: torch device the model lives on.
         amp_bf16: run encoder/decoder under bfloat16 autocast (CUDA only; ignored on CPU).
         batch_size: prompt sets per decoder call.
@@ -98,15 +99,23 @@ class PatchPredictor:
                  cache_patches: int = 256) -> None:
         import torch
 
-        self.model = model.eval()
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        from ctsam.model import MaskRefiner, wrap_module
+
+        model = wrap_module(model)
+        if not isinstance(model, MaskRefiner) or model.input_spec.hu_window is None:
+            raise TypeError(f"refine needs a click-refinement model (family ctsam3d), not {model.family}")
+        self.model: MaskRefiner = model
+        self.model.eval()
+        self.device = torch.device(device) if device is not None else model.device
         self.model.to(self.device)
         self.amp = bool(amp_bf16) and self.device.type == "cuda"
         self.batch_size = max(1, int(batch_size))
         self.cache_patches = max(1, int(cache_patches))
-        self.patch_size = int(model.meta.patch_size)
-        self.hu_window = tuple(float(v) for v in model.meta.hu_window)
-        self.spacing_mm = float(model.meta.spacing_mm)
+        spec = model.input_spec
+        assert spec.hu_window is not None
+        self.patch_size = int(spec.patch_size_zyx[0])
+        self.hu_window = (float(spec.hu_window[0]), float(spec.hu_window[1]))
+        self.spacing_mm = float(spec.spacing_zyx_mm[0])
 
     def normalise(self, hu: np.ndarray) -> np.ndarray:
         """HU -> [0, 1] with the checkpoint's window (float32)."""

@@ -99,6 +99,29 @@ def snapshot_for(c: CaseQC, *, ct_pattern: str | None, labels_pattern: str | Non
         return None, f"No snapshot: {str(err).splitlines()[0]}", None
 
 
+def lesion_snapshot_for(c: CaseQC) -> bytes | None:
+    """Slices through the largest lesion with the lesion map overlaid (``ctsam qc --lesions``), or None."""
+    from ctsam.io.image import read_ct, read_labelmap
+    from ctsam.report.snapshots import render_snapshot
+
+    lesions = [le for le in c.doc.get("lesions") or [] if le.get("voxels") and le.get("centroid_lps_mm")]
+    inputs = c.doc.get("inputs") or {}
+    ct_path = _find(c.case_dir, inputs.get("ct"), None)
+    les_path = _find(c.case_dir, inputs.get("lesions"), None)
+    if not lesions or ct_path is None or les_path is None:
+        return None
+    largest = max(lesions, key=lambda le: (le["voxels"], -le["lesion_id"]))
+    try:
+        ct = read_ct(ct_path, case=c.case)
+        lm = read_labelmap(les_path, case=c.case)
+        return render_snapshot(ct.array, lm.array, lm.geometry, lm.labels,
+                               focus_world_xyz=np.asarray(largest["centroid_lps_mm"], dtype=float),
+                               title=f"{c.case} — lesions, through {largest['name']}")
+    except (CtsamError, ValueError) as err:
+        log.warning("no lesion snapshot for case %s: %s", c.case, err)
+        return None
+
+
 def provenance_summary(cases: list[CaseQC], manifest_name: str = "manifest.json") -> dict:
     """Counts of config digests, versions, checkpoints and software across the cases' manifests,
     and per-stage timing summaries (median/max wall time, max RSS)."""
@@ -263,6 +286,8 @@ def build_report(
     for i in shown:
         png, note, focus = snapshot_for(cases[i], ct_pattern=ct_pattern, labels_pattern=labels_pattern)
         views[i].snapshot_png, views[i].snapshot_note, views[i].focus = png, note, focus
+        if views[i].lesions:
+            views[i].lesion_snapshot_png = lesion_snapshot_for(cases[i])
     for i in order[len(shown):]:
         views[i].snapshot_note = "No snapshot (limit reached)."
     prov = provenance_summary(cases)

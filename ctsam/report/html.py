@@ -62,6 +62,7 @@ class CaseView:
     snapshot_note: str | None = None
     focus: str | None = None
     lesions: list[dict] = field(default_factory=list)  # QC lesion rows (ctsam qc --lesions)
+    lesion_snapshot_png: bytes | None = None
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _grouped(flags: list[dict], max_rows: int = 4) -> list[tuple[str, dict, int]
     for f in flags:
         by_kind.setdefault((f["flag"], f["severity"]), []).append(f)
     rows = []
-    for (kind, sev), fs in by_kind.items():
+    for fs in by_kind.values():
         fs = sorted(fs, key=lambda f: f["structure"])
         if len(fs) > max_rows:
             rows.append((", ".join(f["structure"] for f in fs), fs[0], len(fs)))
@@ -226,7 +227,12 @@ def render_html(data: ReportData) -> str:
                   f"<td class='num'>{_num(le.get('mean_probability'), '{:.2f}')}</td>"
                   f"<td>{_e(le.get('containing_structure') or '')}</td>"
                   f"<td class='small'>{_e(', '.join(f['flag'] for f in le.get('flags') or []))}</td></tr>")
-            w("</table></details>")
+            w("</table>")
+            if c.lesion_snapshot_png is not None:
+                b64 = base64.b64encode(c.lesion_snapshot_png).decode("ascii")
+                w(f"<img class='snap' alt='{_e(c.case)}: slices through the largest lesion' "
+                  f"src='data:image/png;base64,{b64}'>")
+            w("</details>")
         if c.flags:
             w("<details open><summary>flags</summary><table class='flags'><tr><th>structure</th><th>flag</th><th>severity</th><th>detail</th></tr>")
             for structures, f, n in _grouped(c.flags):

@@ -99,9 +99,13 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
     cache = out / "cache"
     cases = [prepare_case(r, spacing_mm=settings.spacing_mm, cache_dir=cache) for r in read_table(train_tsv)]
     val_cases = [prepare_case(r, spacing_mm=settings.spacing_mm, cache_dir=cache) for r in read_table(val_tsv)]
-    from ctsam.model.ctsam3d import ModelMeta
+    import torch
 
-    hu_window = ModelMeta(variant="micro").hu_window
+    from ctsam.model import build_model
+
+    with torch.device("meta"):
+        hu_window = build_model("ctsam3d", "micro").input_spec.hu_window
+    assert hu_window is not None  # CT-SAM3D always has a window
     sampler = PatchSampler(cases, hu_window=hu_window, seed=settings.seed, augment=settings.augment,
                            coarse_prompt_probability=settings.coarse_prompt_probability)
     val_sampler = PatchSampler(val_cases, hu_window=hu_window, seed=settings.seed + 1, augment=None)
@@ -145,20 +149,18 @@ def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config
     A model without a measured quality head (``meta.quality_r`` None) is first measured on
     ``val_sampler``'s patches (:func:`~ctsam.training.evaluate.quality_calibration`).
     """
-    import dataclasses
-
     from ctsam.io.atomic import atomic_write_json
-    from ctsam.model import load_ctsam3d, save_safetensors
-    from ctsam.model.checkpoint import read_safetensors_metadata
+    from ctsam.model import load_model, read_model_metadata, save_model
     from ctsam.training.data import read_table
     from ctsam.training.evaluate import evaluate, format_summary, quality_calibration
 
     t0 = time.perf_counter()
-    model = load_ctsam3d(model_path)
-    training = read_safetensors_metadata(model_path).get("training", {})
-    if model.meta.quality_r is None and val_sampler is not None:
+    loaded = load_model(model_path)
+    model = loaded.module
+    training = read_model_metadata(model_path).get("training", {})
+    if loaded.metadata.get("quality_r") is None and val_sampler is not None:
         cal = quality_calibration(model, val_sampler, seed=seed)
-        model.meta = dataclasses.replace(model.meta, quality_r=cal["r"])
+        loaded.update_metadata(quality_r=cal["r"])
         training["quality_calibration"] = cal
         log.info("quality head on %d validation patches: r = %.3f", cal["n"], cal["r"])
     ev = evaluate(model, read_table(table, need_coarse=True), eval_dir, config=config, cache_dir=cache_dir)
@@ -168,7 +170,7 @@ def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config
         "fused_dice_mean", "fused_refined_fraction", "structures_refined", "coarse_dice_mean_refined",
         "refined_dice_mean", "refined_better_fraction", "structures_automatic", "structures_interactive", "cases")}
     training["heldout_eval"]["wall_s"] = round(time.perf_counter() - t0, 1)
-    save_safetensors(model, model_path, extra_metadata={"training": training})
+    save_model(loaded, model_path, metadata={"training": training})
     atomic_write_json(model_path.parent / "provenance.json", training)
     return ev
 

@@ -9,9 +9,8 @@ NoC@85 / NoC@90 = the first k with Dice >= 0.85 / 0.90, or K when never reached 
 the table also tells whether it was reached).
 
 **Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine -> fuse`` path
-(:func:`ctsam.seed.seeding.seed_case`, :class:`ctsam.refine.engine.RefineEngine` given the coarse labels, as the
-workflow's refine rule is, and :func:`ctsam.fuse.fusion.fuse`, with the config's ``seed``, ``refine`` and
-``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
+(:func:`ctsam.seed_prompts`, :func:`ctsam.refine_structures` given the coarse labels, as the workflow's refine rule is,
+and :func:`ctsam.fuse_labels`, with the config's ``seed``, ``refine`` and ``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
 
 * ``coarse_dice``: the coarse mask (0 when the coarse labels miss the structure);
 * ``refined_dice``: the refined mask (probability >= 0.5), empty when the structure was not refined
@@ -41,6 +40,13 @@ log = logging.getLogger(__name__)
 NOC_THRESHOLDS = (0.85, 0.90)
 
 
+def _seam(model):
+    """The model seam's view of a network (input spec, variant, metadata)."""
+    from ctsam.model import wrap_module
+
+    return wrap_module(model)
+
+
 def click_curve(model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24) -> list[float]:
     """Dice after 1..n_clicks simulated clicks on one patch (see :func:`click_curves`)."""
     return click_curves(model, [image], [target], n_clicks=n_clicks, max_points=max_points)[0]
@@ -51,7 +57,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     """Dice after 1..n_clicks simulated clicks for each patch, ``batch_size`` patches per network call.
 
     Args:
-        model: a :class:`ctsam.model.CtSam3D` (any mode; run without gradients, mode restored).
+        model: a CT-SAM3D network (``ctsam.model.load_model(...).module``; any mode; run without gradients, mode restored).
         images: (S, S, S) float32 windowed patches, (z, y, x). targets: (S, S, S) bool masks.
 
     Returns:
@@ -78,7 +84,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
                 feats = model.encode(x)
                 seqs = start_sequences(tgts)
                 prev = None
-                chunk = [[] for _ in tgts]
+                chunk: list[list[float]] = [[] for _ in tgts]
                 for k in range(n_clicks):
                     pts, lab = ClickSequence.tensors(seqs)
                     prev = model.decode(feats, pts, lab, prev)["probs"].float()
@@ -172,7 +178,8 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
     from ctsam.seed.seeding import interior_point
     from ctsam.training.data import PAD_HU, window
 
-    s = int(model.meta.patch_size)
+    spec = _seam(model).input_spec
+    s = int(spec.patch_size_zyx[0])
     labels, images, targets = [], [], []
     for label in case.structure_labels:
         mask = case.labels == label
@@ -180,7 +187,7 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
         start = [c - s // 2 for c in centre]
         hu = crop_padded(case.hu, start, (s, s, s), pad_value=np.int16(PAD_HU))
         labels.append(label)
-        images.append(window(hu, model.meta.hu_window))
+        images.append(window(hu, spec.hu_window))
         targets.append(crop_padded(case.labels, start, (s, s, s), pad_value=0) == label)
     curves = click_curves(model, images, targets, n_clicks=settings.n_clicks)
     return [{"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label, "curve": c}
@@ -191,12 +198,11 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     """Coarse, refined and fused Dice per structure for one table row through seed -> refine -> fuse."""
     import copy
 
+    from ctsam import api
     from ctsam.config import fill_defaults, load_schema
-    from ctsam.fuse.fusion import default_vocabulary, fuse, threshold_u8
+    from ctsam.fuse.fusion import threshold_u8
     from ctsam.io.image import read_labelmap
-    from ctsam.refine.predictor import PatchPredictor
-    from ctsam.refine.engine import RefineEngine, RefineSettings
-    from ctsam.seed.seeding import SeedSettings, seed_case
+    from ctsam.labels import default_vocabulary
     from ctsam.training.data import align_labels, read_ct_any
 
     ct = read_ct_any(row.ct, case=row.case_id)
@@ -205,14 +211,12 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     truth = align_labels(truth, ct.geometry, case=row.case_id, what="ground truth")
     coarse = align_labels(coarse, ct.geometry, case=row.case_id, what="coarse labels")
     config = fill_defaults(copy.deepcopy(dict(config)), load_schema())  # a partial config gets the defaults
-    prompts = seed_case(coarse, SeedSettings.from_config(config))
-    rs = RefineSettings.from_config(config.get("refine") or {})
-    predictor = PatchPredictor(model, device=model.device, amp_bf16=rs.amp_bf16, batch_size=rs.batch_size,
-                               cache_patches=rs.feature_cache_patches)
-    refined, timing = RefineEngine(predictor, rs).run(ct, prompts, case=row.case_id, coarse=coarse)
+    prompts = api.seed_prompts(coarse, config=config, case=row.case_id)
+    run = api.refine_structures(ct, prompts, coarse=coarse, model=model, config=config, case=row.case_id, deterministic=False)
+    refined, timing = run.refined, run.timing_s
     fuse_cfg = config["fuse"]
     vocabulary = default_vocabulary(keep_unmapped=bool(fuse_cfg["keep_unmapped_coarse"]))
-    fused = fuse(coarse, refined, vocabulary, fuse_cfg, case=row.case_id)
+    fused = api.fuse_labels(coarse, refined, config=config, case=row.case_id)
     source = {f.name: f.source for f in fused.structures}
     by_name = {sp.name: sp for sp in refined.structures}
     coarse_idx = {n: i for i, n in coarse.labels.items()}
@@ -231,7 +235,7 @@ def automatic_case(model, row, config: dict) -> list[dict]:
         out_name = vocabulary.output_name(name)
         out_idx = vocabulary.output_index(out_name) if out_name is not None else None
         rows.append({"case": row.case_id, "structure": name,
-                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name)),
+                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name) if name else None),
                      "refined_dice": refined_dice,
                      "fused_dice": _overlap_dice(vs_fused, idx, out_idx), "fused_source": source.get(out_name, "none"),
                      "truth_ml": float(vs_coarse[idx].sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
@@ -310,7 +314,7 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     progress = Progress(len(rows), "evaluate: cases")
     for row in rows:
         try:
-            case = prepare_case(row, spacing_mm=float(model.meta.spacing_mm), cache_dir=cache_dir,
+            case = prepare_case(row, spacing_mm=float(_seam(model).input_spec.spacing_zyx_mm[0]), cache_dir=cache_dir,
                                 min_voxels=settings.min_voxels)
             inter_rows += interactive_case(model, case, settings)
             if automatic and row.coarse is not None:
@@ -355,12 +359,12 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
         "coarse_dice_mean_refined": _mean(ref_df["coarse_dice"]),
         "refined_dice_mean": _mean(ref_df["refined_dice"]),
         "refined_better_fraction": _mean(ref_df["refined_dice"] > ref_df["coarse_dice"]),
-        "model": {"variant": model.meta.variant, "source": model.meta.source},
+        "model": {"variant": _seam(model).variant, "source": _seam(model).metadata.get("source")},
     }
     atomic_write_json(out / "summary.json", summary)
     if len(curve_mean):
-        _plot(curve_mean, summary["coarse_dice_mean"], summary["fused_dice_mean"], out / "curve.png",
-              f"{model.meta.variant}: {len(inter_rows)} structures, {len(rows)} cases")
+        _plot(curve_mean, _mean(auto_df["coarse_dice"]), _mean(auto_df["fused_dice"]), out / "curve.png",
+              f"{_seam(model).variant}: {len(inter_rows)} structures, {len(rows)} cases")
     return summary
 
 

@@ -180,7 +180,7 @@ class LesionPatchSampler:
         if scale == 1.0:
             from ctsam.refine.patching import crop_padded
 
-            start = [int(round(c)) - s // 2 for c, s in zip(centre, size)]
+            start = [int(np.rint(c)) - s // 2 for c, s in zip(centre, size)]
             hu = crop_padded(case.hu, start, tuple(size), pad_value=np.int16(PAD_HU)).astype(np.float32)
             comp = crop_padded(case.components, start, tuple(size), pad_value=0)
             return hu, comp > 0

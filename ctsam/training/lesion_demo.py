@@ -13,7 +13,7 @@ NIfTI (CT in HU, lesion truth with one id per lesion):
 Model and recipe: the ``tiny`` variant (4 blocks of width 48, 64^3 patches at 1 mm) with the demo's
 input convention (HU window -54..247 and z-score 59.5 / 55.5, the KiTS preset's numbers, which cover
 liver, kidney and both tumour contrasts; output classes background / lesion). No SAM ViT weights exist
-for the tiny width, so it starts from random weights and trains every tensor (``recipe: all``); the
+for the tiny width, so it starts from random weights and trains every tensor (``recipe: full``); the
 rest is the published recipe (Dice-CE, 10 lesion + 20 random points, the published augmentation,
 batch 1, AdamW without weight decay, linear decay to 0.01x) with a larger learning rate (2e-3, 10
 warm-up steps) and more patches centred on a lesion (85 % instead of 2/3) for a run of a few hundred
@@ -67,6 +67,7 @@ def write_lesion_phantoms(folder: Path, *, seed: int, indices: list[int]) -> Pat
             spec = draw_spec(rng)
             ph = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, k))
             d.mkdir(parents=True, exist_ok=True)
+            assert ph.lesion_truth is not None
             write_ct(d / "ct.nii.gz", ph.ct)
             write_labelmap(d / "lesions_truth.nii.gz", ph.lesion_truth)
             atomic_write_text(d / "lesions.tsv", lesions_tsv_text(ph.lesions))
@@ -86,13 +87,13 @@ def demo_input_spec(patch_size_zyx):
 def demo_settings(steps: int, max_minutes: float, threads: int):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
-    return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="all", steps=steps, batch_size=1,
+    return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="full", steps=steps, batch_size=1,
                                lr=2e-3, warmup_steps=10, lr_end_factor=0.01, positive_fraction=0.85, seed=42,
                                checkpoint_every=25, keep_checkpoints=2, val_every=50, log_every=10, device="cpu",
                                threads=threads, max_minutes=max_minutes)
 
 
-def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, int, int]]]:
+def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, ...]]]:
     """(lesion component, model-frame voxel) of each click of a ``lesions.tsv`` on a prepared case."""
     import csv
 
@@ -142,8 +143,13 @@ def evaluate_heldout(model, table: Path, *, cache_dir: Path | None, seed: int) -
 
 def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1,
                       heldout_cases: int = 3, steps: int = 250, max_minutes: float = 15.0, threads: int = 0,
-                      install: bool = False, eval_only: bool = False) -> dict:
-    """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model."""
+                      install: bool = False, eval_only: bool = False, init: str | None = None) -> dict:
+    """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model.
+
+    ``init``: continue from an earlier stage's model file (e.g. ``RUN0/checkpoints/step_000050/model.safetensors``)
+    instead of random weights; its sha256 becomes ``trained_from`` and its training record is kept as
+    ``previous_stage``.
+    """
     import torch
 
     from ctsam.io.atomic import atomic_write_json
@@ -166,13 +172,25 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
     result: dict = {"model": str(model_path)}
     if not eval_only:
         torch.manual_seed(settings.seed)
-        model = build_model(settings.model, settings.variant)
-        model.with_input_spec(demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
+        previous = None
+        if init:
+            from ctsam.training.lesion_loop import file_sha256
+
+            model = load_model(init)
+            origin = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
+            prev = dict(model.metadata.get("training") or {})
+            previous = {k: prev.get(k) for k in ("settings", "steps_done", "parameters", "data", "origin")}
+            previous["trained_from"] = model.metadata.get("trained_from")
+        else:
+            model = build_model(settings.model, settings.variant)
+            origin = {"source": "random", "trained_from": None}
+        model.with_input_spec(  # type: ignore[attr-defined]  # one-click (sam3d_adapter) models
+            demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
         spec = model.input_spec
         spacing = float(spec.spacing_zyx_mm[0])
         cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(train_tsv)]
         val_cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(val_tsv)]
-        sampler = LesionPatchSampler(cases, normalise=spec.normalise, zscore_sd=spec.zscore_mean_std[1],
+        sampler = LesionPatchSampler(cases, normalise=spec.normalise, zscore_sd=DEMO_ZSCORE[1],
                                      patch_size_zyx=spec.patch_size_zyx, seed=settings.seed,
                                      settings=settings.sampling)
         provenance = {
@@ -185,8 +203,10 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
                      "heldout_cases": heldout_cases},
             "git_commit": git_commit(),
         }
+        if previous is not None:
+            provenance["previous_stage"] = previous
         trainer = LesionTrainer(settings, sampler, out, val_cases=val_cases, provenance=provenance, model=model,
-                                origin={"source": "random", "trained_from": None})
+                                origin=origin)
         summary = trainer.run()
         extra = {"wall_s_train": summary["wall_s"], "stopped_early": summary["stopped_early"],
                  "final_losses": _final_losses(out / "metrics.jsonl"), "wall_s_data": round(t_data, 1),

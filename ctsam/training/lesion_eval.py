@@ -7,10 +7,12 @@ missed). The click is a voxel drawn at random in the lesion (``click="random"``,
 protocol; seeded per case and lesion) or a given click per lesion (e.g. ``lesions.tsv`` of the demo).
 
 Baseline (same click, same patch): ITK-style *confidence connected* region growing on the CT smoothed
-with a Gaussian of 1 voxel: mean and standard deviation of the smoothed CT in the 5x5x5 voxels around
+with a Gaussian of 1 voxel: mean and standard deviation of the smoothed CT in the 3x3x3 voxels around
 the click; the region is the connected component (6-connectivity) of the click among the voxels within
 ``2.5`` standard deviations (at least 8 HU) of that mean. One pass: re-estimating the statistics from
-the region (ITK's iterations) let it leak into the host organ on most demo lesions.
+the region (ITK's iterations) let it leak into the host organ on most demo lesions. (Seed window,
+multiplier, floor and smoothing were chosen on the *training* phantoms: 3x3x3 gave mean Dice 0.38
+there with the lesions.tsv clicks, 5x5x5 0.24.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 BASELINE_MULTIPLIER = 2.5
 BASELINE_MIN_TOLERANCE_HU = 8.0
 BASELINE_ITERATIONS = 1
-BASELINE_SEED_RADIUS = 2
+BASELINE_SEED_RADIUS = 1
 
 
 def dice(pred: np.ndarray, truth: np.ndarray, truth_total: int | None = None) -> float:
@@ -34,7 +36,7 @@ def dice(pred: np.ndarray, truth: np.ndarray, truth_total: int | None = None) ->
     return 2.0 * inter / denom if denom else 1.0
 
 
-def region_grow(hu: np.ndarray, click_zyx: tuple[int, int, int]) -> np.ndarray:
+def region_grow(hu: np.ndarray, click_zyx: tuple[int, ...]) -> np.ndarray:
     """The confidence-connected baseline (see the module docstring) on an HU patch; (z, y, x) bool."""
     from scipy import ndimage
 
@@ -56,7 +58,7 @@ def region_grow(hu: np.ndarray, click_zyx: tuple[int, int, int]) -> np.ndarray:
     return region
 
 
-def random_clicks(case, seed: int) -> list[tuple[int, tuple[int, int, int]]]:
+def random_clicks(case, seed: int) -> list[tuple[int, tuple[int, ...]]]:
     """One voxel drawn at random in each lesion of a prepared case (published test protocol)."""
     out = []
     for lesion in range(1, case.n_lesions + 1):
@@ -66,7 +68,7 @@ def random_clicks(case, seed: int) -> list[tuple[int, tuple[int, int, int]]]:
     return out
 
 
-def one_click_case(model, case, clicks: list[tuple[int, tuple[int, int, int]]], *, baseline: bool = True,
+def one_click_case(model, case, clicks: list[tuple[int, tuple[int, ...]]], *, baseline: bool = True,
                    device=None) -> list[dict]:
     """Per-lesion one-click Dice of ``model`` (and of the baseline) on a prepared :class:`LesionCase`."""
     import torch

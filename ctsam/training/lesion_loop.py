@@ -8,7 +8,7 @@ The published 3DSAM-adapter recipe (med-air/3DSAM-adapter ``train.py``), on ctsa
   :func:`ctsam.model.load_sam_image_encoder`) on a freshly built ``variant``; else random weights.
 * **What trains.** :func:`ctsam.model.apply_finetune_recipe` (``recipe: adapters``) sets
   ``requires_grad`` exactly as the published code; everything else stays bit-identical. ``recipe:
-  all`` trains every tensor. Trainable and total parameter counts are logged, written to
+  decoder`` trains only the prompt encoders and the decoder, ``recipe: full`` every tensor. Trainable and total parameter counts are logged, written to
   ``settings.json``/``metrics.jsonl`` and recorded in the exported model.
 * **Step.** A global batch of patches (published: 1) with 10 lesion clicks + 20 random points
   (:mod:`.lesion_data`); loss = 0.5 Dice (foreground channel, MONAI ``DiceLoss`` with
@@ -35,6 +35,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,9 +43,12 @@ from ctsam.errors import CheckpointError, ConfigError
 from ctsam.training import distributed
 from ctsam.training.lesion_data import LesionPatch, LesionPatchSampler, SamplingSettings, stack_points
 
+if TYPE_CHECKING:
+    from ctsam.model import PromptableModel
+
 log = logging.getLogger(__name__)
 
-RECIPES = ("adapters", "all")
+RECIPES = ("adapters", "decoder", "full")
 LESION_FAMILIES = ("sam3d_adapter",)
 
 
@@ -64,6 +68,7 @@ class LesionTrainSettings:
     recipe: str = "adapters"
     steps: int = 1000
     batch_size: int = 1
+    optimizer: str = "adamw"
     lr: float = 4e-4
     weight_decay: float = 0.0
     lr_end_factor: float = 0.01
@@ -91,18 +96,20 @@ class LesionTrainSettings:
                               found=repr(self.model), fix="pass --model sam3d_adapter")
         if self.recipe not in RECIPES:
             raise ConfigError("unknown fine-tuning recipe", expected=" or ".join(RECIPES), found=repr(self.recipe),
-                              fix="pass --recipe adapters (published) or --recipe all")
+                              fix="pass --recipe adapters (published), decoder or full")
         if self.batch_size < 1 or self.steps < 1:
             raise ConfigError("batch_size and steps must be >= 1",
                               found=f"batch_size {self.batch_size}, steps {self.steps}")
         if self.init and self.sam_checkpoint:
             raise ConfigError("--init and --sam-checkpoint are exclusive", found=f"{self.init} and {self.sam_checkpoint}",
                               fix="fine-tune a 3DSAM-adapter checkpoint (--init) or start from SAM (--sam-checkpoint)")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError("unknown optimiser", expected="adamw (published) or sgd", found=repr(self.optimizer))
         if self.amp not in ("auto", "off", "bf16"):
             raise ConfigError("unknown mixed-precision mode", expected="auto, off or bf16", found=repr(self.amp))
 
     @classmethod
-    def from_config(cls, section: dict | None, **overrides) -> "LesionTrainSettings":
+    def from_config(cls, section: dict | None, **overrides) -> LesionTrainSettings:
         keys = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in (section or {}).items() if k in keys}
         values.update({k: v for k, v in overrides.items() if v is not None and k in keys})
@@ -150,7 +157,7 @@ def read_sam_state_dict(path: str | os.PathLike[str]):
                               fix="download it from the segment-anything release and pass its path")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise CheckpointError("SAM checkpoint is unreadable", path=path, found=f"{type(err).__name__}: {str(err)[:200]}",
                               fix="pass Meta's sam_vit_b_01ec64.pth (a torch state dict)") from err
     if not isinstance(state, dict) or not any(str(k).startswith("image_encoder.") for k in state):
@@ -159,7 +166,7 @@ def read_sam_state_dict(path: str | os.PathLike[str]):
     return state
 
 
-def build_lesion_model(s: LesionTrainSettings) -> tuple[object, dict]:
+def build_lesion_model(s: LesionTrainSettings) -> tuple[PromptableModel, dict]:
     """The model to fine-tune and where it came from (``{"source", "trained_from"[, "sam_report"]}``)."""
     import torch
 
@@ -173,7 +180,7 @@ def build_lesion_model(s: LesionTrainSettings) -> tuple[object, dict]:
     torch.manual_seed(s.seed)
     model = build_model(s.model, s.variant)
     if s.preset:
-        model.with_preset(s.preset)
+        model.with_preset(s.preset)  # type: ignore[attr-defined]  # one-click (sam3d_adapter) models
     if s.sam_checkpoint:
         report = load_sam_image_encoder(model, read_sam_state_dict(s.sam_checkpoint))
         return model, {"source": "sam_checkpoint", "sam_checkpoint": Path(s.sam_checkpoint).name,
@@ -194,13 +201,7 @@ def _jsonable(obj):
 
 
 def set_trainable(model, recipe: str) -> tuple[int, int]:
-    """Apply the fine-tuning recipe; returns (trainable, total) parameter counts."""
-    if recipe == "all":
-        params = list(model.module.parameters())
-        for p in params:
-            p.requires_grad_(True)
-        n = sum(p.numel() for p in params)
-        return n, n
+    """Apply the fine-tuning recipe (:func:`ctsam.model.apply_finetune_recipe`); returns (trainable, total)."""
     from ctsam.model import apply_finetune_recipe
 
     return apply_finetune_recipe(model, recipe)
@@ -285,7 +286,12 @@ class LesionTrainer:
         if not self.params:
             raise ConfigError("the fine-tuning recipe leaves nothing to train", found=settings.recipe)
         self.clip_groups = self._clip_groups()
-        self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.optimizer: torch.optim.Optimizer
+        if settings.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.params, lr=settings.lr, momentum=0.9,
+                                             weight_decay=settings.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, settings))
         fwd = _Forward.make(self.model)
         if self.dist.enabled:
@@ -302,7 +308,7 @@ class LesionTrainer:
     def _clip_groups(self) -> list[list]:
         """Trainable parameters per top-level sub-module (published: each module clipped on its own)."""
         groups = []
-        seen = set()
+        seen: set[int] = set()
         for _, child in self.model.module.named_children():
             g = [p for p in child.parameters() if p.requires_grad and id(p) not in seen]
             seen.update(id(p) for p in g)
@@ -413,12 +419,12 @@ class LesionTrainer:
         path = Path(path)
         try:
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise CheckpointError("training checkpoint is unreadable", path=path / "state.pt",
                                   found=f"{type(err).__name__}: {str(err)[:200]}",
                                   fix="delete this checkpoint folder to resume from the previous one") from err
         saved = json.loads(state["settings_json"])
-        for key in ("model", "variant", "init", "sam_checkpoint", "recipe", "batch_size", "steps", "seed"):
+        for key in ("model", "variant", "init", "sam_checkpoint", "recipe", "batch_size", "steps", "seed", "optimizer"):
             if saved.get(key) != self.s.to_dict().get(key):
                 raise CheckpointError("training checkpoint was written with other settings", path=path,
                                       expected=f"{key} = {self.s.to_dict().get(key)!r}", found=repr(saved.get(key)),
@@ -444,7 +450,7 @@ class LesionTrainer:
     def _log_metrics(self, record: dict) -> None:
         if not self.dist.is_main:
             return
-        from ctsam.io.atomic import _nan_to_none  # noqa: PLC2701 - same JSON convention as atomic_write_json
+        from ctsam.io.atomic import _nan_to_none
 
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(_nan_to_none(record), sort_keys=True) + "\n")

@@ -141,10 +141,14 @@ def build_or_load_model(settings: TrainSettings):
     """A fresh model of ``settings.variant`` (seeded), or the ``settings.init`` checkpoint in train mode."""
     import torch
 
-    from ctsam.model import build_model, load_ctsam3d
+    from ctsam.model import build_model, load_model
 
     if settings.init:
-        model = load_ctsam3d(settings.init)
+        loaded = load_model(settings.init)
+        if loaded.family != "ctsam3d":
+            raise CheckpointError("ctsam train starts from a CT-SAM3D model", path=settings.init,
+                                  found=f"a {loaded.family} model", fix="pass a CT-SAM3D checkpoint as --init")
+        model = loaded.module
         if settings.variant and model.variant != settings.variant:
             log.warning("--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant)
     else:
@@ -393,7 +397,7 @@ class Trainer:
         """Write ``checkpoints/step_NNNNNN/`` atomically (rank 0 only); keep the last ``keep_checkpoints``."""
         import torch
 
-        from ctsam.model import save_safetensors
+        from ctsam.model import save_model, wrap_module
 
         final = self.ckpt_dir / f"step_{self.step:06d}"
         if not self.dist.is_main:
@@ -402,7 +406,7 @@ class Trainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_safetensors(self._export_model_view(), tmp / "model.safetensors", sidecar=False)
+        save_model(wrap_module(self._export_model_view()), tmp / "model.safetensors", sidecar=False)
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -432,7 +436,7 @@ class Trainer:
         """Restore weights, optimiser, scheduler and RNG state from a checkpoint folder."""
         import torch
 
-        from ctsam.model import load_ctsam3d
+        from ctsam.model import load_model
 
         path = Path(path)
         try:
@@ -447,7 +451,7 @@ class Trainer:
                 raise CheckpointError("training checkpoint was written with other settings", path=path,
                                       expected=f"{key} = {self.s.to_dict().get(key)!r}", found=repr(saved.get(key)),
                                       fix="resume with the same settings, or start a new --out folder")
-        loaded = load_ctsam3d(path / "model.safetensors")
+        loaded = load_model(path / "model.safetensors").module
         with torch.no_grad():
             for (k, p), (k2, q) in zip(self.model.state_dict().items(), loaded.state_dict().items()):
                 if k != k2:
@@ -537,7 +541,7 @@ class Trainer:
 
     def export(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
         """Write the current weights as a ctsam safetensors model with training provenance (rank 0)."""
-        from ctsam.model import save_safetensors
+        from ctsam.model import save_model, wrap_module
 
         training = {**self.provenance, **(extra or {}), "settings": self.s.to_dict(), "steps_done": self.step}
         model = self._export_model_view()
@@ -545,11 +549,11 @@ class Trainer:
             from ctsam.training.evaluate import quality_calibration
 
             cal = quality_calibration(model, self.val_sampler, seed=self.s.seed)
-            model.meta = dataclasses.replace(model.meta, quality_r=cal["r"])
+            wrap_module(model).update_metadata(quality_r=cal["r"])
             training["quality_calibration"] = cal
             log.info("quality head on %d validation patches: r = %.3f (mean score %.3f, mean IoU %.3f)", cal["n"],
                      cal["r"], cal["mean_score"], cal["mean_iou"])
-        return save_safetensors(model, path, extra_metadata={"training": training})
+        return save_model(wrap_module(model), path, metadata={"training": training})
 
     def close(self) -> None:
         distributed.shutdown(self.dist)

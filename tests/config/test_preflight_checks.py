@@ -58,12 +58,12 @@ def test_inputs_missing_empty_and_label_maps(tmp_path):
 
 
 def test_checkpoint_header_checks(tmp_path):
-    from ctsam.model import build_micro, save_safetensors
+    from ctsam.model import build_model, save_model
 
     assert checkpoint_problem("builtin:demo_micro") is None
     assert "unknown built-in model" in checkpoint_problem("builtin:nope")
     assert "does not exist" in checkpoint_problem(str(tmp_path / "none.safetensors"))
-    good = save_safetensors(build_micro(), tmp_path / "m.safetensors", sidecar=False)
+    good = save_model(build_model("ctsam3d", "micro"), tmp_path / "m.safetensors", sidecar=False)
     assert checkpoint_problem(str(good)) is None
     data = good.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
@@ -81,6 +81,18 @@ def test_demo_weights_only_on_the_demo_cohort():
     [problem] = check_refine(cfg, demo=False)
     assert problem.key == "refine.checkpoint" and "weights.allow_demo_weights: true" in problem.fix
     assert check_refine(validate_config({"weights": {"allow_demo_weights": True}}), demo=False) == []
+
+
+def test_lesion_models_and_clicks_folder(tmp_path):
+    from ctsam.preflight import check_lesions
+
+    cfg = validate_config({"lesions": {"checkpoint": str(tmp_path / "kits.pth"),
+                                       "checkpoints": {"liver_tumor": "builtin:demo_lesion"},
+                                       "clicks_dir": str(tmp_path / "clicks")}})
+    text = "\n".join(p.render() for p in check_lesions(cfg, demo=False))
+    assert "key: lesions.checkpoint" in text and "kits.pth: does not exist" in text
+    assert "key: lesions.checkpoints.liver_tumor" in text
+    assert "key: lesions.clicks_dir" in text
 
 
 def test_radiomics_params_file_must_exist(tmp_path):

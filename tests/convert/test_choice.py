@@ -102,7 +102,9 @@ def test_kernel_table(kernel, description, tier):
 
 def test_standard_reconstruction_beats_bone_of_the_same_acquisition(tmp_path):
     # same slices, same coverage; the BONE series has the smaller UID, so UID order alone would pick it
-    write_series(tmp_path / "s" / "bone", n_slices=5, seed=3, series_uid="1.2.3.1", extra_tags={"ConvolutionKernel": "BONE"})
+    write_series(
+        tmp_path / "s" / "bone", n_slices=5, seed=3, series_uid="1.2.3.1", extra_tags={"ConvolutionKernel": "BONE"}
+    )
     std = write_series(
         tmp_path / "s" / "std", n_slices=5, seed=4, series_uid="1.2.3.2", extra_tags={"ConvolutionKernel": "STANDARD"}
     )
@@ -113,8 +115,10 @@ def test_standard_reconstruction_beats_bone_of_the_same_acquisition(tmp_path):
     (rej,) = side["selection"]["rejected"]
     assert rej["series_key"] == "1.2.3.1" and rej["kernel_class"] == "sharp (bone/lung/edge)"
     assert rej["reasons"] == [
-        "ranked below the chosen series: its kernel ranks after the chosen one's: "
-        "'BONE' [sharp (bone/lung/edge)] vs 'STANDARD' [soft tissue/standard]"
+        (
+            "ranked below the chosen series: its kernel ranks after the chosen one's: "
+            "'BONE' [sharp (bone/lung/edge)] vs 'STANDARD' [soft tissue/standard]"
+        )
     ]
     # convert.prefer_kernels overrides the table
     pref = convert_study(tmp_path / "s", None, options=ConvertOptions(prefer_kernels=("bone",))).selection
@@ -122,7 +126,9 @@ def test_standard_reconstruction_beats_bone_of_the_same_acquisition(tmp_path):
 
 
 def test_kernel_ranks_before_coverage_and_coverage_before_thinner_slices(tmp_path):
-    write_series(tmp_path / "s" / "a", n_slices=9, seed=1, series_uid="1.2.3.1", extra_tags={"ConvolutionKernel": "B70f"})
+    write_series(
+        tmp_path / "s" / "a", n_slices=9, seed=1, series_uid="1.2.3.1", extra_tags={"ConvolutionKernel": "B70f"}
+    )
     soft_short = write_series(tmp_path / "s" / "b", n_slices=4, seed=2, series_uid="1.2.3.2")
     res = convert_study(tmp_path / "s", None)
     assert res.selection.chosen.key == soft_short.series_uid

@@ -12,9 +12,10 @@ import pytest
 
 from ctsam.cli import main as cli_main
 from ctsam.convert import ConvertOptions, convert_study
-from tests.convert.synthetic import tilted_orientation, write_series
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.image import read_ct
+from ctsam.privacy import uid_pseudonym
+from tests.convert.synthetic import tilted_orientation, write_series
 
 
 def _world_of_dicom_pixels(series, k: int, rows: int, cols: int, iop, spacing) -> np.ndarray:
@@ -210,7 +211,10 @@ def test_tilt_resample_gives_orthogonal_grid_with_dicom_slice_positions(tmp_path
 
 def test_tilt_resample_with_fractional_shift_interpolates_within_the_plane(tmp_path):
     s = write_series(
-        tmp_path / "study", n_slices=3, pixel_spacing_mm=(1.0, 1.0), iop=tilted_orientation(14.0),
+        tmp_path / "study",
+        n_slices=3,
+        pixel_spacing_mm=(1.0, 1.0),
+        iop=tilted_orientation(14.0),
         stack_vector_mm=(0.0, 0.0, 5.0),
     )
     res = convert_study(tmp_path / "study", None, options=ConvertOptions(tilt="resample"))
@@ -240,8 +244,10 @@ def test_two_series_picks_the_one_with_more_slices_and_says_why(tmp_path):
     (rej,) = side["selection"]["rejected"]
     assert rej["series_key"] == small.series_uid
     assert rej["reasons"] == [
-        "ranked below the chosen series: less coverage along the slice normal "
-        "(7.5 mm over 4 positions < 12.5 mm over 6 positions)"
+        (
+            "ranked below the chosen series: less coverage along the slice normal "
+            "(7.5 mm over 4 positions < 12.5 mm over 6 positions)"
+        )
     ]
 
 
@@ -359,19 +365,24 @@ def test_rescale_slope_and_intercept(tmp_path, slope, intercept):
     assert res.sidecar["hu"]["rescale_slope_intercept"] == [[slope, intercept]]
 
 
-def test_per_slice_rescale_and_int16_clipping(tmp_path, caplog):
+def test_per_slice_rescale_beyond_int16_is_kept_exactly_as_int32(tmp_path, caplog):
+    # behaviour changed (issue 19): HU beyond int16 were clipped; now the volume widens to int32
     s = write_series(tmp_path / "s", n_slices=3)
     ds = pydicom.dcmread(s.paths[1])
     ds.RescaleIntercept = 31000  # stored values up to ~2700 -> HU up to ~33700, beyond int16
     ds.save_as(s.paths[1])
     with caplog.at_level(logging.WARNING):
-        res = convert_study(tmp_path / "s", None)
+        res = convert_study(tmp_path / "s", tmp_path / "ct.nii.gz")
     raw1 = s.hu_zyx[1] + 1024
-    expected = np.clip(raw1 + 31000, -32768, 32767)
-    assert np.array_equal(res.volume.array[1], expected[::-1].astype(np.int16))
-    assert res.report.clipped_voxels == int(np.count_nonzero(raw1 + 31000 > 32767)) > 0
-    assert "clipped" in caplog.text
+    assert res.volume.array.dtype == np.int32
+    assert np.array_equal(res.volume.array[1], (raw1 + 31000)[::-1])
+    assert np.array_equal(res.volume.array[0], s.hu_zyx[0][::-1])
+    assert res.report.clipped_voxels == 0
+    assert res.report.beyond_int16_voxels == int(np.count_nonzero(raw1 + 31000 > 32767)) > 0
+    assert "nothing clipped" in caplog.text
     assert len(res.sidecar["hu"]["rescale_slope_intercept"]) == 2
+    assert res.sidecar["hu"]["dtype"] == "int32"
+    assert np.array_equal(read_ct(tmp_path / "ct.nii.gz").array, res.volume.array)
 
 
 # ------------------------------------------------------------------ sidecar, determinism, CLI

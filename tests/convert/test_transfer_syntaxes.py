@@ -6,8 +6,8 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
     JPEG2000,
+    DeflatedExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     JPEGLSNearLossless,
@@ -75,7 +75,9 @@ def test_lossless_syntaxes_convert_voxel_identical(tmp_path, uid, kwargs):
 
 
 @pytest.mark.parametrize(
-    "syntax", ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "ExplicitVRBigEndian"], ids=["jpeg-sv1", "jpeg-p14", "big-endian"]
+    "syntax",
+    ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "ExplicitVRBigEndian"],
+    ids=["jpeg-sv1", "jpeg-p14", "big-endian"],
 )
 def test_gdcm_written_syntaxes_convert_voxel_identical(tmp_path, syntax):
     s = write_series(tmp_path / "s", n_slices=4, rows=32, columns=32)
@@ -108,3 +110,23 @@ def test_syntax_without_a_decoder_is_named_not_called_corrupt(tmp_path):
     text = str(info.value)
     assert "MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)" in text and "corrupt" not in text
     assert "pydicom has no decoder" in text
+
+
+def test_syntax_whose_decoder_plugins_are_missing_names_the_package(tmp_path):
+    from pydicom.pixels.decoders.base import get_decoder
+
+    s = write_series(tmp_path / "s", n_slices=3)
+    _recode(s.paths, JPEGLSLossless)
+    decoder = get_decoder(JPEGLSLossless)
+    saved = dict(decoder._available)
+    for label in list(saved):  # as on a machine where none of its plugins is installed
+        decoder.remove_plugin(label)
+    try:
+        with pytest.raises(DicomSeriesError) as info:
+            convert_study(tmp_path / "s", None)
+    finally:
+        decoder._available.update(saved)
+    text = str(info.value)
+    assert "no decoder plugin is installed for transfer syntax JPEG-LS Lossless (1.2.840.10008.1.2.4.80)" in text
+    assert "pip install pyjpegls" in text and "corrupt" not in text
+    assert np.array_equal(convert_study(tmp_path / "s", None).volume.array, s.hu_zyx[:, ::-1, :].astype(np.int16))

@@ -56,7 +56,7 @@ def test_first_round_mask_prompt_is_the_coarse_mask_when_on():
     from ctsam.errors import ConfigError
 
     def eng(mode, trained):
-        pred = SimpleNamespace(model=SimpleNamespace(meta=SimpleNamespace(coarse_prompt_trained=trained)))
+        pred = SimpleNamespace(model=SimpleNamespace(metadata={"coarse_prompt_trained": trained}))
         return RefineEngine(pred, RefineSettings(coarse_mask_prompt=mode))
 
     assert eng("auto", True).uses_coarse_prompt(True) and not eng("auto", False).uses_coarse_prompt(True)
@@ -94,7 +94,7 @@ def test_quality_scores_of_an_uninformative_head_are_not_reported():
     from types import SimpleNamespace
 
     def eng(r):
-        pred = SimpleNamespace(model=SimpleNamespace(meta=SimpleNamespace(quality_r=r)))
+        pred = SimpleNamespace(model=SimpleNamespace(metadata={"quality_r": r}))
         return RefineEngine(pred, RefineSettings(min_quality_r=0.3))
 
     p = np.zeros((8, 8, 8), np.float32)
@@ -172,11 +172,11 @@ def synthetic_case(tmp_path):
 
 
 def micro_checkpoint(path, spacing_mm=3.0):
-    from ctsam.model import ModelMeta, build_micro, save_safetensors
+    from ctsam.model import build_model, save_model
 
     torch.manual_seed(0)
-    model = build_micro(meta=ModelMeta(variant="micro", spacing_mm=spacing_mm))
-    save_safetensors(model, path, sidecar=False)
+    model = build_model("ctsam3d", "micro").update_metadata(spacing_mm=spacing_mm)
+    save_model(model, path, sidecar=False)
     return path
 
 

@@ -142,9 +142,16 @@ def test_lesion_rows_and_flags_appear_in_the_case(tmp_path):
                          "recist_long_axis_mm": 6.36, "recist_short_axis_mm": 4.5}]}
     lq = lesion_qc(CTVolume(np.zeros(shape, np.int16), g), LabelMap(les, g, {1: "lesion_1"}), None, side, {})
     doc["lesions"], doc["lesion_summary"] = lq["lesions"], lq["summary"]
+    doc["inputs"]["lesions"] = "lesions.nii.gz"
     (results / "c1" / "qc.json").write_text(json.dumps(doc))
     out = tmp_path / "report.html"
     build_report(results, out)
     html = out.read_text()
     assert "lesions (1)" in html and "liver_tumor" in html and "6.4 / 4.5" in html
     assert "lesion_patch_border" in html  # the lesion's flag is listed with the case's flags
+    assert "slices through the largest lesion" not in html  # no lesion map in the folder: no lesion snapshot
+    write_labelmap(results / "c1" / "lesions.nii.gz", LabelMap(les, g, {1: "lesion_1"}))
+    build_report(results, out)
+    html = out.read_text()
+    assert "c1: slices through the largest lesion" in html
+    assert html.count("data:image/png;base64") == 2  # the case's snapshot and its lesion snapshot

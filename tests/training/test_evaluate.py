@@ -111,26 +111,26 @@ def test_evaluate_command_reports_bad_table(tmp_path):
 
 
 def test_shipped_demo_model_loads_with_provenance():
-    from ctsam.model import load_ctsam3d
-    from ctsam.model.checkpoint import read_safetensors_metadata, resolve_model_path
+    from ctsam.model import load_model, read_model_metadata
+    from ctsam.resources import resolve_model_path
 
     path = resolve_model_path("builtin:demo_micro")
     assert path.is_file() and path.stat().st_size < 8_000_000
-    model = load_ctsam3d("builtin:demo_micro")
+    model = load_model("builtin:demo_micro")
     assert model.variant == "micro"
-    training = read_safetensors_metadata(path)["training"]
+    training = read_model_metadata(path)["training"]
     for key in ("command", "data", "settings", "steps_done", "final_losses", "heldout_eval"):
         assert key in training, key
     assert training["data"]["heldout_seed"] != training["data"]["train_seed"]
     # the shipped model starts from coarse masks and was measured on its held-out phantoms against them
-    assert model.meta.coarse_prompt_trained and model.meta.quality_r is not None
+    assert model.metadata["coarse_prompt_trained"] and model.metadata["quality_r"] is not None
     ev = training["heldout_eval"]
     assert ev["refined_dice_mean"] > ev["coarse_dice_mean_refined"] and ev["fused_dice_mean"] > ev["coarse_dice_mean"]
 
 
 def test_unknown_builtin_model_is_refused():
     from ctsam.errors import CheckpointError
-    from ctsam.model.checkpoint import resolve_model_path
+    from ctsam.resources import resolve_model_path
 
     with pytest.raises(CheckpointError, match="unknown built-in model"):
         resolve_model_path("builtin:no_such_model")

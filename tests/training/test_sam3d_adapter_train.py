@@ -86,7 +86,7 @@ def test_sam3d_adapter_train_dice_ce_matches_its_definition():
 
 def test_sam3d_adapter_train_tiny_loss_falls_on_cpu(tmp_path):
     model = tiny_model()
-    trainer = LesionTrainer(dataclasses.replace(FAST, recipe="all"), sampler_for(model), tmp_path, model=model)
+    trainer = LesionTrainer(dataclasses.replace(FAST, recipe="full"), sampler_for(model), tmp_path, model=model)
     batch = trainer.sampler.batch(0, 1)
     losses = [trainer.train_step(batch)["loss"] for _ in range(4)]  # each value is measured before its update
     assert losses[-1] < losses[0], losses
@@ -144,7 +144,7 @@ def test_sam3d_adapter_train_resume_refuses_other_settings(tmp_path):
 
     settings = dataclasses.replace(FAST, steps=1)
     LesionTrainer(settings, sampler_for(tiny_model()), tmp_path, model=tiny_model()).run(resume=False)
-    other = LesionTrainer(dataclasses.replace(settings, recipe="all"), sampler_for(tiny_model()), tmp_path,
+    other = LesionTrainer(dataclasses.replace(settings, recipe="full"), sampler_for(tiny_model()), tmp_path,
                           model=tiny_model())
     with pytest.raises(CheckpointError, match="other settings"):
         other.run(resume=True)

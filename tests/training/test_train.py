@@ -59,7 +59,7 @@ def test_resume_refuses_other_settings(tmp_path):
 
 
 def test_coarse_mask_prompt_training_starts_from_the_coarse_mask(tmp_path):
-    from ctsam.model import load_ctsam3d
+    from ctsam.model import load_model
     from ctsam.training.loop import start_prompts
 
     settings = dataclasses.replace(FAST, coarse_prompt_probability=1.0)
@@ -75,9 +75,9 @@ def test_coarse_mask_prompt_training_starts_from_the_coarse_mask(tmp_path):
     assert prev is None and batch[0].target[seqs[0].points_zyx[0]]
     losses = [trainer.train_step(batch, 0)["loss"] for _ in range(3)]
     assert losses[2] < losses[0], losses
-    assert load_ctsam3d(trainer.export(tmp_path / "m.safetensors")).meta.coarse_prompt_trained
+    assert load_model(trainer.export(tmp_path / "m.safetensors")).metadata["coarse_prompt_trained"]
     measured = Trainer(dataclasses.replace(settings, val_samples=2), sampler, tmp_path / "v", val_sampler=sampler)
-    r = load_ctsam3d(measured.export(tmp_path / "v.safetensors")).meta.quality_r
+    r = load_model(measured.export(tmp_path / "v.safetensors")).metadata["quality_r"]
     assert r is not None and -1.0 <= r <= 1.0  # quality head measured on the validation patches
     val = measured.validate()
     assert 0.0 < val["val_coarse_dice"] < 1.0 and 0.0 <= val["val_coarse_refined_dice"] <= 1.0
@@ -97,9 +97,9 @@ def test_cross_patch_network_trains_on_neighbour_pairs(tmp_path):
     after = trainer.model.cross_patch.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     path = trainer.export(tmp_path / "m.safetensors")
-    from ctsam.model import load_ctsam3d
+    from ctsam.model import load_model
 
-    assert load_ctsam3d(path).meta.cpp_trained
+    assert load_model(path).metadata["cpp_trained"]
 
 
 @pytest.mark.slow
@@ -119,9 +119,9 @@ def test_finetune_decoder_from_published_params(tmp_path, shared_fixtures):
     enc1, dec1 = trainer.model.image_encoder.state_dict(), trainer.model.mask_decoder.state_dict()
     assert all(torch.equal(enc0[k], enc1[k]) for k in enc0)  # frozen, BatchNorm statistics included
     assert any(not torch.equal(dec0[k], dec1[k]) for k in dec0)
-    from ctsam.model import load_ctsam3d
-    from ctsam.model.checkpoint import read_safetensors_metadata
+    from ctsam.model import load_model
+    from ctsam.model import read_model_metadata
 
     out = trainer.export(tmp_path / "ft.safetensors", {"note": "test"})
-    assert load_ctsam3d(out).variant == "restv2_tiny"
-    assert read_safetensors_metadata(out)["training"]["settings"]["finetune"] == "decoder"
+    assert load_model(out).variant == "restv2_tiny"
+    assert read_model_metadata(out)["training"]["settings"]["finetune"] == "decoder"

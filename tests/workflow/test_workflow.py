@@ -164,8 +164,14 @@ def test_corrupt_case_fails_alone_and_is_listed(tmp_path):
     if "convert" not in STAGES:
         pytest.skip("the convert stage (ctsam convert) is not in this ctsam yet: nothing reads the corrupt series")
     proc = snakemake(tmp_path, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"demo": {"cases": 2, "corrupt_case": True}}})
+                     config={"workflow": {"demo": {"cases": 2, "corrupt_case": True}},
+                             "export": {"rtstruct": True, "identity": "deidentify"}})
     assert proc.returncode != 0  # --keep-going: the run finishes, but reports the failure
+    # the optional export of the completed case: a de-identified RTSTRUCT
+    import pydicom
+
+    rt = pydicom.dcmread(tmp_path / "results" / "demo-001" / "rtstruct.dcm")
+    assert rt.Modality == "RTSTRUCT" and rt.PatientIdentityRemoved == "YES" and len(rt.StructureSetROISequence) > 30
     for stage in CASE_STAGES:
         assert (tmp_path / "results" / "demo-001" / STAGE_FILES[stage]).exists()
     assert not (tmp_path / "results" / "demo-002" / STAGE_FILES["convert"]).exists()
