@@ -90,8 +90,8 @@ def test_identity_never_reaches_results_or_logs(tmp_path, demo_case):
     sheet.write_text(f"case_id\tpath\tcoarse_labels\nsubj01\t{studies / FOLDER}\t{labels}\n")
     work = tmp_path / "run"
     proc = snakemake(work, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"samples": str(sheet), "coarse_backend": "labels",
-                                          "stages": ["convert", "coarse", "fuse", "qc", "radiomics"]}})
+                     config={"workflow": {"samples": str(sheet), "stages": ["convert", "coarse", "fuse", "qc", "radiomics"]},
+                             "coarse": {"backend": "labels"}})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = work / "results"
     case = results / "subj01"
