@@ -207,11 +207,20 @@ def is_dicom_part10(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
+#: the header scan uses processes only for this many files or more, on a machine with >= 4 CPUs
+PARALLEL_SCAN_MIN_FILES = 256
+
+
+def scan_dicom_files(root: str | os.PathLike[str], *, workers: int | None = None) -> ScanResult:
     """Find and read the header of every DICOM file below ``root`` (nested folders, any names).
 
     Hidden files and folders (names starting with ``.``) are skipped. Files with a DICOM preamble
     whose header cannot be parsed are listed in ``unreadable`` and a warning is logged.
+
+    Args:
+        workers: processes reading headers (pydicom parsing holds the GIL, so threads would not
+            help). Default: one per CPU (at most 8) for :data:`PARALLEL_SCAN_MIN_FILES` files or more
+            on a machine with 4 CPUs or more, else 1. The result does not depend on it.
     """
     root = Path(root)
     if not root.is_dir():
@@ -226,14 +235,60 @@ def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         candidates.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
-    headers: list[DicomHeader] = []
-    unreadable: list[tuple[str, str]] = []
-    n_other = 0
     from ctsam.progress import Progress
 
     progress = Progress(len(candidates), "reading DICOM headers")
-    for path in candidates:
-        progress.update()
+    n_workers = workers if workers is not None else _default_scan_workers(len(candidates))
+    headers: list[DicomHeader] = []
+    unreadable: list[tuple[str, str]] = []
+    n_other = 0
+    for part_headers, part_unreadable, part_other, n in _scan_parts(root, candidates, n_workers):
+        headers.extend(part_headers)
+        unreadable.extend(part_unreadable)
+        n_other += part_other
+        progress.update(n)
+    log.info(
+        "found %d DICOM files below %s (%d unreadable, %d other files ignored)",
+        len(headers),
+        root,
+        len(unreadable),
+        n_other,
+    )
+    return ScanResult(root=root, headers=headers, unreadable=unreadable, n_other_files=n_other)
+
+
+def _default_scan_workers(n_files: int) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    if n_files < PARALLEL_SCAN_MIN_FILES or cpus < 4:
+        return 1
+    return min(8, cpus)
+
+
+def _scan_parts(root: Path, paths: list[Path], workers: int):
+    """Yield ``(headers, unreadable, n_other, n_files)`` for consecutive parts of ``paths``, in order."""
+    import multiprocessing
+
+    if workers <= 1 or len(paths) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for i in range(0, len(paths), 64):
+            yield (*_scan_files(root, paths[i : i + 64]), len(paths[i : i + 64]))
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(1, -(-len(paths) // (4 * workers)))
+    parts = [paths[i : i + size] for i in range(0, len(paths), size)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for part, result in zip(parts, pool.map(_scan_files, [root] * len(parts), parts)):
+            yield (*result, len(part))
+
+
+def _scan_files(root: Path, paths: list[Path]) -> tuple[list[DicomHeader], list[tuple[str, str]], int]:
+    headers: list[DicomHeader] = []
+    unreadable: list[tuple[str, str]] = []
+    n_other = 0
+    for path in paths:
         rel = path.relative_to(root).as_posix()
         if not is_dicom_part10(path):
             n_other += 1
@@ -248,14 +303,7 @@ def scan_dicom_files(root: str | os.PathLike[str]) -> ScanResult:
             unreadable.append((rel, reason))
             continue
         headers.extend(found)
-    log.info(
-        "found %d DICOM files below %s (%d unreadable, %d other files ignored)",
-        len(headers),
-        root,
-        len(unreadable),
-        n_other,
-    )
-    return ScanResult(root=root, headers=headers, unreadable=unreadable, n_other_files=n_other)
+    return headers, unreadable, n_other
 
 
 def read_header(path: Path, *, rel: str | None = None) -> DicomHeader:

@@ -8,9 +8,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.convert.synthetic import write_series
 from ctsam.errors import DicomSeriesError
 from ctsam.io.dicom import CT_IMAGE_STORAGE, group_series, is_dicom_part10, read_header, read_pixels, scan_dicom_files
+from tests.convert.synthetic import write_series
 
 
 def test_scan_finds_nested_files_with_any_names_and_ignores_others(tmp_path, caplog):
@@ -164,3 +164,18 @@ def test_fast_native_read_equals_pydicom(tmp_path, signed, bits_stored, value):
     assert fast.dtype == reference.dtype
     assert np.array_equal(fast, reference)
     assert np.array_equal(read_pixels(header), reference)
+
+
+def test_parallel_header_scan_equals_the_serial_one(tmp_path, caplog):
+    write_series(tmp_path / "a", n_slices=9, seed=1)
+    write_series(tmp_path / "b" / "deep", n_slices=7, seed=2)
+    (tmp_path / "b" / "notes.txt").write_text("not dicom")
+    bad = tmp_path / "b" / "bad.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")  # a preamble, then garbage
+    serial = scan_dicom_files(tmp_path, workers=1)
+    parallel = scan_dicom_files(tmp_path, workers=3)
+    assert [h.rel for h in parallel.headers] == [h.rel for h in serial.headers]
+    assert parallel.headers == serial.headers
+    assert [h.acquisition for h in parallel.headers] == [h.acquisition for h in serial.headers]
+    assert parallel.unreadable == serial.unreadable and len(serial.unreadable) == 1
+    assert parallel.n_other_files == serial.n_other_files == 1

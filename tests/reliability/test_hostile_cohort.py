@@ -9,11 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
-from test_workflow import read_tsv, snakemake  # tests/ is on sys.path (pytest rootdir insertion)
 
 from ctsam.caseid import safe_case_id
 from ctsam.io.image import read_ct, read_labelmap, write_ct, write_labelmap
 from ctsam.volume import CTVolume, LabelMap
+from tests.workflow.test_workflow import read_tsv, snakemake
 
 from .conftest import temp_files
 
