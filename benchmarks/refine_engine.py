@@ -156,9 +156,10 @@ def main() -> None:
     import torch
 
     from ctsam.io.image import read_ct, read_labelmap
+    from ctsam import api
     from ctsam.model import build_model, load_model
-    from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
-    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam.refine.engine import RefineSettings
+    from ctsam.refine.predictor import resolve_device, set_deterministic
     from ctsam.seed.seeding import SeedSettings, seed_case
 
     data = Path(os.environ.get("CTSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -207,13 +208,12 @@ def main() -> None:
     print(f"seed: {len(prompts.structures)} structures, {len(prompts.prompt_sets)} prompt sets, "
           f"{n_pos} positive clicks, {t_seed:.2f} s")
 
-    settings = RefineSettings(rounds=args.rounds, batch_size=args.batch_size, device=str(device))
-    predictor = PatchPredictor(model, device=device, amp_bf16=True, batch_size=args.batch_size)
-    engine = RefineEngine(predictor, settings)
+    settings = RefineSettings(rounds=args.rounds, batch_size=args.batch_size, device=str(device), amp_bf16=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with PeakRSS() as mem:
-        result, timing = engine.run(ct, prompts)
+        run = api.refine_structures(ct, prompts, model=model, settings=settings)
+    result, timing = run.refined, run.timing_s
     gpu_peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
     c = result.meta["counts"]
     print("\n== engine (encode each patch once, batched decodes, settle/coverage stops, propagation)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ctsam.caseid import pseudonym, safe_case_id
 from ctsam.errors import ConfigError, InputDataError
-from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages
+from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages, stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +297,12 @@ def lesion_model_shipped(spec: str) -> bool:
 
 def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
     """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
-    stage unless :func:`lesions_active` (``'auto'`` also needs the demo model, ``builtin:demo_lesion``, shipped)."""
+    stage unless :func:`lesions_active` (``'auto'`` also needs the lesion model, ``builtin:demo_lesion``
+    by default, shipped)."""
     stages = resolve_stages(requested, available)
     enabled = lesions.get("enabled", "auto")
-    demo_ready = demo and (enabled is True or lesion_model_shipped(str(lesions.get("checkpoint", ""))))
+    spec = lesions.get("checkpoint")
+    demo_ready = demo and (enabled is True or (spec is not None and lesion_model_shipped(spec)))
     if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
         stages.remove("lesions")
     return stages
@@ -355,7 +357,8 @@ def reason_from_log(path: str | os.PathLike[str], *, redact: tuple[str, ...] = (
         tail = [line.strip() for line in lines if line.strip()]
         text = tail[-1] if tail else "failed without a message (killed? see the scheduler's job log)"
     else:
-        msg = _LOGGER_PREFIX.sub("", _ERROR_LINE.search(lines[start]).group("msg").strip())
+        match = _ERROR_LINE.search(lines[start])
+        msg = _LOGGER_PREFIX.sub("", match.group("msg").strip() if match else lines[start].strip())
         parts = [msg]
         for line in lines[start + 1 : start + 6]:
             if not line.startswith("  ") or not line.strip():
@@ -471,7 +474,7 @@ def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str])
     from ctsam.io.atomic import atomic_write_text
     from ctsam.provenance import config_digest
 
-    plain = yaml.safe_load(yaml.safe_dump({k: config[k] for k in STAGE_SECTIONS[stage] if k in config}))
+    plain = stage_settings(config, stage)
     path = Path(folder) / f"{stage}-{config_digest(plain)[:16]}.yaml"
     if not path.exists():
         atomic_write_text(path, f"# written by the ctsam workflow: the settings of stage '{stage}'\n"

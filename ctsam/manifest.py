@@ -20,7 +20,6 @@ No timestamps are written, so the same inputs and environment give an identical 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from ctsam import __version__
 from ctsam.errors import InputDataError
-from ctsam.provenance import config_digest, package_versions, sha256_file
+from ctsam.provenance import config_digest, package_versions, sha256_dir, sha256_file  # noqa: F401 - sha256_dir re-exported
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +58,6 @@ def _display_name(path: Path, case_dir: Path | None) -> str:
         except ValueError:
             pass
     return path.name
-
-
-def sha256_dir(path: Path) -> tuple[str, int, int]:
-    """Digest of a folder: sha256 over (relative path, file sha256) of every file, sorted.
-
-    Returns ``(hexdigest, n_files, total_bytes)``.
-    """
-    h = hashlib.sha256()
-    n = size = 0
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            f = Path(root) / name
-            rel = f.relative_to(path).as_posix()
-            h.update(rel.encode("utf-8") + b"\0" + sha256_file(f).encode() + b"\n")
-            n += 1
-            size += f.stat().st_size
-    return h.hexdigest(), n, size
 
 
 def describe_file(

@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.demo.cohort import write_cohort
+    from ctsam.api import demo_cohort
 
-    write_cohort(args.dir, n_cases=args.cases, seed=args.seed, corrupt_case=args.corrupt_case, only=args.only,
-                 defects=args.defects)
+    demo_cohort(args.dir, cases=args.cases, seed=args.seed, corrupt_case=args.corrupt_case, only=args.only,
+                defects=args.defects)
     return 0

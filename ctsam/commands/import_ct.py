@@ -20,8 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.config import load_config
-    from ctsam.convert.image import import_ct
+    from ctsam.api import import_ct
 
-    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case, config=load_config(args.config))
+    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case, config=args.config)
     return 0

@@ -29,57 +29,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import logging
-    import time
+    from ctsam.api import lesions_file
 
-    from ctsam.config import load_config
-    from ctsam.io.image import read_ct, read_labelmap
-    from ctsam.lesions.clicks import check_clicks_inside, clicks_from_seeds, read_clicks
-    from ctsam.lesions.engine import LesionEngine, LesionResult, LesionSettings, resolve_device, set_deterministic
-    from ctsam.lesions.models import load_models, parse_checkpoint_specs
-    from ctsam.lesions.writer import write_lesions
-    from ctsam.volume import check_same_space
-
-    log = logging.getLogger("ctsam.lesions")
-    t0 = time.perf_counter()
-    cfg = load_config(args.config)["lesions"]
-    settings = LesionSettings.from_config({**cfg, **({"threshold": args.threshold} if args.threshold is not None else {})})
-    ct = read_ct(args.ct, case=args.case)
-    labels = None
-    if args.labels:
-        labels = read_labelmap(args.labels, case=args.case)
-        check_same_space(ct.geometry, labels.geometry, name_a="CT", name_b="label map (--labels)", case=args.case)
-    if args.clicks:
-        clicks = read_clicks(args.clicks, case=args.case)
-        check_clicks_inside(clicks, ct.geometry, case=args.case, path=args.clicks)
-    elif args.seeds:
-        seeds = read_labelmap(args.seeds, case=args.case)
-        check_same_space(ct.geometry, seeds.geometry, name_a="CT", name_b="seed label map", case=args.case)
-        clicks = clicks_from_seeds(seeds, case=args.case)
-    else:
-        clicks = []
-    specs = parse_checkpoint_specs(args.checkpoint, None if args.checkpoint else cfg.get("checkpoints"),
-                                   None if args.checkpoint else cfg.get("checkpoint"))
-    device = resolve_device(args.device or settings.device)
-    set_deterministic()
-    if clicks:
-        models = load_models(specs, preset=args.preset or cfg.get("preset"), device=str(device))
-        for model in models.values():
-            model.to(device)
-        engine = LesionEngine(models, settings, device)
-        result = engine.run(ct, clicks, case=args.case)
-    else:
-        import numpy as np
-
-        models = {}
-        result = LesionResult(np.zeros(ct.geometry.shape_zyx, np.uint8), [], {})
-        log.info("no lesion clicks for this case: writing an empty lesion map")
-    compute = {"device_type": device.type, "bf16_autocast": bool(device.type == "cuda" and settings.amp_bf16)}
-    sidecar = write_lesions(args.output, result, ct.geometry, case=args.case, models=models, settings=settings,
-                            labels=labels, extra={"compute": compute})
-    for rec in sidecar["lesions"]:
-        for note in rec["notes"]:
-            log.warning("lesion %d: %s", rec["lesion_id"], note)
-    log.info("%d lesion(s), %d reaching the patch border, %.1f s on %s -> %s", sidecar["n_lesions"],
-             sidecar["n_touching_patch_border"], time.perf_counter() - t0, device, args.output)
+    lesions_file(args.ct, args.output, clicks=args.clicks, seeds=args.seeds, labels=args.labels,
+                 checkpoints=args.checkpoint, preset=args.preset, device=args.device, threshold=args.threshold,
+                 config=args.config, case=args.case)
     return 0

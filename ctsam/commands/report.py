@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.report.build import build_report
+    from ctsam.api import cohort_report
 
-    build_report(
+    cohort_report(
         args.results,
         args.output,
         table_stem=args.table_stem,

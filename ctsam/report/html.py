@@ -116,7 +116,7 @@ def _grouped(flags: list[dict], max_rows: int = 4) -> list[tuple[str, dict, int]
     for f in flags:
         by_kind.setdefault((f["flag"], f["severity"]), []).append(f)
     rows = []
-    for (kind, sev), fs in by_kind.items():
+    for fs in by_kind.values():
         fs = sorted(fs, key=lambda f: f["structure"])
         if len(fs) > max_rows:
             rows.append((", ".join(f["structure"] for f in fs), fs[0], len(fs)))

@@ -9,9 +9,8 @@ NoC@85 / NoC@90 = the first k with Dice >= 0.85 / 0.90, or K when never reached 
 the table also tells whether it was reached).
 
 **Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine -> fuse`` path
-(:func:`ctsam.seed.seeding.seed_case`, :class:`ctsam.refine.engine.RefineEngine` given the coarse labels, as the
-workflow's refine rule is, and :func:`ctsam.fuse.fusion.fuse`, with the config's ``seed``, ``refine`` and
-``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
+(:func:`ctsam.seed_prompts`, :func:`ctsam.refine_structures` given the coarse labels, as the workflow's refine rule is,
+and :func:`ctsam.fuse_labels`, with the config's ``seed``, ``refine`` and ``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
 
 * ``coarse_dice``: the coarse mask (0 when the coarse labels miss the structure);
 * ``refined_dice``: the refined mask (probability >= 0.5), empty when the structure was not refined
@@ -85,7 +84,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
                 feats = model.encode(x)
                 seqs = start_sequences(tgts)
                 prev = None
-                chunk = [[] for _ in tgts]
+                chunk: list[list[float]] = [[] for _ in tgts]
                 for k in range(n_clicks):
                     pts, lab = ClickSequence.tensors(seqs)
                     prev = model.decode(feats, pts, lab, prev)["probs"].float()
@@ -199,12 +198,11 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     """Coarse, refined and fused Dice per structure for one table row through seed -> refine -> fuse."""
     import copy
 
+    from ctsam import api
     from ctsam.config import fill_defaults, load_schema
-    from ctsam.fuse.fusion import default_vocabulary, fuse, threshold_u8
+    from ctsam.fuse.fusion import threshold_u8
     from ctsam.io.image import read_labelmap
-    from ctsam.refine.predictor import PatchPredictor
-    from ctsam.refine.engine import RefineEngine, RefineSettings
-    from ctsam.seed.seeding import SeedSettings, seed_case
+    from ctsam.labels import default_vocabulary
     from ctsam.training.data import align_labels, read_ct_any
 
     ct = read_ct_any(row.ct, case=row.case_id)
@@ -213,14 +211,12 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     truth = align_labels(truth, ct.geometry, case=row.case_id, what="ground truth")
     coarse = align_labels(coarse, ct.geometry, case=row.case_id, what="coarse labels")
     config = fill_defaults(copy.deepcopy(dict(config)), load_schema())  # a partial config gets the defaults
-    prompts = seed_case(coarse, SeedSettings.from_config(config))
-    rs = RefineSettings.from_config(config.get("refine") or {})
-    predictor = PatchPredictor(model, device=model.device, amp_bf16=rs.amp_bf16, batch_size=rs.batch_size,
-                               cache_patches=rs.feature_cache_patches)
-    refined, timing = RefineEngine(predictor, rs).run(ct, prompts, case=row.case_id, coarse=coarse)
+    prompts = api.seed_prompts(coarse, config=config, case=row.case_id)
+    run = api.refine_structures(ct, prompts, coarse=coarse, model=model, config=config, case=row.case_id, deterministic=False)
+    refined, timing = run.refined, run.timing_s
     fuse_cfg = config["fuse"]
     vocabulary = default_vocabulary(keep_unmapped=bool(fuse_cfg["keep_unmapped_coarse"]))
-    fused = fuse(coarse, refined, vocabulary, fuse_cfg, case=row.case_id)
+    fused = api.fuse_labels(coarse, refined, config=config, case=row.case_id)
     source = {f.name: f.source for f in fused.structures}
     by_name = {sp.name: sp for sp in refined.structures}
     coarse_idx = {n: i for i, n in coarse.labels.items()}
@@ -239,7 +235,7 @@ def automatic_case(model, row, config: dict) -> list[dict]:
         out_name = vocabulary.output_name(name)
         out_idx = vocabulary.output_index(out_name) if out_name is not None else None
         rows.append({"case": row.case_id, "structure": name,
-                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name)),
+                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name) if name else None),
                      "refined_dice": refined_dice,
                      "fused_dice": _overlap_dice(vs_fused, idx, out_idx), "fused_source": source.get(out_name, "none"),
                      "truth_ml": float(vs_coarse[idx].sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
@@ -367,7 +363,7 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     }
     atomic_write_json(out / "summary.json", summary)
     if len(curve_mean):
-        _plot(curve_mean, summary["coarse_dice_mean"], summary["fused_dice_mean"], out / "curve.png",
+        _plot(curve_mean, _mean(auto_df["coarse_dice"]), _mean(auto_df["fused_dice"]), out / "curve.png",
               f"{_seam(model).variant}: {len(inter_rows)} structures, {len(rows)} cases")
     return summary
 

@@ -7,9 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-# surface-distance uses deprecated scipy namespaces
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 from ctsam.masks import (
     box_intersection,
     box_union,
@@ -26,6 +23,9 @@ from ctsam.masks import (
     neighbourhood_codes,
     padded_crop,
 )
+
+# surface-distance uses deprecated scipy namespaces
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def monai_metrics(final: np.ndarray, reference: np.ndarray, spacing, tol: float) -> tuple[float, float, float]:
