@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ctsam.caseid import pseudonym, safe_case_id
 from ctsam.errors import ConfigError, InputDataError
-from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages, stage_settings
+from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages, sections_settings
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +472,7 @@ def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str])
     from ctsam.io.atomic import atomic_write_text
     from ctsam.provenance import config_digest
 
-    plain = stage_settings(config, stage)
+    plain = sections_settings(config, STAGE_SECTIONS[stage])
     path = Path(folder) / f"{stage}-{config_digest(plain)[:16]}.yaml"
     if not path.exists():
         atomic_write_text(path, f"# written by the ctsam workflow: the settings of stage '{stage}'\n"

@@ -160,9 +160,14 @@ def stage_settings(config: dict, name: str) -> dict:
     Exactly what the workflow passes a job (``write_stage_config`` in :mod:`ctsam.cohort`) and what
     :func:`ctsam.api.stage_config` gives a stage, so both see identical settings in identical order.
     """
+    return sections_settings(config, stage(name).config_sections)
+
+
+def sections_settings(config: dict, sections: tuple[str, ...]) -> dict:
+    """``sections`` of ``config`` as plain YAML data with keys sorted at every level (see :func:`stage_settings`)."""
     import yaml
 
-    own = {k: config[k] for k in stage(name).config_sections if k in config}
+    own = {k: config[k] for k in sections if k in config}
     return yaml.safe_load(yaml.safe_dump(own, sort_keys=True)) or {}
 
 
