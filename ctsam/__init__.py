@@ -10,7 +10,7 @@ first use, so ``import ctsam`` stays cheap):
   (DICOM study folder or CT image file), writing the files the workflow writes in ``results/<case>/``;
 * one function per stage -- ``convert_study``, ``import_ct``, ``coarse_file``, ``seed_prompts``,
   ``refine_structures``, ``fuse_labels``, ``segment_lesions``, ``qc_case``, ``extract_radiomics``,
-  ``write_manifest``, ``cohort_report``, ``radiomics_cohort``; file-to-file variants ``seed_file``,
+  ``export_dicom``, ``write_manifest``, ``cohort_report``, ``radiomics_cohort``; file-to-file variants ``seed_file``,
   ``refine_file``, ``fuse_file``, ``lesions_file``, ``qc_file``;
 * helpers -- ``load_config`` (path, dict or None -> validated config), ``load_model``, ``read_ct``,
   ``read_labelmap``, ``write_labelmap``, ``demo_cohort``; the stage record ``STAGES``.
@@ -55,6 +55,7 @@ _LAZY: dict[str, str] = {
             "qc_case",
             "qc_file",
             "extract_radiomics",
+            "export_dicom",
             "write_manifest",
             "cohort_report",
             "radiomics_cohort",

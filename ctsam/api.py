@@ -680,6 +680,38 @@ def _stem(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- case record
+def export_dicom(
+    labels: PathLike,
+    dicom_dir: PathLike,
+    output: PathLike,
+    *,
+    fmt: str = "seg",
+    config: ConfigLike = None,
+    case: str | None = None,
+    identity: str | None = None,
+    transfer_syntax: str | None = None,
+) -> Path:
+    """Export a label map as DICOM-SEG (``fmt="seg"``) or RTSTRUCT (``fmt="rtstruct"``) referencing the
+    source series in ``dicom_dir``; the patient/study identity is copied or removed per ``export.identity``
+    (or ``identity``). Returns ``output``."""
+    from ctsam.io.image import read_labelmap
+
+    export = stage_config(config, "export").get("export") or {}
+    identity = identity or export.get("identity", "copy")
+    salt = str(export.get("uid_salt", ""))
+    labelmap = read_labelmap(labels, case=case)
+    if fmt == "rtstruct":
+        from ctsam.export.rtstruct import export_rtstruct
+
+        export_rtstruct(labelmap, dicom_dir, output, case=case, identity=identity, uid_salt=salt)
+    else:
+        from ctsam.export.dicomseg import export_seg
+
+        kwargs = {"transfer_syntax": transfer_syntax} if transfer_syntax else {}
+        export_seg(labelmap, dicom_dir, output, case=case, identity=identity, uid_salt=salt, **kwargs)
+    return Path(output)
+
+
 def write_manifest(
     output: PathLike,
     *,

@@ -10,6 +10,7 @@ by a run whose results are all up to date). It reads no image and imports no hea
 * the Python packages each planned stage imports (else: which extra to install);
 * the refine checkpoint exists and its header reads as a checkpoint; ``builtin:demo_*`` weights
   only on the demo cohort unless ``weights.allow_demo_weights``;
+* every lesion model loads (header), demo lesion models only on the demo cohort;
 * the radiomics parameter file exists.
 
 Problems of one case (a missing study) let the other cases run: a real run warns and that case
@@ -36,6 +37,7 @@ STAGE_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "convert": (("pydicom", "core"), ("SimpleITK", "core")),
     "seed": (("scipy", "core"),),
     "refine": (("torch", "core"), ("safetensors", "core")),
+    "lesions": (("torch", "core"), ("safetensors", "core")),
     "fuse": (("scipy", "core"),),
     "qc": (("scipy", "core"),),
     "radiomics": (("radiomics", "radiomics"),),
@@ -224,9 +226,10 @@ def check_packages(stages: Sequence[str], backends_used: Iterable[str]) -> list[
     return problems
 
 
-def checkpoint_problem(spec: str) -> str | None:
+def checkpoint_problem(spec: str, *, meta_key: str | None = "ctsam") -> str | None:
     """Why the checkpoint ``spec`` cannot load (None: its header reads as a ctsam .safetensors or a
-    torch archive). Reads the header only; imports no torch."""
+    torch archive). Reads the header only; imports no torch. ``meta_key``: metadata entry a
+    .safetensors file must carry (None: any)."""
     from ctsam.errors import CtsamError
     from ctsam.resources import resolve_model_path
 
@@ -256,7 +259,7 @@ def checkpoint_problem(spec: str) -> str | None:
                     return f"{path}: safetensors file holds no tensors"
                 if 8 + n + max(ends) > size:
                     return f"{path}: truncated ({size} bytes, header promises {8 + n + max(ends)})"
-                if "ctsam" not in (header.get("__metadata__") or {}):
+                if meta_key and meta_key not in (header.get("__metadata__") or {}):
                     return f"{path}: a safetensors file without ctsam model metadata (convert it: ctsam model convert)"
                 return None
     if zipfile.is_zipfile(path):
@@ -286,6 +289,29 @@ def check_refine(config: dict, *, demo: bool) -> list[Problem]:
             "to them, or remove refine from workflow.stages; weights.allow_demo_weights: true runs the demo model "
             "anyway (report and manifest then say so)",
         ))
+    return problems
+
+
+def check_lesions(config: dict, *, demo: bool) -> list[Problem]:
+    """Every lesion model (default and per click label) loadable; demo models only on the demo cohort;
+    the clicks folder exists."""
+    les = config["lesions"]
+    problems = []
+    models = [("lesions.checkpoint", str(les["checkpoint"]))]
+    models += [(f"lesions.checkpoints.{label}", str(spec)) for label, spec in sorted(les["checkpoints"].items())]
+    for key, spec in models:
+        why = checkpoint_problem(spec, meta_key=None)
+        if why:
+            problems.append(Problem(f"lesion model cannot be loaded: {why}", key,
+                                    "point it at a 3DSAM-adapter .pth or a ctsam .safetensors (ctsam weights list: "
+                                    "3dsam_*; docs/lesions.md)"))
+        if spec.startswith(DEMO_WEIGHTS_PREFIX) and not demo and not config["weights"]["allow_demo_weights"]:
+            problems.append(Problem(f"{key} is '{spec}', trained on demo phantoms only, and this cohort is not the demo",
+                                    key, "use a published 3DSAM-adapter model (ctsam weights fetch 3dsam_<task> --from "
+                                    "file:///PATH), set lesions.enabled: false, or weights.allow_demo_weights: true"))
+    if les["clicks_dir"] and not Path(les["clicks_dir"]).is_dir():
+        problems.append(Problem(f"lesion clicks folder {les['clicks_dir']} does not exist", "lesions.clicks_dir",
+                                "create it with one <case>.tsv per case, or set it to null"))
     return problems
 
 
@@ -321,6 +347,8 @@ def preflight(config: dict, samples: Sequence[Any], stages: Sequence[str], *, de
         result.blocking.extend(check_packages(stages, used))
     if "refine" in stages:
         result.blocking.extend(check_refine(config, demo=demo))
+    if "lesions" in stages:
+        result.blocking.extend(check_lesions(config, demo=demo))
     if "radiomics" in stages:
         result.blocking.extend(check_radiomics(config))
     return result

@@ -6,7 +6,7 @@ come, and a placeholder partition is only refused by ``sbatch`` after the DAG is
 * ``sbatch``, ``sinfo`` (and ``squeue``/``scancel``, which the plugin polls and cancels with) on PATH;
 * no placeholder left in ``slurm_partition`` / ``slurm_account`` (``CHANGE_ME``, ``<...>``, ``your_...``);
 * every partition named exists, when ``sinfo`` answers (10 s limit);
-* GPU requests are well formed (``gres: gpu:N`` / ``gpu:TYPE:N``, ``gpu``/``gpus`` >= 1) and, when
+* GPU requests are well formed (``gres: gpu:N`` / ``gpu:TYPE:N``, ``gpu``/``gpus`` whole numbers) and, when
   ``sinfo`` answers, their partition offers GPUs.
 
 The profile's values arrive as Snakemake parsed them (``workflow.resource_settings``): raw strings
@@ -132,8 +132,8 @@ def slurm_problems(
                 problems.append(f"{scope} gres: '{value}' is not a valid GPU request. Fix: 'gpu:1' or 'gpu:TYPE:1'")
         for key in ("gpu", "gpus"):
             value = _clean(res.get(key))
-            if value is not None and not (value.isdigit() and int(value) >= 1):
-                problems.append(f"{scope} {key}: '{value}' is not a GPU count. Fix: a whole number >= 1")
+            if value is not None and not value.isdigit():
+                problems.append(f"{scope} {key}: '{value}' is not a GPU count. Fix: a whole number (0: none)")
     # partition of each rule (own, else default) and whether it asks for a GPU
     rules = {"(every rule)": dict(default), **{r: {**default, **res} for r, res in per_rule.items()}}
     gpu_partitions: dict[str, list[str]] = {}
@@ -143,8 +143,8 @@ def slurm_problems(
             continue
         for p in part.split(","):
             partitions.setdefault(p.strip(), []).append(rule)
-            wants_gpu = "gpu" in (_clean(res.get("gres")) or "") or bool(_clean(res.get("gpu"))) or bool(
-                _clean(res.get("gpus")))
+            wants_gpu = "gpu" in (_clean(res.get("gres")) or "") or any(
+                (_clean(res.get(k)) or "0").isdigit() and int(_clean(res.get(k)) or "0") > 0 for k in ("gpu", "gpus"))
             if wants_gpu:
                 gpu_partitions.setdefault(p.strip(), []).append(rule)
     if partitions and not missing:

@@ -126,6 +126,12 @@ STAGES: tuple[Stage, ...] = (
         resources=Resources(2, 8000, 60, "radiomics.yaml"),
     ),
     Stage(
+        # optional (config export.dicomseg / export.rtstruct, DICOM inputs only): the label map as DICOM,
+        # {format} = seg (DICOM-SEG) or rtstruct (RT Structure Set)
+        "export", CASE, ("{format}.dcm",), requires=("fuse",), commands=(("export-seg", "export_seg"),),
+        function="export_dicom", config_sections=("export",), pipeline=False,
+    ),
+    Stage(
         "manifest", CASE, ("manifest.json",), commands=(("manifest", "manifest"),), function="write_manifest",
         config_sections=_PIPELINE_SECTIONS, resources=Resources(1, 2000, 10), pipeline=False,
     ),

@@ -1,5 +1,6 @@
 # CT -> results/<case>/coarse.nii.gz (+ .tsv label table, .json sidecar): first masks from the
-# user's label map or TotalSegmentator (per case: coarse.backend, 'auto' = labels when the case has them), in TotalSegmentator 'total' ids.
+# user's label map or TotalSegmentator, in TotalSegmentator 'total' ids. The backend is chosen per case
+# (coarse.backend; 'auto' = labels when the case has them), so are threads, memory and conda env.
 
 
 rule coarse:
@@ -18,14 +19,14 @@ rule coarse:
         backend=coarse_backend,
         labels_arg=coarse_labels_arg,
         config=stage_config("coarse"),
-    threads: coarse_threads
+    threads: res("coarse", coarse_backend).threads
     resources:
-        mem_mb=coarse_mem_mb,
-        runtime=coarse_runtime,
+        mem_mb=res("coarse", coarse_backend).mem_mb,
+        runtime=res("coarse", coarse_backend).runtime_min,
         # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
         gpu=coarse_gpu,
     conda:
-        coarse_env
+        conda_env("coarse", coarse_backend)
     shell:
         "python -m ctsam coarse {input.ct} -o {output.coarse} --sidecar {output.sidecar}"
         " --backend {params.backend} {params.labels_arg}"

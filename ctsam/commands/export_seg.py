@@ -25,20 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.config import load_config
-    from ctsam.io.image import read_labelmap
+    from ctsam.api import export_dicom
 
-    export = load_config(args.config).get("export") or {}
-    identity = args.identity or export.get("identity", "copy")
-    salt = str(export.get("uid_salt", ""))
-    labelmap = read_labelmap(args.labels, case=args.case)
-    if args.format == "rtstruct":
-        from ctsam.export.rtstruct import export_rtstruct
-
-        export_rtstruct(labelmap, args.dicom_dir, args.output, case=args.case, identity=identity, uid_salt=salt)
-    else:
-        from ctsam.export.dicomseg import export_seg
-
-        export_seg(labelmap, args.dicom_dir, args.output, case=args.case, transfer_syntax=args.transfer_syntax,
-                   identity=identity, uid_salt=salt)
+    export_dicom(args.labels, args.dicom_dir, args.output, fmt=args.format, config=args.config, case=args.case,
+                 identity=args.identity, transfer_syntax=args.transfer_syntax)
     return 0

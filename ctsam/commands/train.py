@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = wrap_module(model).input_spec
     spacing = float(spec.spacing_zyx_mm[0])
+    assert spec.hu_window is not None  # CT-SAM3D always has a window
     rows = read_table(args.data, ct_column=args.ct_column, label_column=args.label_column)
     cases = [prepare_case(r, spacing_mm=spacing, cache_dir=cache, min_voxels=settings.min_structure_voxels)
              for r in rows]

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop training after this many minutes, checkpointing first (default 27; 15 for "
                              "sam3d_adapter)")
+    parser.add_argument("--init", default=None,
+                        help="sam3d_adapter: continue from an earlier stage's model file instead of random weights")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     parser.add_argument("--eval-only", action="store_true",
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         result = train_lesion_demo(args.out, train_cases=args.train_cases, train_seed=args.train_seed,
                                    heldout_cases=args.heldout_cases or 3, steps=args.steps or 250,
                                    max_minutes=args.max_minutes if args.max_minutes is not None else 15.0,
-                                   threads=args.threads, install=args.install, eval_only=args.eval_only)
+                                   threads=args.threads, install=args.install, eval_only=args.eval_only,
+                                   init=args.init)
         sys.stdout.write(format_lesion_summary(result["eval"]) + "\n")
         return 0
     from ctsam.config import load_config

@@ -6,7 +6,7 @@ with ``InputSpec.normalise`` (the published HU window and z-score), and the mode
 ``foreground_probability`` is computed with one positive click at the patch centre. The probability
 is resampled back onto the CT voxels the patch covers; voxels at or above the threshold form the
 lesion, reduced to the connected component that holds the click (``keep: click_component``; when the
-click voxel itself is below the threshold, the component with the largest summed probability).
+click voxel itself is below the threshold, the component nearest to it within ``snap_mm``, else none).
 
 Lesions that overlap are resolved voxel by voxel: the higher probability wins, ties go to the lower
 lesion id, so the result never depends on the order of the table. Same CT, clicks and weights give
@@ -47,6 +47,7 @@ class LesionSettings:
     device: str = "auto"
     amp_bf16: bool = True
     pad_hu: float = -1024.0
+    snap_mm: float = 5.0  # a click voxel below the threshold keeps the nearest component within this distance
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -58,7 +59,7 @@ class LesionSettings:
     def from_config(cls, section: Mapping[str, Any]) -> LesionSettings:
         return cls(threshold=float(section.get("threshold", 0.5)), keep=str(section.get("keep", "click_component")),
                    device=str(section.get("device", "auto")), amp_bf16=bool(section.get("amp_bf16", True)),
-                   pad_hu=float(section.get("pad_hu", -1024.0)))
+                   pad_hu=float(section.get("pad_hu", -1024.0)), snap_mm=float(section.get("snap_mm", 5.0)))
 
 
 @dataclass
@@ -199,12 +200,15 @@ class LesionEngine:
             if click_in_mask:
                 keep = int(components[tuple(idx)])
             else:
-                mass = ndimage.sum_labels(prob, components, index=np.arange(1, n + 1))
-                keep = int(np.argmax(mass)) + 1
-                notes.append("the click lies outside the predicted lesion: kept the component with the most probability")
+                keep = nearest_component(components, idx, ct.geometry.spacing_xyz_mm[::-1], self.settings.snap_mm)
+                notes.append(
+                    f"the click voxel is below the threshold: kept the component nearest to it (within "
+                    f"{self.settings.snap_mm:g} mm)" if keep else
+                    f"the model found nothing within {self.settings.snap_mm:g} mm of the click: the lesion is empty")
             if n > 1:
-                notes.append(f"{n - 1} other component(s) above the threshold dropped (keep: click_component)")
-            mask = components == keep
+                notes.append(f"{n - 1 if keep else n} component(s) above the threshold away from the click dropped "
+                             "(keep: click_component)")
+            mask = components == keep if keep else np.zeros_like(mask)
         # does the kept lesion reach the patch faces? then it is larger than one patch (truncated)
         touches = False
         if mask.any():
@@ -236,6 +240,23 @@ class LesionEngine:
             predictions.append(pred)
         array, lost = resolve_overlaps(ct.geometry.shape_zyx, predictions)
         return LesionResult(array, predictions, lost)
+
+
+def nearest_component(components: np.ndarray, idx_zyx, spacing_zyx_mm, within_mm: float) -> int:
+    """The component (label of ``components``) with a voxel nearest to ``idx_zyx`` (mm), if one lies
+    within ``within_mm``; 0 otherwise. Ties go to the lower component label."""
+    reach = [int(np.ceil(within_mm / s)) for s in spacing_zyx_mm]
+    lo = [max(int(i) - r, 0) for i, r in zip(idx_zyx, reach)]
+    hi = [min(int(i) + r + 1, n) for i, r, n in zip(idx_zyx, reach, components.shape)]
+    window = components[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    pts = np.argwhere(window > 0)
+    if len(pts) == 0:
+        return 0
+    d = np.sqrt(((((pts + lo) - np.asarray(idx_zyx)) * np.asarray(spacing_zyx_mm)) ** 2).sum(axis=1))
+    labels = window[tuple(pts.T)]
+    order = np.lexsort((labels, d))
+    best = order[0]
+    return int(labels[best]) if d[best] <= within_mm else 0
 
 
 def resolve_overlaps(shape_zyx, predictions: list[LesionPrediction]) -> tuple[np.ndarray, dict[int, int]]:

@@ -114,6 +114,11 @@ class PromptableModel(abc.ABC):
     def sha256(self) -> str | None:
         """sha256 of the checkpoint the weights came from (None for a freshly built model)."""
 
+    @abc.abstractmethod
+    def update_metadata(self, **fields: Any) -> PromptableModel:
+        """Replace metadata fields (CT-SAM3D: ``spacing_mm``, ``quality_r``, ...; others: free keys
+        such as provenance); returns self."""
+
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
@@ -146,6 +151,14 @@ class OneClickSegmenter(PromptableModel):
         """(B, 1, D, H, W) normalised patches, (B, N, 3) click voxels (z, y, x) in the patch, (B, N)
         labels (1 positive, -1 padding) -> (B, C, D, H, W) logits (under the caller's grad mode)."""
 
+    @abc.abstractmethod
+    def with_input_spec(self, spec: InputSpec, output_classes: tuple[str, ...] | None = None) -> OneClickSegmenter:
+        """Set the input convention (and output class names); returns self."""
+
+    @abc.abstractmethod
+    def with_preset(self, preset: str) -> OneClickSegmenter:
+        """Set a published preset's input convention (``kits``, ``lits``, ...); returns self."""
+
     def foreground_probability(self, patch: torch.Tensor, points_zyx: torch.Tensor,
                                point_labels: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W): softmax channel 1 of :meth:`logits`."""
@@ -163,10 +176,6 @@ class MaskRefiner(PromptableModel):
     def decode(self, features: Any, points_xyz: torch.Tensor, point_labels: torch.Tensor,
                prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Decode click sets: ``logits``, ``probs`` (B, 1, S, S, S), ``iou`` (B, 1)."""
-
-    @abc.abstractmethod
-    def update_metadata(self, **fields: Any) -> MaskRefiner:
-        """Replace metadata fields (e.g. ``spacing_mm``, ``quality_r``); returns self."""
 
     @abc.abstractmethod
     def cross_patch_heatmap(self, image_u: torch.Tensor, mask_u: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -28,7 +28,7 @@ from ctsam.errors import CheckpointError
 from ctsam.io.atomic import atomic_path, atomic_write_json
 from ctsam.model import checkpoint as ck
 from ctsam.model import ctsam3d_family, sam3d_family
-from ctsam.model.api import PromptableModel
+from ctsam.model.api import MaskRefiner, OneClickSegmenter, PromptableModel
 from ctsam.model.ctsam3d import CtSam3D
 from ctsam.model.registry import MODEL_REGISTRY as CTSAM3D_VARIANTS
 from ctsam.model.registry import build_model as build_ctsam3d
@@ -70,6 +70,12 @@ def wrap_module(module: torch.nn.Module) -> PromptableModel:
     raise TypeError(f"not a network of a known family: {type(module).__name__}")
 
 
+@overload
+def build_model(family: Literal["sam3d_adapter"], variant: str) -> OneClickSegmenter: ...
+@overload
+def build_model(family: Literal["ctsam3d"], variant: str) -> MaskRefiner: ...
+@overload
+def build_model(family: str, variant: str) -> PromptableModel: ...
 def build_model(family: str, variant: str) -> PromptableModel:
     """A randomly initialised model (seed torch first for reproducible weights)."""
     if family not in FAMILIES:

@@ -102,6 +102,18 @@ class Sam3dAdapterModel(OneClickSegmenter):
             "licence": self._extra.get("licence", LICENCE_NOTE),
         }
 
+    def update_metadata(self, **fields: Any) -> Sam3dAdapterModel:
+        """Set extra metadata keys (provenance, training record); the input spec, family and variant are
+        changed only through :meth:`with_input_spec`."""
+        reserved = {"family", "variant", "format_version", "input_spec", "preset", "output_classes"}
+        bad = sorted(reserved & set(fields))
+        if bad:
+            raise ValueError(f"metadata keys {bad} are set by the model itself")
+        if "sha256" in fields:
+            self._sha256 = fields.pop("sha256")
+        self._extra.update(fields)
+        return self
+
     def with_input_spec(self, spec: InputSpec, output_classes: tuple[str, ...] | None = None) -> Sam3dAdapterModel:
         """Set the input convention (e.g. a preset's); returns self."""
         p = self._net.config.patch_size
@@ -252,8 +264,16 @@ def from_safetensors(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
     classes = tuple(meta["output_classes"]) if meta.get("output_classes") else None
     extra = {k: v for k, v in meta.items()
              if k not in ("family", "variant", "format_version", "input_spec", "preset", "output_classes", "sha256")}
-    return Sam3dAdapterModel(net, variant=variant, input_spec=spec, output_classes=classes, metadata=extra,
-                             sha256=meta.get("sha256") or sha256)
+    model = Sam3dAdapterModel(net, variant=variant, metadata=extra, sha256=meta.get("sha256") or sha256)
+    if spec is not None:
+        try:
+            model.with_input_spec(spec, classes)
+        except ValueError as err:
+            raise CheckpointError("checkpoint metadata contradicts its weights", path=path, found=str(err),
+                                  fix="write the file again with ctsam.model.save_model") from err
+    elif classes:
+        model._classes = classes
+    return model
 
 
 def header_json(model: Sam3dAdapterModel, extra: Mapping[str, Any] | None) -> str:

@@ -14,8 +14,8 @@ Both follow the published ``train.py`` (med-air/3DSAM-adapter):
   ``load_state_dict`` raises too).
 * :func:`apply_finetune_recipe` ``"adapters"`` -- image encoder frozen except the depth embedding, the
   slice embedding, each block's ``norm1``, ``adapter``, ``norm2`` and ``rel_pos_d``, and the 3D necks;
-  all 4 prompt encoders and the decoder train. ``"full"`` trains everything, ``"decoder"`` only the
-  prompt encoders and the decoder.
+  all 4 prompt encoders and the decoder train. ``"full"`` (alias ``"all"``) trains everything,
+  ``"decoder"`` only the prompt encoders and the decoder.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ctsam.model.api import PromptableModel
 from ctsam.model.sam3d_adapter import Sam3dAdapterNet
 from ctsam.model.sam3d_encoder import Block3d
 
-RECIPES = ("adapters", "decoder", "full")
+RECIPES = ("adapters", "decoder", "full", "all")
 
 SAM_PREFIX = "image_encoder."
 #: Meta SAM image-encoder keys the 3D encoder does not use, with the reason.
@@ -57,7 +57,7 @@ def apply_finetune_recipe(model: PromptableModel | nn.Module, recipe: str = "ada
     if recipe not in RECIPES:
         raise ValueError(f"unknown fine-tuning recipe {recipe!r}; known: {', '.join(RECIPES)}")
     net = _net(model)
-    net.requires_grad_(recipe == "full")
+    net.requires_grad_(recipe in ("full", "all"))
     if recipe == "adapters":
         enc = net.image_encoder
         enc.depth_embed.requires_grad_(True)

@@ -105,6 +105,7 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
 
     with torch.device("meta"):
         hu_window = build_model("ctsam3d", "micro").input_spec.hu_window
+    assert hu_window is not None  # CT-SAM3D always has a window
     sampler = PatchSampler(cases, hu_window=hu_window, seed=settings.seed, augment=settings.augment,
                            coarse_prompt_probability=settings.coarse_prompt_probability)
     val_sampler = PatchSampler(val_cases, hu_window=hu_window, seed=settings.seed + 1, augment=None)

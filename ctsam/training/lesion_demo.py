@@ -143,8 +143,13 @@ def evaluate_heldout(model, table: Path, *, cache_dir: Path | None, seed: int) -
 
 def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1,
                       heldout_cases: int = 3, steps: int = 250, max_minutes: float = 15.0, threads: int = 0,
-                      install: bool = False, eval_only: bool = False) -> dict:
-    """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model."""
+                      install: bool = False, eval_only: bool = False, init: str | None = None) -> dict:
+    """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model.
+
+    ``init``: continue from an earlier stage's model file (e.g. ``RUN0/checkpoints/step_000050/model.safetensors``)
+    instead of random weights; its sha256 becomes ``trained_from`` and its training record is kept as
+    ``previous_stage``.
+    """
     import torch
 
     from ctsam.io.atomic import atomic_write_json
@@ -167,7 +172,18 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
     result: dict = {"model": str(model_path)}
     if not eval_only:
         torch.manual_seed(settings.seed)
-        model = build_model(settings.model, settings.variant)
+        previous = None
+        if init:
+            from ctsam.training.lesion_loop import file_sha256
+
+            model = load_model(init)
+            origin = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
+            prev = dict(model.metadata.get("training") or {})
+            previous = {k: prev.get(k) for k in ("settings", "steps_done", "parameters", "data", "origin")}
+            previous["trained_from"] = model.metadata.get("trained_from")
+        else:
+            model = build_model(settings.model, settings.variant)
+            origin = {"source": "random", "trained_from": None}
         model.with_input_spec(  # type: ignore[attr-defined]  # one-click (sam3d_adapter) models
             demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
         spec = model.input_spec
@@ -187,8 +203,10 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
                      "heldout_cases": heldout_cases},
             "git_commit": git_commit(),
         }
+        if previous is not None:
+            provenance["previous_stage"] = previous
         trainer = LesionTrainer(settings, sampler, out, val_cases=val_cases, provenance=provenance, model=model,
-                                origin={"source": "random", "trained_from": None})
+                                origin=origin)
         summary = trainer.run()
         extra = {"wall_s_train": summary["wall_s"], "stopped_early": summary["stopped_early"],
                  "final_losses": _final_losses(out / "metrics.jsonl"), "wall_s_data": round(t_data, 1),

@@ -7,10 +7,12 @@ missed). The click is a voxel drawn at random in the lesion (``click="random"``,
 protocol; seeded per case and lesion) or a given click per lesion (e.g. ``lesions.tsv`` of the demo).
 
 Baseline (same click, same patch): ITK-style *confidence connected* region growing on the CT smoothed
-with a Gaussian of 1 voxel: mean and standard deviation of the smoothed CT in the 5x5x5 voxels around
+with a Gaussian of 1 voxel: mean and standard deviation of the smoothed CT in the 3x3x3 voxels around
 the click; the region is the connected component (6-connectivity) of the click among the voxels within
 ``2.5`` standard deviations (at least 8 HU) of that mean. One pass: re-estimating the statistics from
-the region (ITK's iterations) let it leak into the host organ on most demo lesions.
+the region (ITK's iterations) let it leak into the host organ on most demo lesions. (Seed window,
+multiplier, floor and smoothing were chosen on the *training* phantoms: 3x3x3 gave mean Dice 0.38
+there with the lesions.tsv clicks, 5x5x5 0.24.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 BASELINE_MULTIPLIER = 2.5
 BASELINE_MIN_TOLERANCE_HU = 8.0
 BASELINE_ITERATIONS = 1
-BASELINE_SEED_RADIUS = 2
+BASELINE_SEED_RADIUS = 1
 
 
 def dice(pred: np.ndarray, truth: np.ndarray, truth_total: int | None = None) -> float:

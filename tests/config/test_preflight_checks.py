@@ -83,6 +83,18 @@ def test_demo_weights_only_on_the_demo_cohort():
     assert check_refine(validate_config({"weights": {"allow_demo_weights": True}}), demo=False) == []
 
 
+def test_lesion_models_and_clicks_folder(tmp_path):
+    from ctsam.preflight import check_lesions
+
+    cfg = validate_config({"lesions": {"checkpoint": str(tmp_path / "kits.pth"),
+                                       "checkpoints": {"liver_tumor": "builtin:demo_lesion"},
+                                       "clicks_dir": str(tmp_path / "clicks")}})
+    text = "\n".join(p.render() for p in check_lesions(cfg, demo=False))
+    assert "key: lesions.checkpoint" in text and "kits.pth: does not exist" in text
+    assert "key: lesions.checkpoints.liver_tumor" in text
+    assert "key: lesions.clicks_dir" in text
+
+
 def test_radiomics_params_file_must_exist(tmp_path):
     assert check_radiomics(validate_config({})) == []
     [problem] = check_radiomics(validate_config({"radiomics": {"params": str(tmp_path / "p.yaml")}}))

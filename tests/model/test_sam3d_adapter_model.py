@@ -223,3 +223,36 @@ def test_preset_refused_for_ctsam3d(tmp_path):
     assert loaded.input_spec.unit_range and loaded.input_spec.patch_size_zyx == (64, 64, 64)
     with pytest.raises(CheckpointError, match="only to 3DSAM-adapter"):
         load_model(path, preset="kits")
+
+
+def test_cli_info_and_convert_with_preset(tiny, tmp_path, capsys):
+    from ctsam.cli import main
+
+    pth = save_published(tiny, tmp_path / "tumour.pth")
+    assert main(["model", "info", str(pth)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["family"], info["variant"], info["n_parameters"]) == ("sam3d_adapter", "tiny", tiny.n_parameters())
+    assert info["input_spec"]["preset"] is None
+    out = tmp_path / "tumour.safetensors"
+    assert main(["model", "convert", str(pth), "-o", str(out)]) == 2  # a published .pth needs its preset
+    assert "needs its preset" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["model", "convert", str(pth), "--preset", "msd_pancreas", "-o", str(out)]) == 0
+    converted = load_model(out)
+    assert converted.input_spec == PRESETS["msd_pancreas"].input_spec(64)
+    assert converted.output_classes == ("background", "pancreas_tumor")
+    assert converted.sha256 == load_model(pth, preset="kits").sha256  # provenance: the source .pth
+    assert main(["model", "info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["input_spec"]["zscore_mean_std"] == [68.45214, 63.422806]
+
+
+def test_ctsam3d_checkpoints_with_nan_are_refused(tmp_path):
+    torch.manual_seed(0)
+    micro = build_model("ctsam3d", "micro")
+    pth = save_published(micro, tmp_path / "params.pth")
+    obj = torch.load(pth, weights_only=True)
+    key = "mask_decoder.mask_prediction_head.0.weight"
+    obj["model_state_dict"][key] = torch.full_like(obj["model_state_dict"][key], float("inf"))
+    torch.save(obj, pth)
+    with pytest.raises(CheckpointError, match=f"NaN/inf value.* in {key}"):
+        load_model(pth)

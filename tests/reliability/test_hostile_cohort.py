@@ -9,11 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
-from tests.workflow.test_workflow import read_tsv, snakemake
 
 from ctsam.caseid import safe_case_id
 from ctsam.io.image import read_ct, read_labelmap, write_ct, write_labelmap
 from ctsam.volume import CTVolume, LabelMap
+from tests.workflow.test_workflow import read_tsv, snakemake
 
 from .conftest import temp_files
 
@@ -47,7 +47,7 @@ def test_hostile_cohort_finishes_good_cases_and_lists_bad_ones(tmp_path, demo_ca
                      encoding="utf-8")
     work = tmp_path / "run"
     proc = snakemake(work, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"samples": str(sheet), "stages": STAGES, "coarse_backend": "labels"}})
+                     config={"workflow": {"samples": str(sheet), "stages": STAGES}, "coarse": {"backend": "labels"}})
     out = proc.stdout + proc.stderr
     assert "PeriodicWildcardError" not in out and "empty after sanitising" not in out
     assert proc.returncode != 0  # --keep-going: finished, with failures reported

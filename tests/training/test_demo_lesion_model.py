@@ -58,5 +58,6 @@ def test_demo_lesion_model_figures_in_the_docs_are_the_recorded_ones(model):
     for key in ("table_click", "random_click"):
         assert f"{ev[key]['dice_mean']:.3f}" in doc, key
         assert f"{ev[key]['baseline_dice_mean']:.3f}" in doc, key
-    demo = load_config(None)["workflow"]["demo"]
-    assert demo["seed"] == HELDOUT_SEED and demo["lesion_checkpoint"] == f"builtin:{BUILTIN_NAME}"
+    config = load_config(None)
+    assert config["workflow"]["demo"]["seed"] == HELDOUT_SEED
+    assert config["lesions"]["checkpoint"] == f"builtin:{BUILTIN_NAME}"
