@@ -177,7 +177,7 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
             from ctsam.training.lesion_loop import file_sha256
 
             model = load_model(init)
-            origin = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
+            origin: dict[str, str | None] = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
             prev = dict(model.metadata.get("training") or {})
             previous = {k: prev.get(k) for k in ("settings", "steps_done", "parameters", "data", "origin")}
             previous["trained_from"] = model.metadata.get("trained_from")
