@@ -6,10 +6,11 @@
 
 One-click lesion models (3DSAM-adapter; parameter-efficient fine-tuning, docs/lesions_training.md)::
 
-    ctsam train --model sam3d_adapter --recipe adapters --data LESIONS.tsv --val-data HELDOUT.tsv \
-        --init kits_best.pth.tar --preset kits --out runs/lesion     # from a published checkpoint
-    ctsam train --model sam3d_adapter --recipe adapters --data LESIONS.tsv \
-        --sam-checkpoint sam_vit_b_01ec64.pth --out runs/lesion      # from SAM ViT-B image-encoder weights
+    # from a published checkpoint:
+    ctsam train --model sam3d_adapter --init kits.pth.tar --preset kits --data LESIONS.tsv --out runs/lesion
+    # from SAM ViT-B image-encoder weights (the 3D encoder's new parts start random):
+    ctsam train --model sam3d_adapter --sam-checkpoint sam_vit_b_01ec64.pth --preset kits --data LESIONS.tsv ...
+    # add --val-data HELDOUT.tsv for one-click validation Dice; --recipe adapters (default) | decoder | full
 
     LESIONS.tsv: the same columns; ``labels`` is a lesion label map (non-zero = lesion, each connected
     component one lesion). Only the published recipe's parameters train (``--recipe full``: every
