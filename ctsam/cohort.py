@@ -297,10 +297,12 @@ def lesion_model_shipped(spec: str) -> bool:
 
 def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
     """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
-    stage unless :func:`lesions_active` (``'auto'`` also needs the demo model, ``builtin:demo_lesion``, shipped)."""
+    stage unless :func:`lesions_active` (``'auto'`` also needs the lesion model, ``builtin:demo_lesion``
+    by default, shipped)."""
     stages = resolve_stages(requested, available)
     enabled = lesions.get("enabled", "auto")
-    demo_ready = demo and (enabled is True or lesion_model_shipped(str(lesions.get("checkpoint", ""))))
+    spec = lesions.get("checkpoint")
+    demo_ready = demo and (enabled is True or (spec is not None and lesion_model_shipped(spec)))
     if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
         stages.remove("lesions")
     return stages

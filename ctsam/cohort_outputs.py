@@ -41,8 +41,9 @@ def write_completed_outputs(results_dir: str | os.PathLike[str], case_ids: list[
         except (CtsamError, OSError, ValueError) as err:
             log.error("no cohort report for the completed cases: %s", str(err).splitlines()[0] if str(err) else err)
     if radiomics:
-        tables = [results / c / "radiomics.parquet" for c in case_ids]
-        tables = [t for t in tables if t.is_file()]
+        tables: list[str | os.PathLike[str]] = [
+            p for p in (results / c / "radiomics.parquet" for c in case_ids) if p.is_file()
+        ]
         if tables:
             try:
                 from ctsam.radiomics.table import cohort_table, write_cohort

@@ -27,7 +27,7 @@ from ctsam.stages import CASE as _CASE
 from ctsam.stages import stage as _stage
 
 from ctsam.config import validate_config
-from ctsam.errors import CtsamError
+from ctsam.errors import ConfigError, CtsamError
 from ctsam.preflight import case_backend, drop_missing_auto_labels, is_dry_run, preflight, uses_conda
 
 
@@ -298,12 +298,24 @@ def lesion_checkpoints():
 
     if "lesions" not in STAGES:
         return {}
-    specs = {"": LESIONS["checkpoint"], **LESIONS["checkpoints"]}
+    default = LESIONS["checkpoint"]
+    specs = {**({"": default} if default else {}), **LESIONS["checkpoints"]}
+    if not specs:
+        raise ConfigError("the lesion stage is enabled but no lesion model is set",
+                          expected="lesions.checkpoint (a 3DSAM-adapter .pth with lesions.preset, or a converted "
+                                   ".safetensors) or lesions.checkpoints per click label",
+                          found="lesions.checkpoint: null", fix="set lesions.checkpoint in the config")
     return {label: str(resolve_model_path(spec)) for label, spec in specs.items()}
 
 
+try:
+    LESION_MODEL_FILES = lesion_checkpoints()
+except CtsamError as err:
+    _stop(err)
+
+
 def lesion_checkpoint_args(wildcards, input):
-    files = lesion_checkpoints()
+    files = LESION_MODEL_FILES
     return " ".join(f"--checkpoint {shlex.quote(f'{label}={path}' if label else path)}"
                     for label, path in sorted(files.items()))
 

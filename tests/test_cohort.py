@@ -240,5 +240,6 @@ def test_active_stages_drop_the_lesion_stage_unless_enabled(tmp_path):
     # auto on the demo needs its model shipped; enabled: true does not look (a missing model fails loudly later)
     missing = {"enabled": "auto", "checkpoint": "builtin:no_such_model"}
     assert "lesions" not in active_stages("auto", avail, missing, demo=True)
+    assert "lesions" not in active_stages("auto", avail, {"enabled": "auto", "checkpoint": None}, demo=True)
     assert "lesions" in active_stages("auto", avail, {**missing, "enabled": True}, demo=False)
     assert "lesions" not in active_stages("auto", avail, {**on, "enabled": False}, demo=True)

@@ -104,7 +104,7 @@ def plant(kind: str, phantom):
 
 def _crop_z(g: Geometry, n: int) -> Geometry:
     return Geometry(shape_zyx=(n, *g.shape_zyx[1:]), spacing_xyz_mm=g.spacing_xyz_mm, origin_xyz_mm=g.origin_xyz_mm,
-                    direction=g.direction_matrix)
+                    direction=g.direction)
 
 
 def _cut_structures(coarse: np.ndarray, labels: dict[int, str]) -> list[str]:

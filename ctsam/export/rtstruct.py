@@ -64,6 +64,7 @@ def _ds_decimal(values: np.ndarray) -> list[str]:
 def build_rtstruct(labelmap: LabelMap, datasets: list, *, case: str | None = None):
     """A pydicom ``FileDataset`` RT Structure Set for the structures of ``labelmap`` on ``datasets``."""
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.uid import UID
 
     from ctsam.export.dicomseg import _uid, frames_from_labelmap
     from ctsam.io.labeltable import label_color_rgb
@@ -79,10 +80,10 @@ def build_rtstruct(labelmap: LabelMap, datasets: list, *, case: str | None = Non
     sop_uid = _uid("rtstruct-instance", content, series_uid)
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    meta.MediaStorageSOPClassUID = UID(RT_STRUCTURE_SET_STORAGE)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    ds = FileDataset("rtstruct.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = sop_uid

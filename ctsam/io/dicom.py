@@ -17,6 +17,7 @@ import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -524,7 +525,7 @@ def _fallback_key(h: DicomHeader) -> tuple:
 
 
 def _split_by_acquisition(headers: list[DicomHeader]) -> dict[int | None, list[DicomHeader]]:
-    whole = {None: headers}
+    whole: dict[int | None, list[DicomHeader]] = {None: headers}
     if not _has_duplicate_positions(headers):
         return whole
     parts: dict[int | None, list[DicomHeader]] = defaultdict(list)
@@ -708,18 +709,105 @@ def _read_native_16bit(header: DicomHeader) -> np.ndarray | None:
             array = (array << shift) >> shift
         else:
             array &= (1 << bits) - 1
-    return array.reshape(header.rows, header.columns).astype(array.dtype.newbyteorder("="), copy=False)
+    return array.reshape(int(header.rows or 0), int(header.columns or 0)).astype(
+        array.dtype.newbyteorder("="), copy=False
+    )
 
 
 # ---------------------------------------------------------------------------- tag values
+#: decode simple raw elements directly (same values as pydicom's conversion, ~3x cheaper per header);
+#: anything unusual falls back to pydicom. tests/io/test_dicom.py checks both give equal headers.
+_FAST_RAW = True
+_TEXT_VRS = frozenset({"CS", "UI", "LO", "SH", "DS", "IS", "DA", "TM", "DT", "AS", "LT", "ST"})
+_BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+
+
+@cache
+def _tag_of(keyword: str) -> int | None:
+    from pydicom.datadict import tag_for_keyword
+
+    return tag_for_keyword(keyword)
+
+
+@cache
+def _dictionary_vr(tag: int) -> str | None:
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
 def _raw(ds: Any, keyword: str) -> Any:
     if ds is None:
         return None
+    if _FAST_RAW:
+        fast = _fast_value(ds, keyword)
+        if fast is not _SLOW:
+            return fast
     try:
         return ds.get(keyword, None)
     except Exception:  # noqa: BLE001 - a malformed element reads as absent
         log.debug("unreadable DICOM element %s", keyword)
         return None
+
+
+_SLOW = object()
+
+
+def _fast_value(ds: Any, keyword: str) -> Any:
+    """The value of a not-yet-converted simple element, decoded here; ``_SLOW`` for anything else."""
+    import struct
+
+    tag = _tag_of(keyword)
+    if tag is None:
+        return _SLOW
+    elements = getattr(ds, "_dict", None)  # the dataset's {tag: element}; an int looks up a BaseTag key
+    if not isinstance(elements, dict):
+        return _SLOW
+    elem = elements.get(tag)
+    if elem is None:
+        return None
+    if not getattr(elem, "is_raw", False):
+        return _SLOW  # already converted (or a sequence): pydicom's value
+    vr = elem.VR or _dictionary_vr(tag)
+    if vr not in _TEXT_VRS and vr not in _BINARY_VRS:
+        return _SLOW  # sequences, pixel data, person names ...: pydicom
+    value = elem.value
+    if value is None or value == b"":
+        return None
+    if not isinstance(value, bytes) or vr is None:
+        return _SLOW
+    try:
+        if vr in _TEXT_VRS:
+            if max(value) >= 0x80:
+                return _SLOW  # character sets: pydicom decodes them
+            parts = [p.strip(" \x00") for p in value.decode("ascii").split("\\")]
+            if vr in ("DS", "IS"):
+                if any(not p for p in parts):
+                    return _SLOW
+                nums: list[Any] = [float(p) for p in parts] if vr == "DS" else [_int_string(p) for p in parts]
+                return nums[0] if len(nums) == 1 else nums
+            return parts[0] if len(parts) == 1 else parts
+        if vr in _BINARY_VRS:
+            code = _BINARY_VRS[vr]
+            size = struct.calcsize(code)
+            if len(value) % size:
+                return _SLOW
+            order = "<" if elem.is_little_endian else ">"
+            numbers = struct.unpack(f"{order}{len(value) // size}{code}", value)
+            return numbers[0] if len(numbers) == 1 else list(numbers)
+    except (ValueError, UnicodeDecodeError):
+        return _SLOW
+    return _SLOW
+
+
+def _int_string(text: str) -> int:
+    number = float(text)
+    if not number.is_integer():
+        raise ValueError(text)
+    return int(number)
 
 
 def _str(ds: Any, keyword: str) -> str:

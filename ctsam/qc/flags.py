@@ -128,9 +128,9 @@ def missing_partner_records(records: list[dict], config: dict, index_of: dict[st
         if (partner is None or partner in known or not matches(name, config["paired_structures"])
                 or r["volume_ml"] < config["missing_partner_min_ml"]):
             continue
-        rec = {"name": partner, "index": index_of.get(partner), "voxels": 0, "volume_ml": 0.0, "flags": []}
-        rec["flags"].append(flag(config, "missing", f"absent, while {name} holds {r['volume_ml']:.1f} ml",
-                                 0.0, config["missing_partner_min_ml"]))
+        missing = flag(config, "missing", f"absent, while {name} holds {r['volume_ml']:.1f} ml", 0.0,
+                       config["missing_partner_min_ml"])
+        rec: dict = {"name": partner, "index": index_of.get(partner), "voxels": 0, "volume_ml": 0.0, "flags": [missing]}
         known.add(partner)
         out.append(rec)
     return out

@@ -209,7 +209,7 @@ def extract_structure(task: StructureTask) -> StructureResult:
         if task.grid is not None:
             image = resample_onto_grid(image, task.grid, task.interpolator)
         too_small = mask_too_small(task.mask_zyx, task.params, resampled=task.grid is not None,
-                                   spacing_xyz_mm=tuple(task.mask_geometry.spacing_xyz_mm))
+                                   spacing_xyz_mm=tuple(mask.GetSpacing()))
         if too_small:
             return StructureResult(task.label, task.name, task.n_voxels, STATUS_TOO_SMALL, too_small, (),
                                    time.perf_counter() - t0)

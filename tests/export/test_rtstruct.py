@@ -89,3 +89,22 @@ def test_seg_of_a_series_without_type2_attributes(identified_series, tmp_path):
     info = export_seg(labelmap, bare, tmp_path / "seg.dcm", case="syn")
     assert any("PatientBirthDate" in r for r in info["repairs"])
     assert pydicom.dcmread(tmp_path / "seg.dcm").PatientBirthDate == ""
+
+
+@pytest.mark.shared_data
+def test_rtstruct_of_the_real_series(shared_data, tmp_path):
+    """TotalSegmentator's example series (JPEG 2000, empty UIDs, rows stored bottom-up in the NIfTI):
+    31 ROIs; three of them rasterised back equal the label map."""
+    from ctsam.export.rtstruct import export_rtstruct
+    from ctsam.io.image import read_labelmap
+
+    d = shared_data / "totalseg_examples"
+    labelmap = read_labelmap(d / "example_seg_dicom.nii.gz")
+    out = tmp_path / "rt.dcm"
+    info = export_rtstruct(labelmap, d / "example_ct_dicom", out)
+    ds = pydicom.dcmread(out)
+    assert info["rois"] == len(ds.StructureSetROISequence) == 31
+    by_name = {r.ROIName: r.ROINumber for r in ds.StructureSetROISequence}
+    index = {v: k for k, v in labelmap.labels.items()}
+    for name in sorted(by_name)[:3]:
+        np.testing.assert_array_equal(_rasterise(ds, by_name[name], labelmap), labelmap.array == index[name], err_msg=name)

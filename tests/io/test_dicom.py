@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -179,3 +180,40 @@ def test_parallel_header_scan_equals_the_serial_one(tmp_path, caplog):
     assert [h.acquisition for h in parallel.headers] == [h.acquisition for h in serial.headers]
     assert parallel.unreadable == serial.unreadable and len(serial.unreadable) == 1
     assert parallel.n_other_files == serial.n_other_files == 1
+
+
+def _dicom_files_to_compare():
+    import glob
+
+    from pydicom.data import get_testdata_files
+
+    from tests.conftest import shared_data_dir
+
+    files = [Path(p) for p in get_testdata_files("*.dcm")]
+    shared = shared_data_dir()
+    for sub in ("elastix_thorax141", "totalseg_examples/example_ct_dicom", "dcmqi_ct3slice", "dicom2nifti_failing"):
+        files += [Path(p) for p in sorted(glob.glob(str(shared / sub / "**" / "*"), recursive=True))[:40]]
+    return [p for p in files if p.is_file() and is_dicom_part10(p)]
+
+
+def test_fast_raw_element_decoding_gives_the_same_headers_as_pydicom(monkeypatch):
+    """The header fast path decodes simple elements itself; pydicom's own conversion must agree on
+    every file pydicom ships as test data (many VRs, endiannesses, charsets) and the shared real CT."""
+    from ctsam.io import dicom
+
+    files = _dicom_files_to_compare()
+    assert len(files) > 100
+    compared = 0
+    for path in files:
+        try:
+            monkeypatch.setattr(dicom, "_FAST_RAW", False)
+            slow = dicom.read_headers(path)
+        except Exception:  # noqa: BLE001, S112 - files pydicom itself cannot read are not the point here
+            continue
+        finally:
+            monkeypatch.setattr(dicom, "_FAST_RAW", True)
+        fast = dicom.read_headers(path)
+        assert fast == slow, path
+        assert [h.acquisition for h in fast] == [h.acquisition for h in slow], path
+        compared += 1
+    assert compared > 100
