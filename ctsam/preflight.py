@@ -7,6 +7,7 @@ by a run whose results are all up to date). It reads no image and imports no hea
   backend has its label map;
 * the coarse backend each case needs (:func:`case_backend`): TotalSegmentator installed and every
   weight file of the configured mode present (:mod:`ctsam.coarse.weights`);
+* the ``python`` on PATH, which every job runs, has ctsam's packages (a venv not activated);
 * the Python packages each planned stage imports (else: which extra to install);
 * the refine checkpoint exists and its header reads as a checkpoint; ``builtin:demo_*`` weights
   only on the demo cohort unless ``weights.allow_demo_weights``;
@@ -253,6 +254,32 @@ def check_packages(stages: Sequence[str], backends_used: Iterable[str]) -> list[
     return problems
 
 
+def check_job_python(env_path: str | None = None) -> list[Problem]:
+    """Workflow jobs run ``python -m ctsam`` from PATH: that interpreter must be there and have ctsam's
+    core packages (a venv used without activating it is the usual cause)."""
+    import subprocess
+    import sys
+
+    found = shutil.which("python", path=env_path)
+    # not resolved: a venv's python is a symlink to the base interpreter, its identity is the link's folder
+    if found and Path(os.path.abspath(found)).parent == Path(os.path.abspath(sys.executable)).parent:
+        return []
+    fix = (f"activate the environment that runs Snakemake (. {Path(sys.executable).parent}/activate), or put "
+           f"{Path(sys.executable).parent} first on PATH (make demo / make test do this)")
+    if not found:
+        return [Problem("no 'python' on PATH: every job runs `python -m ctsam`", "PATH", fix)]
+    try:
+        proc = subprocess.run([found, "-c", "import numpy, pydicom, SimpleITK, yaml"], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return [Problem(f"'python' on PATH ({found}) cannot run: {err}", "PATH", fix)]
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return [Problem(f"jobs would run {found}, which lacks ctsam's packages ({last}); Snakemake runs on "
+                        f"{sys.executable}", "PATH", fix)]
+    return []
+
+
 def checkpoint_problem(spec: str, *, meta_key: str | None = "ctsam") -> str | None:
     """Why the checkpoint ``spec`` cannot load (None: its header reads as a ctsam .safetensors or a
     torch archive). Reads the header only; imports no torch. ``meta_key``: metadata entry a
@@ -402,6 +429,7 @@ def preflight(
             )
         )
     if not use_conda:  # conda environments bring their own packages
+        result.blocking.extend(check_job_python())
         result.blocking.extend(check_packages(stages, used))
     if "refine" in stages:
         result.blocking.extend(check_refine(config, demo=demo))

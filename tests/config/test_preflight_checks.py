@@ -104,6 +104,24 @@ def test_lesion_models_and_clicks_folder(tmp_path):
     assert "key: lesions.clicks_dir" in text
 
 
+def test_jobs_python_must_have_the_packages(tmp_path):
+    import os
+    import sys
+
+    from ctsam.preflight import check_job_python
+
+    assert check_job_python(str(tmp_path)) != []  # no python at all on this PATH
+    assert "no 'python' on PATH" in check_job_python(str(tmp_path))[0].what
+    assert check_job_python(os.path.dirname(sys.executable)) == []  # the environment running this test
+    import subprocess
+
+    # a real interpreter without ctsam's packages: a fresh venv, as when .venv is not activated
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    [problem] = check_job_python(str(tmp_path / "bare" / "bin") + os.pathsep + str(tmp_path))
+    assert "lacks ctsam's packages (ModuleNotFoundError: No module named 'numpy')" in problem.what
+    assert "activate" in problem.fix and problem.key == "PATH"
+
+
 def test_radiomics_params_file_must_exist(tmp_path):
     assert check_radiomics(validate_config({})) == []
     [problem] = check_radiomics(validate_config({"radiomics": {"params": str(tmp_path / "p.yaml")}}))
