@@ -77,6 +77,9 @@ class Stage:
 
     def resources_for(self, variant: str | None = None) -> Resources:
         """Scheduler hints, for ``variant`` when the stage has one by that name."""
+        if variant is not None and not isinstance(variant, str):
+            # e.g. a Snakemake input function passed where a variant name was meant
+            raise TypeError(f"stage {self.name}: variant must be a name, not {type(variant).__name__}")
         return dict(self.variants).get(variant or "", self.resources)
 
 
