@@ -267,6 +267,23 @@ def get_coarse_labels(wildcards):
     return _declared(coarse_labels_path(wildcards))
 
 
+def coarse_threads(wildcards):
+    # scheduler hints of the case's backend (stage record: TotalSegmentator, or the light labels variant)
+    return res("coarse", BACKENDS[wildcards.case]).threads
+
+
+def coarse_mem_mb(wildcards):
+    return res("coarse", BACKENDS[wildcards.case]).mem_mb
+
+
+def coarse_runtime(wildcards):
+    return res("coarse", BACKENDS[wildcards.case]).runtime_min
+
+
+def coarse_env(wildcards):
+    return conda_env("coarse", BACKENDS[wildcards.case])
+
+
 def coarse_gpu(wildcards):
     # TotalSegmentator on a GPU holds one GPU; the labels backend none (the config is filled from the schema)
     device = config["coarse"]["totalsegmentator"]["device"]

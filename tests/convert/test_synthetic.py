@@ -14,7 +14,6 @@ from ctsam.cli import main as cli_main
 from ctsam.convert import ConvertOptions, convert_study
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.image import read_ct
-from ctsam.privacy import uid_pseudonym
 from tests.convert.synthetic import tilted_orientation, write_series
 
 
