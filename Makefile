@@ -28,6 +28,10 @@ STAMP := $(VENV)/.ctsam-$(TORCH)
 
 .PHONY: demo test venv lock clean-venv
 
+# workflow jobs and tests call `python` / `snakemake` from PATH: the venv's, as if it were activated
+demo test: export PATH := $(abspath $(VENV))/bin:$(PATH)
+demo test: export VIRTUAL_ENV := $(abspath $(VENV))
+
 demo: $(STAMP)
 	$(VPY) -m snakemake --profile workflow/profiles/local --cores $(CORES)
 

@@ -41,8 +41,19 @@ def run_workflow(workdir: Path, cases: int, cores: int) -> float:
     cfg = workdir / "qc-flags-config.yaml"
     cfg.write_text(yaml.safe_dump({"workflow": {"demo": {"cases": cases, "defects": True}}}))
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/local", "--cores", str(cores),
-           "--directory", str(workdir), "--configfile", str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "workflow/profiles/local",
+        "--cores",
+        str(cores),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(cfg),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -96,19 +107,22 @@ def score(workdir: Path) -> dict:
         dice = _dice_vs_truth(demo / case / "truth.nii.gz", results / case / "labels.nii.gz", extra) if extra else {}
         real += sum(1 for n in extra if dice.get(n, 1.0) < REAL_ERROR_DICE)
         false_positives += [
-            f"{case}: {n} ({', '.join(flagged[n])}; final vs ground truth Dice {dice[n]:.2f})" if n in dice
+            f"{case}: {n} ({', '.join(flagged[n])}; final vs ground truth Dice {dice[n]:.2f})"
+            if n in dice
             else f"{case}: {n} ({', '.join(flagged[n])})"
             for n in extra
         ]
         found = bool(defect) and any(set(flagged.get(n, [])) & set(defect["expected_flags"]) for n in planted)
-        per_case.append({
-            "case": case,
-            "defect": defect["kind"] if defect else None,
-            "planted": sorted(planted),
-            "flagged": flagged,
-            "found": found if defect else None,
-            "n_flags": doc["summary"]["n_flags"],
-        })
+        per_case.append(
+            {
+                "case": case,
+                "defect": defect["kind"] if defect else None,
+                "planted": sorted(planted),
+                "flagged": flagged,
+                "found": found if defect else None,
+                "n_flags": doc["summary"]["n_flags"],
+            }
+        )
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
     defects = [c for c in per_case if c.get("defect")]
@@ -144,15 +158,24 @@ def main() -> None:
         what = c.get("defect") or "clean"
         flagged = "; ".join(f"{n}: {','.join(f)}" for n, f in (c.get("flagged") or {}).items()) or "no flag"
         verdict = "" if c.get("found") is None else ("  FOUND" if c["found"] else "  MISSED")
-        print(f"  {c['case']:<22} {what:<14} planted {','.join(c.get('planted') or []) or '-':<38} flagged {flagged}{verdict}")
+        print(
+            f"  {c['case']:<22} {what:<14} planted {','.join(c.get('planted') or []) or '-':<38} flagged {flagged}{verdict}"
+        )
+
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
-    print(f"structures: precision {fmt(s['precision'])} ({s['tp']} of {s['tp'] + s['fp']} flagged are planted), "
-          f"recall {fmt(s['recall'])} ({s['tp']} of {s['tp'] + s['fn']} planted are flagged)")
-    print(f"counting flags on unplanted structures whose final mask is off the ground truth (Dice < {REAL_ERROR_DICE}) "
-          f"as correct: precision {fmt(s['precision_real'])} ({s['tp'] + s['real_errors']} of {s['tp'] + s['fp']})")
-    print(f"defects found: {s['defects_found']} of {s['defects']}; flags on the {s['clean_cases']} clean cases: {s['clean_flags']}")
+    print(
+        f"structures: precision {fmt(s['precision'])} ({s['tp']} of {s['tp'] + s['fp']} flagged are planted), "
+        f"recall {fmt(s['recall'])} ({s['tp']} of {s['tp'] + s['fn']} planted are flagged)"
+    )
+    print(
+        f"counting flags on unplanted structures whose final mask is off the ground truth (Dice < {REAL_ERROR_DICE}) "
+        f"as correct: precision {fmt(s['precision_real'])} ({s['tp'] + s['real_errors']} of {s['tp'] + s['fp']})"
+    )
+    print(
+        f"defects found: {s['defects_found']} of {s['defects']}; flags on the {s['clean_cases']} clean cases: {s['clean_flags']}"
+    )
     if s["false_positives"]:
         print("flagged but not planted: " + "; ".join(s["false_positives"]))
 

@@ -96,8 +96,9 @@ def convert_study(
     from ctsam.privacy import PrivacySettings, scrub
 
     cfg = stage_config(config, "convert")
-    options = ConvertOptions.from_config(cfg.get("convert", {}), tilt=tilt, series_uid=series_uid, study_uid=study_uid,
-                                         uneven_spacing=uneven_spacing)
+    options = ConvertOptions.from_config(
+        cfg.get("convert", {}), tilt=tilt, series_uid=series_uid, study_uid=study_uid, uneven_spacing=uneven_spacing
+    )
     guards = GuardSettings.from_config(cfg)
 
     def guard(hu_range: np.ndarray, geometry: Geometry) -> None:
@@ -123,13 +124,24 @@ def default_sidecar(output: PathLike) -> Path:
     return out.with_name(name + ".json")
 
 
-def import_ct(image: PathLike, output: PathLike, *, sidecar: PathLike | None = None, case: str | None = None,
-              config: ConfigLike = None) -> None:
+def import_ct(
+    image: PathLike,
+    output: PathLike,
+    *,
+    sidecar: PathLike | None = None,
+    case: str | None = None,
+    config: ConfigLike = None,
+) -> None:
     """CT image file (NIfTI/NRRD/MHA, HU) -> int16 HU NIfTI + JSON sidecar: convert for non-DICOM inputs."""
     from ctsam.convert.image import import_ct as import_image
 
-    import_image(image, output, sidecar=None if sidecar is None else str(sidecar), case=case,
-                 config=stage_config(config, "convert"))
+    import_image(
+        image,
+        output,
+        sidecar=None if sidecar is None else str(sidecar),
+        case=case,
+        config=stage_config(config, "convert"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- coarse
@@ -226,12 +238,19 @@ def seed_file(
     from ctsam.seed.prompts import write_prompts
 
     t0 = time.perf_counter()
-    prompts = seed_prompts(read_labelmap(coarse_labels, case=case), ct_geometry=read_geometry(ct, case=case), config=config,
-                   case=case)
+    prompts = seed_prompts(
+        read_labelmap(coarse_labels, case=case), ct_geometry=read_geometry(ct, case=case), config=config, case=case
+    )
     write_prompts(output, prompts)
-    log.info("%d structures -> %d prompt sets (%d clicks), %d skipped, in %.1f s -> %s",
-             len(prompts.structures), len(prompts.prompt_sets), sum(len(p.clicks) for p in prompts.prompt_sets),
-             len(prompts.skipped), time.perf_counter() - t0, output)
+    log.info(
+        "%d structures -> %d prompt sets (%d clicks), %d skipped, in %.1f s -> %s",
+        len(prompts.structures),
+        len(prompts.prompt_sets),
+        sum(len(p.clicks) for p in prompts.prompt_sets),
+        len(prompts.skipped),
+        time.perf_counter() - t0,
+        output,
+    )
     return prompts
 
 
@@ -259,9 +278,12 @@ def load_model(model: Any = None, *, config: ConfigLike = None, device: Any = No
     checkpoint = model or section["checkpoint"]
     loaded = load_any(checkpoint, device=dev)
     if loaded.family != "ctsam3d":
-        raise CheckpointError("refine needs an anatomy refinement model (family ctsam3d)", path=checkpoint,
-                              found=f"a {loaded.family} model",
-                              fix="pass a CT-SAM3D checkpoint; tumour models are used by 'ctsam lesions'")
+        raise CheckpointError(
+            "refine needs an anatomy refinement model (family ctsam3d)",
+            path=checkpoint,
+            found=f"a {loaded.family} model",
+            fix="pass a CT-SAM3D checkpoint; tumour models are used by 'ctsam lesions'",
+        )
     return loaded
 
 
@@ -270,8 +292,13 @@ def refine_engine(model: Any, settings: RefineSettings) -> RefineEngine:
     from ctsam.refine.engine import RefineEngine
     from ctsam.refine.predictor import PatchPredictor
 
-    predictor = PatchPredictor(model, device=model.device, amp_bf16=settings.amp_bf16, batch_size=settings.batch_size,
-                               cache_patches=settings.feature_cache_patches)
+    predictor = PatchPredictor(
+        model,
+        device=model.device,
+        amp_bf16=settings.amp_bf16,
+        batch_size=settings.batch_size,
+        cache_patches=settings.feature_cache_patches,
+    )
     return RefineEngine(predictor, settings)
 
 
@@ -307,7 +334,9 @@ def refine_structures(
     if deterministic:
         set_deterministic()
     if model is None or isinstance(model, (str, os.PathLike)):
-        dev = device if device is not None and not isinstance(device, str) else resolve_device(device or settings.device)
+        dev = (
+            device if device is not None and not isinstance(device, str) else resolve_device(device or settings.device)
+        )
         model = load_model(model, config=config, device=dev)
     check_same_space(ct.geometry, prompts.ct_geometry, name_a="CT", name_b="prompts' CT grid", case=case)
     if coarse is not None:
@@ -352,7 +381,9 @@ def refine_file(
         log.info("merged reviewer clicks for %d structure(s) from %s", len(corrections), extra_clicks)
     ct_volume = read_ct(ct, case=case)
     coarse = read_labelmap(coarse_labels, case=case) if coarse_labels else None
-    run = refine_structures(ct_volume, case_prompts, coarse=coarse, model=checkpoint, config=config, device=device, case=case)
+    run = refine_structures(
+        ct_volume, case_prompts, coarse=coarse, model=checkpoint, config=config, device=device, case=case
+    )
     result, timing = run.refined, run.timing_s
     result.meta["corrections"] = bool(extra_clicks)
     if demo_on_real:
@@ -366,9 +397,17 @@ def refine_file(
     if timings:
         atomic_write_json(timings, {"device": run.device, **timing, "counts": result.meta["counts"]})
     c = result.meta["counts"]
-    log.info("refined %d structures (%d skipped): %d patches encoded, %d decodes in %d rounds, %.1f s on %s -> %s",
-             len(result.structures), len(result.skipped), c["patches_encoded"], c["decodes"], c["rounds"],
-             timing["wall_s"], run.device, output)
+    log.info(
+        "refined %d structures (%d skipped): %d patches encoded, %d decodes in %d rounds, %.1f s on %s -> %s",
+        len(result.structures),
+        len(result.skipped),
+        c["patches_encoded"],
+        c["decodes"],
+        c["rounds"],
+        timing["wall_s"],
+        run.device,
+        output,
+    )
     return run
 
 
@@ -435,8 +474,11 @@ def segment_lesions(
 
     cfg = stage_config(config, "lesions")["lesions"]
     settings = LesionSettings.from_config({**cfg, **({"threshold": threshold} if threshold is not None else {})})
-    specs = parse_checkpoint_specs(list(checkpoints), None if checkpoints else cfg.get("checkpoints"),
-                                   None if checkpoints else cfg.get("checkpoint"))
+    specs = parse_checkpoint_specs(
+        list(checkpoints),
+        None if checkpoints else cfg.get("checkpoints"),
+        None if checkpoints else cfg.get("checkpoint"),
+    )
     dev = resolve_device(device or settings.device)
     set_deterministic()
     if not clicks:
@@ -488,16 +530,38 @@ def lesions_file(
         click_list = clicks_from_seeds(seed_map, case=case)
     else:
         click_list = []
-    result, models, dev = segment_lesions(ct_volume, click_list, checkpoints=checkpoints, preset=preset,
-                                          device=device, threshold=threshold, config=config, case=case)
+    result, models, dev = segment_lesions(
+        ct_volume,
+        click_list,
+        checkpoints=checkpoints,
+        preset=preset,
+        device=device,
+        threshold=threshold,
+        config=config,
+        case=case,
+    )
     compute = {"device_type": dev.type, "bf16_autocast": bool(dev.type == "cuda" and settings.amp_bf16)}
-    sidecar = write_lesions(output, result, ct_volume.geometry, case=case, models=models, settings=settings,
-                            labels=label_map, extra={"compute": compute})
+    sidecar = write_lesions(
+        output,
+        result,
+        ct_volume.geometry,
+        case=case,
+        models=models,
+        settings=settings,
+        labels=label_map,
+        extra={"compute": compute},
+    )
     for rec in sidecar["lesions"]:
         for note in rec["notes"]:
             log.warning("lesion %d: %s", rec["lesion_id"], note)
-    log.info("%d lesion(s), %d reaching the patch border, %.1f s on %s -> %s", sidecar["n_lesions"],
-             sidecar["n_touching_patch_border"], time.perf_counter() - t0, dev, output)
+    log.info(
+        "%d lesion(s), %d reaching the patch border, %.1f s on %s -> %s",
+        sidecar["n_lesions"],
+        sidecar["n_touching_patch_border"],
+        time.perf_counter() - t0,
+        dev,
+        output,
+    )
     return sidecar
 
 
@@ -523,8 +587,9 @@ def qc_case(
 
     full = stage_config(config, "qc")
     name_map = final_name_map(labels.labels, keep_unmapped=bool(full["fuse"]["keep_unmapped_coarse"]))
-    doc = compute_case_qc(ct, labels, coarse, full["qc"], refined=refined, name_map=name_map,
-                          fusion_sources=fusion_sources, case=case)
+    doc = compute_case_qc(
+        ct, labels, coarse, full["qc"], refined=refined, name_map=name_map, fusion_sources=fusion_sources, case=case
+    )
     if lesions is not None:
         from ctsam.qc.lesions import lesion_qc
 
@@ -583,8 +648,17 @@ def qc_file(
         from ctsam.lesions.writer import read_lesions_sidecar
 
         lesion_map, lesion_doc = read_labelmap(lesions, case=case), read_lesions_sidecar(lesions)
-    doc = qc_case(ct_volume, final, coarse=coarse_map, refined=refined_case, fusion_sources=sources,
-                  lesions=lesion_map, lesions_sidecar=lesion_doc, config=config, case=case)
+    doc = qc_case(
+        ct_volume,
+        final,
+        coarse=coarse_map,
+        refined=refined_case,
+        fusion_sources=sources,
+        lesions=lesion_map,
+        lesions_sidecar=lesion_doc,
+        config=config,
+        case=case,
+    )
     doc["inputs"] = {
         "ct": Path(ct).name,
         "labels": Path(labels).name,
@@ -644,13 +718,16 @@ def extract_radiomics(
         lesion_features = extract_case(Path(ct), Path(lesions), loaded, case=case, workers=n_workers, margin_mm=margin)
         sidecar = read_lesions_sidecar(lesions) or {"lesions": []}
         by_name = {rec["name"]: rec for rec in sidecar["lesions"]}
-        info = {r.name: {"lesion_id": r.label,
-                         "containing_structure": by_name.get(r.name, {}).get("containing_structure")}
-                for r in lesion_features.results}
-        timings = {k: features.timings_s.get(k, 0.0) + lesion_features.timings_s.get(k, 0.0)
-                   for k in features.timings_s}
-        features = dataclasses.replace(features, results=features.results + lesion_features.results, lesions=info,
-                                       timings_s=timings)
+        info = {
+            r.name: {"lesion_id": r.label, "containing_structure": by_name.get(r.name, {}).get("containing_structure")}
+            for r in lesion_features.results
+        }
+        timings = {
+            k: features.timings_s.get(k, 0.0) + lesion_features.timings_s.get(k, 0.0) for k in features.timings_s
+        }
+        features = dataclasses.replace(
+            features, results=features.results + lesion_features.results, lesions=info, timings_s=timings
+        )
     counts = features.counts()
     if sum(len(r.features) for r in features.results) == 0:
         # an empty table is a finding, not a success: the case fails here and is listed in failures.tsv
@@ -658,16 +735,23 @@ def extract_radiomics(
             "radiomics extracted no features for this case",
             case=case,
             expected="at least one structure with features",
-            found=(f"{len(features.results)} structures ("
-                   + (", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or "the label map is empty")
-                   + "), 0 feature rows"),
+            found=(
+                f"{len(features.results)} structures ("
+                + (", ".join(f"{n} {st}" for st, n in sorted(counts.items())) or "the label map is empty")
+                + "), 0 feature rows"
+            ),
             fix="check the label map (qc.json flags empty_labelmap) and radiomics.structures",
         )
     if output is not None:
         write_case_features(output, features)
-        log.info("%s: %s structures -> %s (read %.1f s, extract %.1f s)", case,
-                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), output,
-                 features.timings_s["read"], features.timings_s["extract"])
+        log.info(
+            "%s: %s structures -> %s (read %.1f s, extract %.1f s)",
+            case,
+            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+            output,
+            features.timings_s["read"],
+            features.timings_s["extract"],
+        )
     return features
 
 
@@ -759,19 +843,33 @@ def radiomics_cohort(features: Sequence[PathLike], output: PathLike, *, csv: boo
 
     df, meta = cohort_table(list(features))
     written = write_cohort(output, df, meta, csv=csv)
-    log.info("%d case(s), %d rows, %d feature columns (%s) -> %s", meta["n_cases"], len(df),
-             df.shape[1] - 6, ", ".join(f"{n} {s}" for s, n in meta["counts"].items()), ", ".join(map(str, written)))
+    log.info(
+        "%d case(s), %d rows, %d feature columns (%s) -> %s",
+        meta["n_cases"],
+        len(df),
+        df.shape[1] - 6,
+        ", ".join(f"{n} {s}" for s, n in meta["counts"].items()),
+        ", ".join(map(str, written)),
+    )
     return df
 
 
-def demo_cohort(out_dir: PathLike, *, cases: int = 3, seed: int = 0, corrupt_case: bool = False,
-                only: Sequence[str] | None = None, defects: bool = False) -> Any:
+def demo_cohort(
+    out_dir: PathLike,
+    *,
+    cases: int = 3,
+    seed: int = 0,
+    corrupt_case: bool = False,
+    only: Sequence[str] | None = None,
+    defects: bool = False,
+) -> Any:
     """Write the synthetic demo cohort (DICOM series, coarse labels, ground truth) into ``out_dir``;
     ``defects`` adds one case per planted QC defect."""
     from ctsam.demo.cohort import write_cohort
 
-    return write_cohort(out_dir, n_cases=cases, seed=seed, corrupt_case=corrupt_case,
-                        only=list(only) if only else None, defects=defects)
+    return write_cohort(
+        out_dir, n_cases=cases, seed=seed, corrupt_case=corrupt_case, only=list(only) if only else None, defects=defects
+    )
 
 
 # ---------------------------------------------------------------------------------------------- one case
@@ -809,9 +907,15 @@ def _case_convert(c: _Case) -> None:
 
 
 def _case_coarse(c: _Case) -> None:
-    coarse_file(c.file("convert"), c.file("coarse"), labels=c.coarse_labels,
-           backend="labels" if c.coarse_labels else None, sidecar=c.file("coarse", "coarse.json"), config=c.config,
-           case=c.case)
+    coarse_file(
+        c.file("convert"),
+        c.file("coarse"),
+        labels=c.coarse_labels,
+        backend="labels" if c.coarse_labels else None,
+        sidecar=c.file("coarse", "coarse.json"),
+        config=c.config,
+        case=c.case,
+    )
 
 
 def _case_seed(c: _Case) -> None:
@@ -819,34 +923,58 @@ def _case_seed(c: _Case) -> None:
 
 
 def _case_refine(c: _Case) -> None:
-    refine_file(c.file("convert"), c.file("seed"), c.file("refine"), coarse_labels=c.file("coarse"),
-                config=c.config, case=c.case)
+    refine_file(
+        c.file("convert"),
+        c.file("seed"),
+        c.file("refine"),
+        coarse_labels=c.file("coarse"),
+        config=c.config,
+        case=c.case,
+    )
 
 
 def _case_fuse(c: _Case) -> None:
     refined = c.file("refine") if "refine" in c.stages else None
-    fuse_file(c.file("coarse"), refined, c.file("fuse"), sidecar=c.file("fuse", "fuse.json"), config=c.config,
-              case=c.case)
+    fuse_file(
+        c.file("coarse"), refined, c.file("fuse"), sidecar=c.file("fuse", "fuse.json"), config=c.config, case=c.case
+    )
 
 
 def _case_lesions(c: _Case) -> None:
     section = c.config["lesions"]
     labels = c.file("coarse") if section["containing_labels"] == "coarse" else None
-    lesions_file(c.file("convert"), c.file("lesions"), clicks=c.lesion_clicks, labels=labels,
-                 checkpoints=_lesion_checkpoint_specs(c.config), config=c.config, case=c.case)
+    lesions_file(
+        c.file("convert"),
+        c.file("lesions"),
+        clicks=c.lesion_clicks,
+        labels=labels,
+        checkpoints=_lesion_checkpoint_specs(c.config),
+        config=c.config,
+        case=c.case,
+    )
 
 
 def _case_qc(c: _Case) -> None:
     refined = c.file("refine") if "refine" in c.stages else None
     lesions = c.file("lesions") if "lesions" in c.stages else None
-    qc_file(c.file("convert"), c.file("fuse"), c.file("qc"), coarse_labels=c.file("coarse"), refined=refined,
-            fuse_sidecar=c.file("fuse", "fuse.json"), lesions=lesions, config=c.config, case=c.case)
+    qc_file(
+        c.file("convert"),
+        c.file("fuse"),
+        c.file("qc"),
+        coarse_labels=c.file("coarse"),
+        refined=refined,
+        fuse_sidecar=c.file("fuse", "fuse.json"),
+        lesions=lesions,
+        config=c.config,
+        case=c.case,
+    )
 
 
 def _case_radiomics(c: _Case) -> None:
     lesions = c.file("lesions") if "lesions" in c.stages else None
-    extract_radiomics(c.file("convert"), c.file("fuse"), c.file("radiomics"), config=c.config, case=c.case,
-                      lesions=lesions)
+    extract_radiomics(
+        c.file("convert"), c.file("fuse"), c.file("radiomics"), config=c.config, case=c.case, lesions=lesions
+    )
 
 
 def _lesion_checkpoint_files(config: dict) -> dict[str, str]:
@@ -935,8 +1063,15 @@ def run_case(
     checkpoints = [_checkpoint_path(c.config)] if "refine" in c.stages else []
     if "lesions" in c.stages:
         checkpoints += [Path(p) for p in sorted(set(_lesion_checkpoint_files(c.config).values()))]
-    write_manifest(c.out / stage("manifest").done_file, case_dir=c.out, case=c.case, inputs=[c.input], outputs=kept,
-             checkpoints=checkpoints, config=c.config)
+    write_manifest(
+        c.out / stage("manifest").done_file,
+        case_dir=c.out,
+        case=c.case,
+        inputs=[c.input],
+        outputs=kept,
+        checkpoints=checkpoints,
+        config=c.config,
+    )
     files["manifest"] = [c.out / stage("manifest").done_file]
     return CaseRun(c.case, c.out, list(c.stages), files)
 

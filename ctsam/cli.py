@@ -136,7 +136,9 @@ def common_options(*, top_level: bool) -> argparse.ArgumentParser:
         "--case", default=default(None), help="pseudonymous case id, used in log lines and error messages"
     )
     common.add_argument(
-        "--config", default=default(None), help="YAML config (default: ./config.yaml when present, else built-in defaults)"
+        "--config",
+        default=default(None),
+        help="YAML config (default: ./config.yaml when present, else built-in defaults)",
     )
     return common
 
@@ -172,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if found is not None:
         args.config = str(found)
     # one logging set-up, after the config is known: input paths and (unless privacy.keep_uids) UIDs redacted
-    configure_logging(-1 if args.quiet else args.verbose, args.case, redact=input_secrets(args),
-                      uids=not _keep_uids(args))
+    configure_logging(
+        -1 if args.quiet else args.verbose, args.case, redact=input_secrets(args), uids=not _keep_uids(args)
+    )
     if found is not None:
         log.debug("reading %s (pass --config to use another file)", found)
     install_sigterm_cleanup()
@@ -197,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("unexpected error in 'ctsam %s' (please report it with this traceback)", args.command)
             return 1
         target = temp_target(err.filename) if err.filename else None
-        fault = environment_fault(err, target or err.filename or output, case=args.case,
-                                  action="write" if target or err.filename is None else "access")
+        fault = environment_fault(
+            err,
+            target or err.filename or output,
+            case=args.case,
+            action="write" if target or err.filename is None else "access",
+        )
         log.error("%s", fault)
         return fault.exit_code
     except KeyboardInterrupt:

@@ -119,7 +119,9 @@ def read_sidecar_timing(path: str | os.PathLike[str], *, case: str | None = None
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise InputDataError("sidecar JSON is unreadable", case=case, path=p, found=f"{type(err).__name__}: {err}") from err
+        raise InputDataError(
+            "sidecar JSON is unreadable", case=case, path=p, found=f"{type(err).__name__}: {err}"
+        ) from err
     timing = doc.get("timing_s") if isinstance(doc, dict) else None
     return timing if isinstance(timing, dict) else None
 
@@ -172,8 +174,10 @@ def build_manifest(
     return doc
 
 
-DEMO_WEIGHTS_WARNING = ("DEMO WEIGHTS: refine ran the phantom-trained builtin:demo_* model on a CT that is not a demo "
-                        "phantom (weights.allow_demo_weights: true); its refined structures are not trustworthy")
+DEMO_WEIGHTS_WARNING = (
+    "DEMO WEIGHTS: refine ran the phantom-trained builtin:demo_* model on a CT that is not a demo "
+    "phantom (weights.allow_demo_weights: true); its refined structures are not trustworthy"
+)
 
 
 def demo_weight_warnings(outputs: list[str | os.PathLike[str]]) -> list[str]:
@@ -203,6 +207,8 @@ def discover_case_files(case_dir: str | os.PathLike[str], *, exclude: tuple[str,
     d = Path(case_dir)
     if not d.is_dir():
         raise InputDataError("case results folder not found", path=d, fix="pass results/<case>")
-    files = sorted(p for p in d.rglob("*") if p.is_file() and p.name not in exclude and "benchmarks" not in p.relative_to(d).parts)
+    files = sorted(
+        p for p in d.rglob("*") if p.is_file() and p.name not in exclude and "benchmarks" not in p.relative_to(d).parts
+    )
     bench = sorted((d / "benchmarks").glob("*.tsv")) if (d / "benchmarks").is_dir() else []
     return {"outputs": files, "sidecars": [p for p in files if p.suffix == ".json"], "benchmarks": bench}

@@ -21,7 +21,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-
 def sha256_dir(path: Path) -> tuple[str, int, int]:
     """Digest of a folder: sha256 over (relative path, file sha256) of every file, sorted.
 

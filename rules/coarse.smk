@@ -19,14 +19,14 @@ rule coarse:
         backend=coarse_backend,
         labels_arg=coarse_labels_arg,
         config=stage_config("coarse"),
-    threads: res("coarse", coarse_backend).threads
+    threads: coarse_threads
     resources:
-        mem_mb=res("coarse", coarse_backend).mem_mb,
-        runtime=res("coarse", coarse_backend).runtime_min,
+        mem_mb=coarse_mem_mb,
+        runtime=coarse_runtime,
         # TotalSegmentator on a GPU holds one GPU (see rules/common.smk)
         gpu=coarse_gpu,
     conda:
-        conda_env("coarse", coarse_backend)
+        coarse_env
     shell:
         "python -m ctsam coarse {input.ct} -o {output.coarse} --sidecar {output.sidecar}"
         " --backend {params.backend} {params.labels_arg}"

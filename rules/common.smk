@@ -267,10 +267,27 @@ def get_coarse_labels(wildcards):
     return _declared(coarse_labels_path(wildcards))
 
 
+def coarse_threads(wildcards):
+    # scheduler hints of the case's backend (stage record: TotalSegmentator, or the light labels variant)
+    return res("coarse", BACKENDS[wildcards.case]).threads
+
+
+def coarse_mem_mb(wildcards):
+    return res("coarse", BACKENDS[wildcards.case]).mem_mb
+
+
+def coarse_runtime(wildcards):
+    return res("coarse", BACKENDS[wildcards.case]).runtime_min
+
+
+def coarse_env(wildcards):
+    return conda_env("coarse", BACKENDS[wildcards.case])
+
+
 def coarse_gpu(wildcards):
-    # TotalSegmentator on a GPU holds one GPU; the labels backend none
-    ts = config.get("coarse", {}).get("totalsegmentator", {})
-    on_gpu = BACKENDS[wildcards.case] == "totalsegmentator" and str(ts.get("device", "gpu")).startswith("gpu")
+    # TotalSegmentator on a GPU holds one GPU; the labels backend none (the config is filled from the schema)
+    device = config["coarse"]["totalsegmentator"]["device"]
+    on_gpu = BACKENDS[wildcards.case] == "totalsegmentator" and str(device).startswith("gpu")
     return GPU_RESOURCE if on_gpu else 0
 
 
@@ -403,7 +420,7 @@ def final_targets():
 
 def export_targets(cases):
     # optional DICOM exports (config `export`): DICOM inputs only, once the label map exists
-    formats = [f for f, key in (("seg", "dicomseg"), ("rtstruct", "rtstruct")) if config.get("export", {}).get(key)]
+    formats = [f for f, key in (("seg", "dicomseg"), ("rtstruct", "rtstruct")) if config["export"][key]]
     if not formats or "fuse" not in STAGES:
         return []
     return [f"{RESULTS}/{c}/{f}.dcm" for c in cases if SAMPLES[c].is_dicom for f in formats]

@@ -23,7 +23,9 @@ def stage_file(name: str) -> str:
 
 
 def test_import_ctsam_is_cheap():
-    code = "import sys, ctsam; print(sorted(m for m in ('numpy', 'torch', 'SimpleITK', 'ctsam.api') if m in sys.modules))"
+    code = (
+        "import sys, ctsam; print(sorted(m for m in ('numpy', 'torch', 'SimpleITK', 'ctsam.api') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -58,8 +60,11 @@ def sha256(path: Path) -> str:
 
 def case_files(folder: Path) -> dict[str, str]:
     """{relative path: sha256} of a case's results, without the workflow's own logs and benchmarks."""
-    return {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.relative_to(folder).parts[0] not in ("logs", "benchmarks")}
+    return {
+        p.relative_to(folder).as_posix(): sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).parts[0] not in ("logs", "benchmarks")
+    }
 
 
 @pytest.mark.workflow
@@ -70,25 +75,35 @@ def test_run_case_writes_the_workflow_files_byte_identical(tmp_path):
     from tests.workflow.test_workflow import snakemake
 
     workdir = tmp_path / "wf"
-    proc = snakemake(workdir, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"demo": {"cases": 1}}})
+    proc = snakemake(
+        workdir, "--profile", "workflow/profiles/local", "--cores", "2", config={"workflow": {"demo": {"cases": 1}}}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     expected = case_files(workdir / "results" / "demo-001")
     assert {"labels.nii.gz", "labels.tsv", "qc.json", "refined.npz", "manifest.json"} <= set(expected)
 
     demo = workdir / "demo" / "demo-001"
     clicks = demo / "lesions.tsv"
-    run = api.run_case(demo / "dicom", tmp_path / "api" / "demo-001", coarse_labels=demo / "coarse.nii.gz",
-                       config=REPO / "config.yaml", lesion_clicks=clicks if clicks.exists() else None)
+    run = api.run_case(
+        demo / "dicom",
+        tmp_path / "api" / "demo-001",
+        coarse_labels=demo / "coarse.nii.gz",
+        config=REPO / "config.yaml",
+        lesion_clicks=clicks if clicks.exists() else None,
+    )
     assert run.case == "demo-001"
-    assert [s for s in run.stages] == [s for s in STAGE_ORDER if (workdir / "results" / "demo-001" / stage_file(s)).exists()
-                                       or s == "seed"]
+    assert [s for s in run.stages] == [
+        s for s in STAGE_ORDER if (workdir / "results" / "demo-001" / stage_file(s)).exists() or s == "seed"
+    ]
     got = case_files(run.out_dir)
     assert got["labels.nii.gz"] == expected["labels.nii.gz"]  # the label map first: the headline promise
     assert set(got) == set(expected)
     # every file byte for byte, except the manifest: the workflow's holds its jobs' timings (benchmarks/)
     assert {k: v for k, v in got.items() if k != "manifest.json"} == {
-        k: v for k, v in expected.items() if k != "manifest.json"}
-    mine, theirs = (json.loads((d / "manifest.json").read_text()) for d in (run.out_dir, workdir / "results" / "demo-001"))
+        k: v for k, v in expected.items() if k != "manifest.json"
+    }
+    mine, theirs = (
+        json.loads((d / "manifest.json").read_text()) for d in (run.out_dir, workdir / "results" / "demo-001")
+    )
     for key in ("case", "config_digest", "inputs", "outputs", "checkpoints", "software"):
         assert mine[key] == theirs[key], key

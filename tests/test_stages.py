@@ -54,7 +54,9 @@ def test_every_stage_has_a_rule_that_takes_outputs_and_resources_from_the_record
             direct = f'{key}res("{s.name}"' in block
             via = f"{key}{s.name}_{helper}" in block and f'res("{s.name}", ' in common
             assert direct or via, (s.name, key)
-        assert f'conda_env("{s.name}"' in block or (f"{s.name}_env" in block and f'conda_env("{s.name}", ' in common), s.name
+        assert f'conda_env("{s.name}"' in block or (f"{s.name}_env" in block and f'conda_env("{s.name}", ' in common), (
+            s.name
+        )
         if s.name != "demo":  # the demo cohort's files live in the demo folder
             assert f'out("{s.name}"' in block, s.name
 

@@ -16,7 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, help="coarse label map to write (.nii.gz); sidecars .tsv and .json beside it"
     )
     p.add_argument(
-        "--backend", choices=["auto", "totalsegmentator", "labels"], default=None,
+        "--backend",
+        choices=["auto", "totalsegmentator", "labels"],
+        default=None,
         help="default: coarse.backend (auto: labels when --labels is given, else TotalSegmentator)",
     )
     p.add_argument("--sidecar", default=None, help="JSON sidecar path (default: <output stem>.json)")
@@ -26,9 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="1.5 mm part models (291-295)")
     mode.add_argument("--fastest", dest="mode", action="store_const", const="fastest", help="6 mm model (298)")
     ts.add_argument("--device", default=None, help="gpu | gpu:N | cpu | mps")
-    ts.add_argument(
-        "--roi-subset", nargs="+", default=None, metavar="CLASS", help="predict only these 'total' classes"
-    )
+    ts.add_argument("--roi-subset", nargs="+", default=None, metavar="CLASS", help="predict only these 'total' classes")
     ts.add_argument("--robust-crop", action="store_true", default=None, help="3 mm locator for --roi-subset")
     ts.add_argument("--threads", type=int, default=None, help="TotalSegmentator -nr and -ns (resampling/saving)")
     ts.add_argument("--weights", default=None, help="weights root (default: $TOTALSEG_WEIGHTS_PATH)")

@@ -46,6 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctsam.api import convert_study
 
-    convert_study(args.study_dir, args.output, sidecar=args.sidecar, config=args.config, series_uid=args.series_uid,
-                  tilt=args.tilt, study_uid=args.study_uid, uneven_spacing=args.uneven_spacing, case=args.case)
+    convert_study(
+        args.study_dir,
+        args.output,
+        sidecar=args.sidecar,
+        config=args.config,
+        series_uid=args.series_uid,
+        tilt=args.tilt,
+        study_uid=args.study_uid,
+        uneven_spacing=args.uneven_spacing,
+        case=args.case,
+    )
     return 0

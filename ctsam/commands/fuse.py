@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="refined probabilities from 'ctsam refine' (omit when the model was not used: coarse masks only)",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="LABELS.nii.gz", help="fused label map (+ .tsv label table)")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="LABELS.nii.gz", help="fused label map (+ .tsv label table)"
+    )
     parser.add_argument("--sidecar", default=None, metavar="FUSE.json", help="per-structure sources and rules (JSON)")
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "import a CT image file (NIfTI/NRRD/MHA) as int16 HU NIfTI (+ JSON sidecar): the convert stage for non-DICOM inputs"
+HELP = (
+    "import a CT image file (NIfTI/NRRD/MHA) as int16 HU NIfTI (+ JSON sidecar): the convert stage for non-DICOM inputs"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

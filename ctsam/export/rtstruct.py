@@ -27,9 +27,22 @@ STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.2"  # RTReferencedStudySeque
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 # patient / study attributes copied from the source (then kept or removed by the identity mode)
 _COPIED = (
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-    "OtherPatientIDs", "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-    "AccessionNumber", "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "OtherPatientIDs",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
 )
 
 
@@ -72,7 +85,9 @@ def build_rtstruct(labelmap: LabelMap, datasets: list, *, case: str | None = Non
     frames = frames_from_labelmap(labelmap, datasets, case=case)
     present = [int(v) for v in np.unique(frames) if v != 0]
     if not present:
-        raise InputDataError("label map is empty on the DICOM grid", case=case, fix="check that the right label map was passed")
+        raise InputDataError(
+            "label map is empty on the DICOM grid", case=case, fix="check that the right label map was passed"
+        )
     src = datasets[0]
     names = [labelmap.labels.get(v, f"label_{v}") for v in present]
     content = hashlib.sha256(frames.tobytes() + "|".join(names).encode()).hexdigest()
@@ -90,8 +105,17 @@ def build_rtstruct(labelmap: LabelMap, datasets: list, *, case: str | None = Non
     for key in _COPIED:
         if key in src:
             setattr(ds, key, src[key].value)
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID",
-                "AccessionNumber", "StudyDate", "StudyTime"):
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+        "StudyDate",
+        "StudyTime",
+    ):
         if key not in ds:
             setattr(ds, key, "")  # type 2 attributes: present, possibly empty
     date = str(src.get("SeriesDate") or src.get("StudyDate") or "19700101")

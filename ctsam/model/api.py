@@ -159,8 +159,9 @@ class OneClickSegmenter(PromptableModel):
     def with_preset(self, preset: str) -> OneClickSegmenter:
         """Set a published preset's input convention (``kits``, ``lits``, ...); returns self."""
 
-    def foreground_probability(self, patch: torch.Tensor, points_zyx: torch.Tensor,
-                               point_labels: torch.Tensor) -> torch.Tensor:
+    def foreground_probability(
+        self, patch: torch.Tensor, points_zyx: torch.Tensor, point_labels: torch.Tensor
+    ) -> torch.Tensor:
         """(B, D, H, W): softmax channel 1 of :meth:`logits`."""
         return torch.softmax(self.logits(patch, points_zyx, point_labels).float(), dim=1)[:, 1]
 
@@ -173,8 +174,9 @@ class MaskRefiner(PromptableModel):
         """(B, 1, S, S, S) normalised patches -> features (opaque, with ``select``/``cat``/``to``)."""
 
     @abc.abstractmethod
-    def decode(self, features: Any, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def decode(
+        self, features: Any, points_xyz: torch.Tensor, point_labels: torch.Tensor, prev_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Decode click sets: ``logits``, ``probs`` (B, 1, S, S, S), ``iou`` (B, 1)."""
 
     @abc.abstractmethod

@@ -50,7 +50,9 @@ def test_rtstruct_contours_lie_on_the_structures(identified_series, tmp_path):
     # the contours give back exactly the voxels of each structure (the liver has a hole on every slice)
     for roi in ds.StructureSetROISequence:
         value = {v: k for k, v in labelmap.labels.items()}[roi.ROIName]
-        np.testing.assert_array_equal(_rasterise(ds, roi.ROINumber, labelmap), labelmap.array == value, err_msg=roi.ROIName)
+        np.testing.assert_array_equal(
+            _rasterise(ds, roi.ROINumber, labelmap), labelmap.array == value, err_msg=roi.ROIName
+        )
     # deterministic bytes
     again = tmp_path / "rt2.dcm"
     export_rtstruct(labelmap, dicom_dir, again, case="syn")
@@ -65,7 +67,9 @@ def test_cli_export_rtstruct_and_seg(identified_series, tmp_path):
     dicom_dir, labelmap, _ = identified_series
     labels = tmp_path / "labels.nii.gz"
     write_labelmap(labels, labelmap)
-    assert main(["export-seg", str(labels), str(dicom_dir), "--format", "rtstruct", "-o", str(tmp_path / "rt.dcm")]) == 0
+    assert (
+        main(["export-seg", str(labels), str(dicom_dir), "--format", "rtstruct", "-o", str(tmp_path / "rt.dcm")]) == 0
+    )
     assert len(pydicom.dcmread(tmp_path / "rt.dcm").ROIContourSequence) == 3
     assert main(["export-seg", str(labels), str(dicom_dir), "-o", str(tmp_path / "seg.dcm")]) == 0
     segments = [s.SegmentLabel for s in pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence if s.SegmentNumber > 0]
@@ -107,4 +111,6 @@ def test_rtstruct_of_the_real_series(shared_data, tmp_path):
     by_name = {r.ROIName: r.ROINumber for r in ds.StructureSetROISequence}
     index = {v: k for k, v in labelmap.labels.items()}
     for name in sorted(by_name)[:3]:
-        np.testing.assert_array_equal(_rasterise(ds, by_name[name], labelmap), labelmap.array == index[name], err_msg=name)
+        np.testing.assert_array_equal(
+            _rasterise(ds, by_name[name], labelmap), labelmap.array == index[name], err_msg=name
+        )

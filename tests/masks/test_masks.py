@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 
 from ctsam.masks import (
-    box_intersection,
-    box_union,
-    dice,
-    dice_from_counts,
-    dice_or_none,
-    grow_box,
     STATUS_BOTH_EMPTY,
     STATUS_FINAL_EMPTY,
     STATUS_OK,
     STATUS_REFERENCE_EMPTY,
+    box_intersection,
+    box_union,
     compare_masks,
+    dice,
+    dice_from_counts,
+    dice_or_none,
     edge_voxels,
+    grow_box,
     neighbourhood_codes,
     padded_crop,
 )
@@ -38,8 +38,12 @@ def monai_metrics(final: np.ndarray, reference: np.ndarray, spacing, tol: float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hd = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing)).item()
-        msd = compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=list(spacing)).item()
-        nsd = compute_surface_dice(p, r, [tol], include_background=True, spacing=list(spacing), use_subvoxels=True).item()
+        msd = compute_average_surface_distance(
+            p, r, include_background=True, symmetric=True, spacing=list(spacing)
+        ).item()
+        nsd = compute_surface_dice(
+            p, r, [tol], include_background=True, spacing=list(spacing), use_subvoxels=True
+        ).item()
     return hd, msd, nsd
 
 

@@ -11,8 +11,15 @@ from ctsam.qc.case import compute_case_qc
 from ctsam.volume import CTVolume, Geometry, LabelMap
 
 G = Geometry((20, 30, 40), (1.0, 1.0, 2.0), (-20.0, -15.0, 0.0))  # x runs to the patient's left
-NAMES = {1: "kidney_right", 2: "kidney_left", 3: "trachea", 4: "rib_left_3", 5: "vertebrae_L1", 6: "esophagus",
-         7: "rib_right_3"}
+NAMES = {
+    1: "kidney_right",
+    2: "kidney_left",
+    3: "trachea",
+    4: "rib_left_3",
+    5: "vertebrae_L1",
+    6: "esophagus",
+    7: "rib_right_3",
+}
 
 
 def qc(lab: np.ndarray, ct: np.ndarray | None = None, coarse: np.ndarray | None = None, **over) -> dict:

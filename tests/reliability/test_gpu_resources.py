@@ -46,7 +46,10 @@ def _job_intervals(log_text: str, rule: str) -> list[tuple[int, int]]:
 
 
 def _log_span(path: Path) -> tuple[datetime, datetime]:
-    stamps = [datetime.strptime(m.group(1), "%H:%M:%S") for m in re.finditer(r"^(\d\d:\d\d:\d\d) ", path.read_text(), re.MULTILINE)]
+    stamps = [
+        datetime.strptime(m.group(1), "%H:%M:%S")
+        for m in re.finditer(r"^(\d\d:\d\d:\d\d) ", path.read_text(), re.MULTILINE)
+    ]
     return stamps[0], stamps[-1]
 
 

@@ -40,8 +40,11 @@ def make_identity_study(src: Path, dest: Path) -> list[str]:
 
     series = dest / FOLDER / "SER_DOE_JOHN"
     series.mkdir(parents=True)
-    uids = {"StudyInstanceUID": f"{UID_ROOT}.1", "SeriesInstanceUID": f"{UID_ROOT}.2",
-            "FrameOfReferenceUID": f"{UID_ROOT}.3"}
+    uids = {
+        "StudyInstanceUID": f"{UID_ROOT}.1",
+        "SeriesInstanceUID": f"{UID_ROOT}.2",
+        "FrameOfReferenceUID": f"{UID_ROOT}.3",
+    }
     secrets = [*IDENTITY.values(), *uids.values(), FOLDER, "SER_DOE_JOHN", "12345", str(dest)]
     for i, f in enumerate(sorted(src.iterdir()), start=1):
         ds = pydicom.dcmread(f)
@@ -89,9 +92,17 @@ def test_identity_never_reaches_results_or_logs(tmp_path, demo_case):
     sheet = tmp_path / "samples.tsv"
     sheet.write_text(f"case_id\tpath\tcoarse_labels\nsubj01\t{studies / FOLDER}\t{labels}\n")
     work = tmp_path / "run"
-    proc = snakemake(work, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"samples": str(sheet), "stages": ["convert", "coarse", "fuse", "qc", "radiomics"]},
-                             "coarse": {"backend": "labels"}})
+    proc = snakemake(
+        work,
+        "--profile",
+        "workflow/profiles/local",
+        "--cores",
+        "2",
+        config={
+            "workflow": {"samples": str(sheet), "stages": ["convert", "coarse", "fuse", "qc", "radiomics"]},
+            "coarse": {"backend": "labels"},
+        },
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = work / "results"
     case = results / "subj01"
