@@ -264,19 +264,31 @@ def check_job_python(env_path: str | None = None) -> list[Problem]:
     # not resolved: a venv's python is a symlink to the base interpreter, its identity is the link's folder
     if found and Path(os.path.abspath(found)).parent == Path(os.path.abspath(sys.executable)).parent:
         return []
-    fix = (f"activate the environment that runs Snakemake (. {Path(sys.executable).parent}/activate), or put "
-           f"{Path(sys.executable).parent} first on PATH (make demo / make test do this)")
+    fix = (
+        f"activate the environment that runs Snakemake (. {Path(sys.executable).parent}/activate), or put "
+        f"{Path(sys.executable).parent} first on PATH (make demo / make test do this)"
+    )
     if not found:
         return [Problem("no 'python' on PATH: every job runs `python -m ctsam`", "PATH", fix)]
     try:
-        proc = subprocess.run([found, "-c", "import numpy, pydicom, SimpleITK, yaml"], capture_output=True,
-                              text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [found, "-c", "import numpy, pydicom, SimpleITK, yaml"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return [Problem(f"'python' on PATH ({found}) cannot run: {err}", "PATH", fix)]
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return [Problem(f"jobs would run {found}, which lacks ctsam's packages ({last}); Snakemake runs on "
-                        f"{sys.executable}", "PATH", fix)]
+        return [
+            Problem(
+                f"jobs would run {found}, which lacks ctsam's packages ({last}); Snakemake runs on {sys.executable}",
+                "PATH",
+                fix,
+            )
+        ]
     return []
 
 
