@@ -84,11 +84,12 @@ def demo_input_spec(patch_size_zyx):
                      zscore_mean_std=DEMO_ZSCORE, preset=None)
 
 
-def demo_settings(steps: int, max_minutes: float, threads: int):
+def demo_settings(steps: int, max_minutes: float, threads: int, lambda_ce: float = 0.5):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
     return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="full", steps=steps, batch_size=1,
                                lr=2e-3, warmup_steps=10, lr_end_factor=0.01, positive_fraction=0.85, seed=42,
+                               lambda_dice=1.0 - lambda_ce, lambda_ce=lambda_ce,
                                checkpoint_every=25, keep_checkpoints=2, val_every=50, log_every=10, device="cpu",
                                threads=threads, max_minutes=max_minutes)
 
@@ -143,7 +144,8 @@ def evaluate_heldout(model, table: Path, *, cache_dir: Path | None, seed: int) -
 
 def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1,
                       heldout_cases: int = 3, steps: int = 250, max_minutes: float = 15.0, threads: int = 0,
-                      install: bool = False, eval_only: bool = False, init: str | None = None) -> dict:
+                      install: bool = False, eval_only: bool = False, init: str | None = None,
+                      lambda_ce: float = 0.5) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model.
 
     ``init``: continue from an earlier stage's model file (e.g. ``RUN0/checkpoints/step_000050/model.safetensors``)
@@ -166,7 +168,7 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
     val_tsv = write_lesion_phantoms(data / "val", seed=train_seed, indices=[train_cases + 1])
     heldout_tsv = write_lesion_phantoms(data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)))
     t_data = time.perf_counter() - t0
-    settings = demo_settings(steps, max_minutes, threads)
+    settings = demo_settings(steps, max_minutes, threads, lambda_ce)
     cache = out / "cache"
     model_path = out / "model.safetensors"
     result: dict = {"model": str(model_path)}
@@ -179,7 +181,8 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
             model = load_model(init)
             origin = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
             prev = dict(model.metadata.get("training") or {})
-            previous = {k: prev.get(k) for k in ("settings", "steps_done", "parameters", "data", "origin")}
+            previous = {k: prev.get(k) for k in ("settings", "steps_done", "parameters", "data", "origin", "final_losses",
+                                                  "previous_stage")}
             previous["trained_from"] = model.metadata.get("trained_from")
         else:
             model = build_model(settings.model, settings.variant)
