@@ -26,13 +26,23 @@ endif
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.ctsam-$(TORCH)
 
-.PHONY: demo test venv lock clean-venv
+.PHONY: demo test lint venv lock clean-venv
+
+# workflow jobs and tests call `python` / `snakemake` from PATH: the venv's, as if it were activated
+demo test: export PATH := $(abspath $(VENV))/bin:$(PATH)
+demo test: export VIRTUAL_ENV := $(abspath $(VENV))
 
 demo: $(STAMP)
 	$(VPY) -m snakemake --profile workflow/profiles/local --cores $(CORES)
 
 test: $(STAMP)
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# lint, format and types, configured in pyproject.toml (.ci/run runs this before the tests)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ctsam tests benchmarks
+	$(VENV)/bin/ruff format --check ctsam tests benchmarks
+	$(VENV)/bin/mypy ctsam
 
 venv: $(STAMP)
 

@@ -64,8 +64,22 @@ _OWN: list[float] = []  # ctsam's own time per run: process wall time minus the 
 def _ctsam(ct: Path, weights: Path, work: Path) -> float:
     work.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "ctsam", "coarse", str(ct), "-o", str(work / "coarse.nii.gz"),
-        "--backend", "totalsegmentator", "--fast", "--device", "cpu", "--threads", "1", "--weights", str(weights),
+        sys.executable,
+        "-m",
+        "ctsam",
+        "coarse",
+        str(ct),
+        "-o",
+        str(work / "coarse.nii.gz"),
+        "--backend",
+        "totalsegmentator",
+        "--fast",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--weights",
+        str(weights),
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t0 = time.perf_counter()

@@ -56,8 +56,18 @@ def dry_run(workdir: Path, configfile: Path, *, quiet: bool, profile: str = "slu
     ``quiet``: build the DAG and print only the job counts (printing every job of a large DAG
     costs more than building it).
     """
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", f"workflow/profiles/{profile}",
-           "--directory", str(workdir), "--configfile", str(configfile)] + (["--quiet"] if quiet else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--profile",
+        f"workflow/profiles/{profile}",
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+    ] + (["--quiet"] if quiet else [])
     cpu0, t0 = _children_cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=snakemake_env(), capture_output=True, text=True)
     seconds, cpu = time.perf_counter() - t0, _children_cpu_s() - cpu0
@@ -84,7 +94,7 @@ def submissions_per_case(dry_run_text: str) -> tuple[Counter, Counter]:
         if m.group("local") or m.group("rule") in LOCAL_RULES:
             continue
         end = units[i + 1].start() if i + 1 < len(units) else len(dry_run_text)
-        block = dry_run_text[m.end():end]
+        block = dry_run_text[m.end() : end]
         kind = f"group {m.group('group')}" if m.group("group") else m.group("rule")
         kinds[kind] += 1
         cases = set(_CASE.findall(block))
@@ -110,17 +120,23 @@ def main(argv: list[str] | None = None) -> int:
             n_jobs = int(re.search(r"^total\s+(\d+)", listing, re.M).group(1))
             per_case, kinds = submissions_per_case(listing)
             results[n] = (seconds, cpu, per_case)
-            print(f"{n:5d} cases: DAG + dry-run {seconds:6.1f} s wall, {cpu:5.1f} s CPU; {n_jobs} jobs; "
-                  f"SLURM submissions {sum(kinds.values())} ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}); "
-                  f"listing every job: {list_seconds:.1f} s")
+            print(
+                f"{n:5d} cases: DAG + dry-run {seconds:6.1f} s wall, {cpu:5.1f} s CPU; {n_jobs} jobs; "
+                f"SLURM submissions {sum(kinds.values())} ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))}); "
+                f"listing every job: {list_seconds:.1f} s"
+            )
         seconds, cpu, per_case = results[args.cases]
         base_seconds, base_cpu, _ = results[args.baseline_cases]
         worst = max(per_case.values()) if per_case else 0
-        print(f"SLURM submissions per case: max {worst}, min {min(per_case.values(), default=0)} "
-              f"(goal <= 3); cases seen {len(per_case)} of {args.cases}")
-        print(f"dry-run of {args.cases} cases: {seconds:.1f} s wall, {cpu:.1f} s CPU (goal < 30 s); "
-              f"{args.baseline_cases} cases: {base_seconds:.1f} s wall, {base_cpu:.1f} s CPU; "
-              f"ratio {seconds / base_seconds:.1f}x wall for {args.cases / args.baseline_cases:.0f}x the cases")
+        print(
+            f"SLURM submissions per case: max {worst}, min {min(per_case.values(), default=0)} "
+            f"(goal <= 3); cases seen {len(per_case)} of {args.cases}"
+        )
+        print(
+            f"dry-run of {args.cases} cases: {seconds:.1f} s wall, {cpu:.1f} s CPU (goal < 30 s); "
+            f"{args.baseline_cases} cases: {base_seconds:.1f} s wall, {base_cpu:.1f} s CPU; "
+            f"ratio {seconds / base_seconds:.1f}x wall for {args.cases / args.baseline_cases:.0f}x the cases"
+        )
     return 0 if worst <= 3 and seconds < 30 else 1
 
 

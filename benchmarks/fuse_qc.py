@@ -95,7 +95,11 @@ def build_case(nz: int, seed: int = 7):
                 b0 = np.maximum(np.floor(center - radii).astype(int), 0)
                 b1 = np.minimum(np.ceil(center + radii).astype(int) + 1, shape)
                 zz, yy, xx = np.ogrid[b0[0] : b1[0], b0[1] : b1[1], b0[2] : b1[2]]
-                d = ((zz - center[0]) / radii[0]) ** 2 + ((yy - center[1]) / radii[1]) ** 2 + ((xx - center[2]) / radii[2]) ** 2
+                d = (
+                    ((zz - center[0]) / radii[0]) ** 2
+                    + ((yy - center[1]) / radii[1]) ** 2
+                    + ((xx - center[2]) / radii[2]) ** 2
+                )
                 view = labels[b0[0] : b1[0], b0[1] : b1[1], b0[2] : b1[2]]
                 view[d <= 1.0] = idx
                 # refined probability: a soft, 4 % larger ellipsoid over the box + 4 voxels
@@ -142,7 +146,18 @@ def naive_baseline(nz: int) -> None:
     stack[0] = threshold  # background wins unless some structure reaches the threshold
     out = np.argmax(stack, axis=0).astype(np.uint8)
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
-    print(json.dumps({"z": nz, "wall_s": dt, "cpu_s": dc, "peak_rss_mb": peak_rss_mb(), "inputs_rss_mb": rss_inputs, "labelled": int(np.count_nonzero(out))}))
+    print(
+        json.dumps(
+            {
+                "z": nz,
+                "wall_s": dt,
+                "cpu_s": dc,
+                "peak_rss_mb": peak_rss_mb(),
+                "inputs_rss_mb": rss_inputs,
+                "labelled": int(np.count_nonzero(out)),
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -155,11 +170,11 @@ def main() -> int:
         naive_baseline(args._baseline_child)
         return 0
 
+    import logging
+
     from ctsam.config import load_config
     from ctsam.fuse.fusion import fuse
     from ctsam.qc.case import compute_case_qc
-
-    import logging
 
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config()
@@ -196,22 +211,38 @@ def main() -> int:
 
     vox = args.z * SHAPE_YX[0] * SHAPE_YX[1]
     dices = [s["agreement"]["dice"] for s in doc["structures"] if s.get("agreement", {}).get("dice") is not None]
-    print(f"case: {SHAPE_YX[1]}x{SHAPE_YX[0]}x{args.z} voxels ({vox / 1e6:.0f} M), {N_STRUCTURES} structures, "
-          f"refined crops {refined_mb:.0f} MB (uint8); inputs built in {t_build:.1f} s")
-    print(f"inputs (coarse uint8 + CT int16 + refined crops): resident {rss_resident:.0f} MB; building them peaked at "
-          f"{rss_inputs:.0f} MB (peak counter reset before fusion)")
-    print(f"ctsam fuse : wall {t_fuse:7.1f} s  cpu {c_fuse:7.1f} s   peak RSS {rss_fuse:6.0f} MB   ({n_refined} structures refined)")
-    print(f"ctsam qc   : wall {t_qc:7.1f} s  cpu {c_qc:7.1f} s   peak RSS {rss_qc:6.0f} MB   ({doc['n_structures']} structures, "
-          f"Dice median {np.median(dices):.3f}, {doc['summary']['n_flags']} flags)")
-    print(f"fuse + qc  : wall {t_fuse + t_qc:7.1f} s  cpu {c_fuse + c_qc:7.1f} s   peak RSS {rss_total:.0f} MB (inputs included) "
-          f"({'within' if rss_total <= 3072 else 'ABOVE'} the 3 GB budget)")
-    print(f"naive one-hot baseline, measured on {args.baseline_z} slices in a subprocess: wall {base['wall_s']:.2f} s, cpu {base['cpu_s']:.2f} s, "
-          f"peak RSS {base['peak_rss_mb']:.0f} MB (of which inputs {base['inputs_rss_mb']:.0f} MB)")
-    print(f"  extrapolated x{scale:.1f} to {args.z} slices: fusion wall {base_fuse_s:.1f} s (cpu {base['cpu_s'] * scale:.1f} s), one-hot stack "
-          f"{base_stack_mb / 1024:.1f} GB, total {base_total_mb / 1024:.1f} GB (117+1 float32 volumes = "
-          f"{(N_STRUCTURES + 1) * vox * 4 / 2**30:.1f} GiB)")
-    print(f"ratio naive/ctsam fusion: wall x{base_fuse_s / t_fuse:.1f}, cpu x{base['cpu_s'] * scale / c_fuse:.1f}, "
-          f"peak memory x{base_total_mb / rss_fuse:.1f}")
+    print(
+        f"case: {SHAPE_YX[1]}x{SHAPE_YX[0]}x{args.z} voxels ({vox / 1e6:.0f} M), {N_STRUCTURES} structures, "
+        f"refined crops {refined_mb:.0f} MB (uint8); inputs built in {t_build:.1f} s"
+    )
+    print(
+        f"inputs (coarse uint8 + CT int16 + refined crops): resident {rss_resident:.0f} MB; building them peaked at "
+        f"{rss_inputs:.0f} MB (peak counter reset before fusion)"
+    )
+    print(
+        f"ctsam fuse : wall {t_fuse:7.1f} s  cpu {c_fuse:7.1f} s   peak RSS {rss_fuse:6.0f} MB   ({n_refined} structures refined)"
+    )
+    print(
+        f"ctsam qc   : wall {t_qc:7.1f} s  cpu {c_qc:7.1f} s   peak RSS {rss_qc:6.0f} MB   ({doc['n_structures']} structures, "
+        f"Dice median {np.median(dices):.3f}, {doc['summary']['n_flags']} flags)"
+    )
+    print(
+        f"fuse + qc  : wall {t_fuse + t_qc:7.1f} s  cpu {c_fuse + c_qc:7.1f} s   peak RSS {rss_total:.0f} MB (inputs included) "
+        f"({'within' if rss_total <= 3072 else 'ABOVE'} the 3 GB budget)"
+    )
+    print(
+        f"naive one-hot baseline, measured on {args.baseline_z} slices in a subprocess: wall {base['wall_s']:.2f} s, cpu {base['cpu_s']:.2f} s, "
+        f"peak RSS {base['peak_rss_mb']:.0f} MB (of which inputs {base['inputs_rss_mb']:.0f} MB)"
+    )
+    print(
+        f"  extrapolated x{scale:.1f} to {args.z} slices: fusion wall {base_fuse_s:.1f} s (cpu {base['cpu_s'] * scale:.1f} s), one-hot stack "
+        f"{base_stack_mb / 1024:.1f} GB, total {base_total_mb / 1024:.1f} GB (117+1 float32 volumes = "
+        f"{(N_STRUCTURES + 1) * vox * 4 / 2**30:.1f} GiB)"
+    )
+    print(
+        f"ratio naive/ctsam fusion: wall x{base_fuse_s / t_fuse:.1f}, cpu x{base['cpu_s'] * scale / c_fuse:.1f}, "
+        f"peak memory x{base_total_mb / rss_fuse:.1f}"
+    )
     print("(wall times on a shared machine include waiting for CPUs; cpu = process time of this process)")
     return 0
 

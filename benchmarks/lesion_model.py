@@ -76,8 +76,9 @@ def published_forward(net, patch: torch.Tensor, points_dwh: torch.Tensor) -> tor
     from ctsam.model import sam3d_encoder
 
     p = net.config.patch_size
-    out = F.interpolate(patch.repeat(1, 3, 1, 1, 1).float(), scale_factor=net.config.upsample_size / p,
-                        mode="trilinear")
+    out = F.interpolate(
+        patch.repeat(1, 3, 1, 1, 1).float(), scale_factor=net.config.upsample_size / p, mode="trilinear"
+    )
     slices = out[0].transpose(0, 1)
     del out
     chunk = sam3d_encoder.ATTENTION_WINDOW_CHUNK
@@ -138,8 +139,10 @@ def main() -> int:
     points_zyx = torch.tensor([[[p / 2, p / 2 - 3, p / 2 + 5]]], device=device)
     labels = torch.ones(1, 1, dtype=torch.long, device=device)
     amp = "bf16 autocast" if device.type == "cuda" else "float32"
-    print(f"3DSAM-adapter one-click forward: {model.family} {model.variant}, {model.n_parameters():,} state-dict "
-          f"values, patch {p}^3, device {device} ({amp}), torch {torch.__version__}, {args.threads} CPU threads")
+    print(
+        f"3DSAM-adapter one-click forward: {model.family} {model.variant}, {model.n_parameters():,} state-dict "
+        f"values, patch {p}^3, device {device} ({amp}), torch {torch.__version__}, {args.threads} CPU threads"
+    )
 
     with torch.inference_mode():
         s, mib, ours = timed(lambda: model.logits(patch, points_zyx, labels), device, args.reps)
@@ -156,8 +159,10 @@ def main() -> int:
             bs, bmib, ref = timed(baseline, device, args.reps)
             diff = (ours - ref).abs().max().item()
             print(f"published forward:  {bs:8.2f} s   peak {bmib:9.0f} MiB   (baseline, same weights and input)")
-            print(f"ratio ctsam/published: time {s / bs:.2f}x, peak memory {mib / max(bmib, 1e-9):.2f}x; "
-                  f"max |logit difference| {diff:.2e}")
+            print(
+                f"ratio ctsam/published: time {s / bs:.2f}x, peak memory {mib / max(bmib, 1e-9):.2f}x; "
+                f"max |logit difference| {diff:.2e}"
+            )
     return 0
 
 

@@ -123,8 +123,11 @@ def bench_variant(variant: str, ct: CTVolume, clicks: list[Click], device, *, am
             pred = engine.predict(ct, click)
             seconds.append(time.perf_counter() - t0)
         peaks.append(mem.peak_mib)
-        print(f"  {variant}: lesion {click.lesion_id}: {seconds[-1]:.2f} s (forward {forward_s[-1]:.2f} s), "
-              f"peak +{mem.peak_mib:.0f} MiB, {int(pred.mask.sum())} voxels", flush=True)
+        print(
+            f"  {variant}: lesion {click.lesion_id}: {seconds[-1]:.2f} s (forward {forward_s[-1]:.2f} s), "
+            f"peak +{mem.peak_mib:.0f} MiB, {int(pred.mask.sum())} voxels",
+            flush=True,
+        )
     return {
         "variant": variant,
         "spec": model.input_spec,
@@ -139,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", nargs="+", default=["tiny", "vit_b"],
-                        help="sam3d_adapter variants; the first is the baseline (default: tiny vit_b)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["tiny", "vit_b"],
+        help="sam3d_adapter variants; the first is the baseline (default: tiny vit_b)",
+    )
     parser.add_argument("--lesions", type=int, default=1, help="clicks (lesions) per variant")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
@@ -151,21 +158,30 @@ def main(argv: list[str] | None = None) -> int:
     set_deterministic()
     device = torch.device(args.device)
     ct, clicks = synthetic_case(args.lesions)
-    print(f"ctsam lesions benchmark: {ct.geometry.describe()}, {len(clicks)} lesion(s), device {device}"
-          f"{' (bf16 autocast)' if device.type == 'cuda' and not args.no_amp else ''}, "
-          f"{torch.get_num_threads()} CPU thread(s), torch {torch.__version__}", flush=True)
+    print(
+        f"ctsam lesions benchmark: {ct.geometry.describe()}, {len(clicks)} lesion(s), device {device}"
+        f"{' (bf16 autocast)' if device.type == 'cuda' and not args.no_amp else ''}, "
+        f"{torch.get_num_threads()} CPU thread(s), torch {torch.__version__}",
+        flush=True,
+    )
     rows = [bench_variant(v, ct, clicks, device, amp=not args.no_amp) for v in args.variants]
     base = rows[0]["s_per_lesion"]
     print()
-    print(f"{'variant':8} {'params':>12} {'patch':>12} {'s/lesion':>9} {'forward':>8} {'fwd %':>6} "
-          f"{'peak MiB':>9} {'x base':>7}")
+    print(
+        f"{'variant':8} {'params':>12} {'patch':>12} {'s/lesion':>9} {'forward':>8} {'fwd %':>6} "
+        f"{'peak MiB':>9} {'x base':>7}"
+    )
     for r in rows:
         patch = "x".join(map(str, r["spec"].patch_size_zyx))
-        print(f"{r['variant']:8} {r['params']:>12,} {patch:>12} {r['s_per_lesion']:>9.2f} {r['forward_s']:>8.2f} "
-              f"{100 * r['forward_s'] / r['s_per_lesion']:>5.0f}% {r['peak_mib']:>9.0f} "
-              f"{r['s_per_lesion'] / base:>7.1f}")
-    print(f"(baseline: {rows[0]['variant']}, same run; median over {len(clicks)} lesion(s); peak memory above the "
-          "level before each lesion)")
+        print(
+            f"{r['variant']:8} {r['params']:>12,} {patch:>12} {r['s_per_lesion']:>9.2f} {r['forward_s']:>8.2f} "
+            f"{100 * r['forward_s'] / r['s_per_lesion']:>5.0f}% {r['peak_mib']:>9.0f} "
+            f"{r['s_per_lesion'] / base:>7.1f}"
+        )
+    print(
+        f"(baseline: {rows[0]['variant']}, same run; median over {len(clicks)} lesion(s); peak memory above the "
+        "level before each lesion)"
+    )
     return 0
 
 

@@ -117,8 +117,10 @@ def bench_variant(model, args, device: torch.device, batches: list[int], reps: i
             t_dec, m_dec, _ = timed(lambda: model.decode(feats, pts, labels, prev), device, reps)
             rate = b / t_dec
             base = base or rate
-            print(f"  decode  B={b:<3d} {t_dec * 1e3:9.1f} ms   peak {m_dec:8.1f} MiB   "
-                  f"{rate:8.2f} prompt sets/s   x{rate / base:5.2f} vs B={batches[0]}")
+            print(
+                f"  decode  B={b:<3d} {t_dec * 1e3:9.1f} ms   peak {m_dec:8.1f} MiB   "
+                f"{rate:8.2f} prompt sets/s   x{rate / base:5.2f} vs B={batches[0]}"
+            )
         t_cpp, m_cpp, _ = timed(lambda: model.cross_patch_heatmap(image, image > 0.5, image), device, reps)
         print(f"  cpp     B=1: {t_cpp * 1e3:9.1f} ms   peak {m_cpp:8.1f} MiB")
         if args.amp_check or device.type == "cuda":
@@ -136,19 +138,29 @@ def amp_check(model, feats, device: torch.device, args, reps: int) -> None:
     perr = (amp["probs"].float() - ref["probs"]).abs().max().item()
     ok = err <= args.amp_tol
     args.amp_failed |= not ok
-    print(f"  autocast {args.amp_dtype} decode B={pts.shape[0]}: {t_amp * 1e3:9.1f} ms   peak {m_amp:8.1f} MiB   "
-          f"max |logits - fp32| {err:.2e}, max |probs - fp32| {perr:.2e}  -> {'OK' if ok else 'EXCEEDS'} "
-          f"tolerance {args.amp_tol:g}")
+    print(
+        f"  autocast {args.amp_dtype} decode B={pts.shape[0]}: {t_amp * 1e3:9.1f} ms   peak {m_amp:8.1f} MiB   "
+        f"max |logits - fp32| {err:.2e}, max |probs - fp32| {perr:.2e}  -> {'OK' if ok else 'EXCEEDS'} "
+        f"tolerance {args.amp_tol:g}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--variants", default="micro,restv2_tiny")
-    p.add_argument("--batches", default="1,8,32", type=lambda s: [int(x) for x in s.split(",")],
-                   help="decode batch sizes (prompt sets per encoded patch)")
-    p.add_argument("--tiny-cpu-batches", default="1,8", type=lambda s: [int(x) for x in s.split(",")],
-                   help="batch sizes for restv2_tiny on CPU (B=32 takes minutes and ~10 GB)")
+    p.add_argument(
+        "--batches",
+        default="1,8,32",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="decode batch sizes (prompt sets per encoded patch)",
+    )
+    p.add_argument(
+        "--tiny-cpu-batches",
+        default="1,8",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="batch sizes for restv2_tiny on CPU (B=32 takes minutes and ~10 GB)",
+    )
     p.add_argument("--reps", type=int, default=0, help="timed repetitions (default: 3; 1 for restv2_tiny on CPU)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--weights", default=None, help="checkpoint for restv2_tiny (params.pth or .safetensors)")

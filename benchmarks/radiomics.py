@@ -98,8 +98,11 @@ def run_ctsam(ct_path: Path, labels_path: Path, params, workers: int) -> tuple[d
     t0 = time.perf_counter()
     features = extract_case(ct_path, labels_path, params, case="example", workers=workers)
     seconds = time.perf_counter() - t0
-    out = {r.name: (dict(r.features) if r.status == "ok" else f"{r.status}: {r.reason}")
-           for r in features.results if r.status != "empty"}
+    out = {
+        r.name: (dict(r.features) if r.status == "ok" else f"{r.status}: {r.reason}")
+        for r in features.results
+        if r.status != "empty"
+    }
     return out, seconds, features
 
 
@@ -129,7 +132,9 @@ def compare(a: dict, b: dict) -> tuple[float, str, int, list[str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=_default_data(), help="folder with example_ct.nii.gz (totalseg_examples)")
+    ap.add_argument(
+        "--data", type=Path, default=_default_data(), help="folder with example_ct.nii.gz (totalseg_examples)"
+    )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="ctsam worker counts to time")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--baseline", choices=["files", "memory"], default="files")
@@ -183,10 +188,14 @@ def main() -> int:
     base = min(times["baseline"])
     print()
     base_cpu = min(cpu["baseline"])
-    print(f"{'method':<12} {'best s':>8} {'median s':>9} {'speed-up':>9} {'CPU s':>7} {'CPU ratio':>9}  values vs baseline")
+    print(
+        f"{'method':<12} {'best s':>8} {'median s':>9} {'speed-up':>9} {'CPU s':>7} {'CPU ratio':>9}  values vs baseline"
+    )
     for key, ts in times.items():
-        line = (f"{key:<12} {min(ts):8.2f} {statistics.median(ts):9.2f} {base / min(ts):8.2f}x "
-                f"{min(cpu[key]):7.2f} {base_cpu / min(cpu[key]):8.2f}x")
+        line = (
+            f"{key:<12} {min(ts):8.2f} {statistics.median(ts):9.2f} {base / min(ts):8.2f}x "
+            f"{min(cpu[key]):7.2f} {base_cpu / min(cpu[key]):8.2f}x"
+        )
         if key != "baseline":
             worst, where, n, mismatched = compare(results["baseline"], results[key])
             line += f"  max rel diff {worst:.1e} over {n} values" + (f" (at {where})" if where else "")
@@ -194,10 +203,14 @@ def main() -> int:
                 line += f"; status differs for {mismatched}"
         print(line)
     ok = sum(1 for v in results["baseline"].values() if not isinstance(v, str))
-    print(f"structures extracted by the baseline: {ok}/{len(results['baseline'])}; "
-          f"load average during runs: {np.mean(loads):.2f} (min {min(loads):.2f}, max {max(loads):.2f})")
-    print("speed-up = baseline wall time / method wall time (best of runs); CPU ratio = baseline CPU s / method CPU s "
-          "(process + worker processes; independent of how busy the machine is)")
+    print(
+        f"structures extracted by the baseline: {ok}/{len(results['baseline'])}; "
+        f"load average during runs: {np.mean(loads):.2f} (min {min(loads):.2f}, max {max(loads):.2f})"
+    )
+    print(
+        "speed-up = baseline wall time / method wall time (best of runs); CPU ratio = baseline CPU s / method CPU s "
+        "(process + worker processes; independent of how busy the machine is)"
+    )
     return 0
 
 

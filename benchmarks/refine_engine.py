@@ -155,10 +155,11 @@ def gpu_batch_test(model, device, batches=(1, 4, 16), repeats=5):
 def main() -> None:
     import torch
 
+    from ctsam import api
     from ctsam.io.image import read_ct, read_labelmap
     from ctsam.model import build_model, load_model
-    from ctsam.refine.predictor import PatchPredictor, resolve_device, set_deterministic
-    from ctsam.refine.engine import RefineEngine, RefineSettings
+    from ctsam.refine.engine import RefineSettings
+    from ctsam.refine.predictor import resolve_device, set_deterministic
     from ctsam.seed.seeding import SeedSettings, seed_case
 
     data = Path(os.environ.get("CTSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -169,8 +170,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--spacing-mm", type=float, default=None, help="model frame spacing (default: checkpoint's)")
-    ap.add_argument("--structures", default="liver,colon,spleen,kidney_left,vertebrae_L3,rib_left_9",
-                    help="comma list, or 'all'")
+    ap.add_argument(
+        "--structures", default="liver,colon,spleen,kidney_left,vertebrae_L3,rib_left_9", help="comma list, or 'all'"
+    )
     ap.add_argument("--tile-size-mm", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -201,28 +203,34 @@ def main() -> None:
     t_seed = time.perf_counter() - t0
     n_pos = sum(len(p.positives) for p in prompts.prompt_sets)
     print(f"case: {Path(args.ct).name} {ct.geometry.describe()}")
-    print(f"model: {model.variant} ({model.n_parameters() / 1e6:.2f} M parameters, "
-          f"{'random weights' if not args.checkpoint else args.checkpoint}), device {device}, "
-          f"frame {spacing} mm (patch {patch_mm:.0f} mm), torch threads {args.threads}")
-    print(f"seed: {len(prompts.structures)} structures, {len(prompts.prompt_sets)} prompt sets, "
-          f"{n_pos} positive clicks, {t_seed:.2f} s")
+    print(
+        f"model: {model.variant} ({model.n_parameters() / 1e6:.2f} M parameters, "
+        f"{'random weights' if not args.checkpoint else args.checkpoint}), device {device}, "
+        f"frame {spacing} mm (patch {patch_mm:.0f} mm), torch threads {args.threads}"
+    )
+    print(
+        f"seed: {len(prompts.structures)} structures, {len(prompts.prompt_sets)} prompt sets, "
+        f"{n_pos} positive clicks, {t_seed:.2f} s"
+    )
 
-    settings = RefineSettings(rounds=args.rounds, batch_size=args.batch_size, device=str(device))
-    predictor = PatchPredictor(model, device=device, amp_bf16=True, batch_size=args.batch_size)
-    engine = RefineEngine(predictor, settings)
+    settings = RefineSettings(rounds=args.rounds, batch_size=args.batch_size, device=str(device), amp_bf16=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with PeakRSS() as mem:
-        result, timing = engine.run(ct, prompts)
+        run = api.refine_structures(ct, prompts, model=model, settings=settings)
+    result, timing = run.refined, run.timing_s
     gpu_peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
     c = result.meta["counts"]
     print("\n== engine (encode each patch once, batched decodes, settle/coverage stops, propagation)")
-    print(f"distinct patches encoded {c['patches_encoded']}, decodes {c['decodes']} in {c['decode_batches']} "
-          f"batches, rounds {c['rounds']}, jobs {c['jobs']} ({c['propagated_jobs']} propagated)")
+    print(
+        f"distinct patches encoded {c['patches_encoded']}, decodes {c['decodes']} in {c['decode_batches']} "
+        f"batches, rounds {c['rounds']}, jobs {c['jobs']} ({c['propagated_jobs']} propagated)"
+    )
     steps = ["resample_s", "plan_s", "encode_s", "decode_s", "propagation_s", "assemble_s", "total_s"]
     print("wall time per step (s): " + ", ".join(f"{k[:-2]} {timing[k]:.2f}" for k in steps))
-    print(f"decodes per second {timing['decodes_per_s']:.2f}; peak RSS {mem.gb:.2f} GB; "
-          f"peak GPU memory {gpu_peak:.2f} GB")
+    print(
+        f"decodes per second {timing['decodes_per_s']:.2f}; peak RSS {mem.gb:.2f} GB; peak GPU memory {gpu_peak:.2f} GB"
+    )
 
     print("\nper structure: decodes, patches, Dice vs coarse (engine)")
     by_name = result.by_name()
@@ -233,8 +241,10 @@ def main() -> None:
         s = by_name.get(name)
         d = coarse_dice(coarse.array, label_of[name], s.probs_u8, s.bbox_start_zyx) if s else float("nan")
         dices[name] = d
-        print(f"  {name:28s} decodes {st['decodes']:3d}  patches {st['patches']:2d}  Dice {d:.3f}  "
-              f"stops {','.join(st['stop_reasons'])}")
+        print(
+            f"  {name:28s} decodes {st['decodes']:3d}  patches {st['patches']:2d}  Dice {d:.3f}  "
+            f"stops {','.join(st['stop_reasons'])}"
+        )
 
     if not args.no_naive:
         with PeakRSS() as mem_n:
@@ -242,14 +252,20 @@ def main() -> None:
             naive, nst = naive_loop(model, ct, prompts, spacing, device)
             t_naive = time.perf_counter() - t0
         print("\n== naive loop (published tool: one structure at a time, one patch per click, encoder every time)")
-        print(f"patches encoded {nst['encodes']}, decodes {nst['decodes']}, rounds 1; encode {nst['encode_s']:.2f} s, "
-              f"decode {nst['decode_s']:.2f} s, total {t_naive:.2f} s; decodes per second "
-              f"{nst['decodes'] / max(nst['decode_s'], 1e-9):.2f}; peak RSS {mem_n.gb:.2f} GB")
+        print(
+            f"patches encoded {nst['encodes']}, decodes {nst['decodes']}, rounds 1; encode {nst['encode_s']:.2f} s, "
+            f"decode {nst['decode_s']:.2f} s, total {t_naive:.2f} s; decodes per second "
+            f"{nst['decodes'] / max(nst['decode_s'], 1e-9):.2f}; peak RSS {mem_n.gb:.2f} GB"
+        )
         nd = {n: coarse_dice(coarse.array, label_of[n], p, (0, 0, 0)) for n, p in naive.items()}
-        print("per structure Dice vs coarse (naive / engine): " + ", ".join(
-            f"{n} {nd[n]:.3f}/{dices[n]:.3f}" for n in prompts.structure_names()))
-        print(f"\nratios engine/naive: encodes {c['patches_encoded'] / max(nst['encodes'], 1):.2f}, "
-              f"decodes {c['decodes'] / max(nst['decodes'], 1):.2f}, total time {timing['total_s'] / t_naive:.2f}")
+        print(
+            "per structure Dice vs coarse (naive / engine): "
+            + ", ".join(f"{n} {nd[n]:.3f}/{dices[n]:.3f}" for n in prompts.structure_names())
+        )
+        print(
+            f"\nratios engine/naive: encodes {c['patches_encoded'] / max(nst['encodes'], 1):.2f}, "
+            f"decodes {c['decodes'] / max(nst['decodes'], 1):.2f}, total time {timing['total_s'] / t_naive:.2f}"
+        )
 
     if args.gpu_batch_test:
         rows = gpu_batch_test(model, device)

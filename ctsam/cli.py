@@ -32,7 +32,6 @@ COMMANDS: list[tuple[str, str]] = [
     *stage_commands(),
     # cohort level
     ("cohort-status", "cohort"),
-    ("export-seg", "export_seg"),
     # models, weights
     ("weights", "weights"),
     ("model", "model"),
@@ -137,7 +136,9 @@ def common_options(*, top_level: bool) -> argparse.ArgumentParser:
         "--case", default=default(None), help="pseudonymous case id, used in log lines and error messages"
     )
     common.add_argument(
-        "--config", default=default(None), help="YAML config (default: ./config.yaml when present, else built-in defaults)"
+        "--config",
+        default=default(None),
+        help="YAML config (default: ./config.yaml when present, else built-in defaults)",
     )
     return common
 
@@ -165,26 +166,25 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
-    configure_logging(-1 if args.quiet else args.verbose, args.case, redact=input_secrets(args),
-                      uids=not _keep_uids(args))
+    from ctsam.config import default_config_path
     from ctsam.errors import CtsamError, environment_fault, is_environment_error
     from ctsam.io.atomic import Terminated, install_sigterm_cleanup, remove_stale_temps, temp_target
 
+    found = default_config_path() if getattr(args, "config", None) is None else None
+    if found is not None:
+        args.config = str(found)
+    # one logging set-up, after the config is known: input paths and (unless privacy.keep_uids) UIDs redacted
+    configure_logging(
+        -1 if args.quiet else args.verbose, args.case, redact=input_secrets(args), uids=not _keep_uids(args)
+    )
+    if found is not None:
+        log.debug("reading %s (pass --config to use another file)", found)
     install_sigterm_cleanup()
     output = getattr(args, "output", None)
     if isinstance(output, str) and output:
         # temp files a killed earlier run of this case left beside its outputs
         for p in remove_stale_temps(Path(output).parent):
             log.info("removed a temporary file left by an interrupted run: %s", p.name)
-    configure_logging(-1 if args.quiet else args.verbose, args.case)
-    from ctsam.config import default_config_path
-    from ctsam.errors import CtsamError
-
-    if getattr(args, "config", None) is None:
-        found = default_config_path()
-        if found is not None:
-            args.config = str(found)
-            log.debug("reading %s (pass --config to use another file)", found)
 
     t0 = time.perf_counter()
     try:
@@ -200,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("unexpected error in 'ctsam %s' (please report it with this traceback)", args.command)
             return 1
         target = temp_target(err.filename) if err.filename else None
-        fault = environment_fault(err, target or err.filename or output, case=args.case,
-                                  action="write" if target or err.filename is None else "access")
+        fault = environment_fault(
+            err,
+            target or err.filename or output,
+            case=args.case,
+            action="write" if target or err.filename is None else "access",
+        )
         log.error("%s", fault)
         return fault.exit_code
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ctsam.caseid import pseudonym, safe_case_id
 from ctsam.errors import ConfigError, InputDataError
-from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages
+from ctsam.stages import CASE, COHORT, STAGES, pipeline_stages, sections_settings
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,11 @@ def write_case_id_map(results_dir: str, samples: list[Sample], *, cohort_dir: st
 
 
 def scan_studies_dir(
-    studies_dir: str | os.PathLike[str], *, case_ids: str = "pseudonym", salt: str = "", coarse_labels_file: str | None = None
+    studies_dir: str | os.PathLike[str],
+    *,
+    case_ids: str = "pseudonym",
+    salt: str = "",
+    coarse_labels_file: str | None = None,
 ) -> list[Sample]:
     """One case per sub-folder of ``studies_dir`` (hidden folders ignored), sorted by folder name.
 
@@ -166,7 +170,9 @@ def scan_studies_dir(
     """
     root = Path(studies_dir)
     if not root.is_dir():
-        raise ConfigError("studies folder not found", path=root, fix="set workflow.studies_dir to a folder of study folders")
+        raise ConfigError(
+            "studies folder not found", path=root, fix="set workflow.studies_dir to a folder of study folders"
+        )
     if case_ids not in ("pseudonym", "folder"):
         raise ConfigError("unknown case id scheme", expected="'pseudonym' or 'folder'", found=repr(case_ids))
     samples = []
@@ -188,8 +194,12 @@ def demo_samples(demo_dir: str, n_cases: int, *, defects: bool = False) -> list[
     from ctsam.demo.cohort import case_paths, cohort_case_ids
 
     return [
-        Sample(case_id=c, path=str(case_paths(demo_dir, c).dicom_dir), coarse_labels=str(case_paths(demo_dir, c).coarse),
-               lesion_clicks=str(case_paths(demo_dir, c).lesions_tsv))
+        Sample(
+            case_id=c,
+            path=str(case_paths(demo_dir, c).dicom_dir),
+            coarse_labels=str(case_paths(demo_dir, c).coarse),
+            lesion_clicks=str(case_paths(demo_dir, c).lesions_tsv),
+        )
         for c in cohort_case_ids(n_cases, defects=defects)
     ]
 
@@ -204,7 +214,9 @@ def load_samples(wf: dict, *, clicks_column: str = "lesion_clicks") -> list[Samp
         return load_samples_tsv(wf["samples"], clicks_column=clicks_column)
     if wf.get("studies_dir"):
         return scan_studies_dir(
-            wf["studies_dir"], case_ids=wf.get("case_ids", "pseudonym"), salt=wf.get("pseudonym_salt", ""),
+            wf["studies_dir"],
+            case_ids=wf.get("case_ids", "pseudonym"),
+            salt=wf.get("pseudonym_salt", ""),
             coarse_labels_file=wf.get("coarse_labels_file"),
         )
     demo = wf.get("demo") or {}
@@ -249,7 +261,9 @@ def resolve_stages(requested: str | list[str], available: set[str]) -> list[str]
                 enabled.append(stage)
         skipped = [s for s in order if s not in enabled]
         if skipped:
-            log.info("stages not run (command missing in this ctsam, or a prerequisite missing): %s", ", ".join(skipped))
+            log.info(
+                "stages not run (command missing in this ctsam, or a prerequisite missing): %s", ", ".join(skipped)
+            )
         return enabled
     unknown = [s for s in requested if s not in commands]
     if unknown:
@@ -297,10 +311,12 @@ def lesion_model_shipped(spec: str) -> bool:
 
 def active_stages(requested: str | list[str], available: set[str], lesions: dict, *, demo: bool) -> list[str]:
     """The per-case and cohort stages a workflow run executes: :func:`resolve_stages` without the lesion
-    stage unless :func:`lesions_active` (``'auto'`` also needs the demo model, ``builtin:demo_lesion``, shipped)."""
+    stage unless :func:`lesions_active` (``'auto'`` also needs the lesion model, ``builtin:demo_lesion``
+    by default, shipped)."""
     stages = resolve_stages(requested, available)
     enabled = lesions.get("enabled", "auto")
-    demo_ready = demo and (enabled is True or lesion_model_shipped(str(lesions.get("checkpoint", ""))))
+    spec = lesions.get("checkpoint")
+    demo_ready = demo and (enabled is True or (spec is not None and lesion_model_shipped(spec)))
     if "lesions" in stages and not lesions_active(requested, enabled, demo=demo_ready):
         stages.remove("lesions")
     return stages
@@ -355,7 +371,8 @@ def reason_from_log(path: str | os.PathLike[str], *, redact: tuple[str, ...] = (
         tail = [line.strip() for line in lines if line.strip()]
         text = tail[-1] if tail else "failed without a message (killed? see the scheduler's job log)"
     else:
-        msg = _LOGGER_PREFIX.sub("", _ERROR_LINE.search(lines[start]).group("msg").strip())
+        match = _ERROR_LINE.search(lines[start])
+        msg = _LOGGER_PREFIX.sub("", match.group("msg").strip() if match else lines[start].strip())
         parts = [msg]
         for line in lines[start + 1 : start + 6]:
             if not line.startswith("  ") or not line.strip():
@@ -400,7 +417,9 @@ def _tsv(columns: tuple[str, ...], rows: list[tuple]) -> str:
     return "\n".join(["\t".join(columns)] + ["\t".join(clean(v) for v in row) for row in rows]) + "\n"
 
 
-def write_status_tables(results_dir: str, samples: list[Sample], stages: list[str], *, cohort_dir: str | None = None) -> list[CaseStatus]:
+def write_status_tables(
+    results_dir: str, samples: list[Sample], stages: list[str], *, cohort_dir: str | None = None
+) -> list[CaseStatus]:
     """Write ``<cohort>/status.tsv`` (every case) and ``<cohort>/failures.tsv`` (cases not ok).
 
     Files are rewritten only when their content changes (a no-op run leaves them untouched).
@@ -411,13 +430,18 @@ def write_status_tables(results_dir: str, samples: list[Sample], stages: list[st
     out = Path(cohort_dir or f"{results_dir}/cohort")
     status_rows = [(s.case_id, s.status, ",".join(s.stages_done), s.failed_stage, s.reason) for s in statuses]
     failure_rows = [(s.case_id, s.failed_stage, s.reason) for s in statuses if s.status != "ok"]
-    for name, text in (("status.tsv", _tsv(STATUS_COLUMNS, status_rows)), ("failures.tsv", _tsv(FAILURE_COLUMNS, failure_rows))):
+    for name, text in (
+        ("status.tsv", _tsv(STATUS_COLUMNS, status_rows)),
+        ("failures.tsv", _tsv(FAILURE_COLUMNS, failure_rows)),
+    ):
         path = out / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)
     n_bad = len(failure_rows)
     (log.warning if n_bad else log.info)(
-        "cohort status: %d of %d cases complete%s", len(statuses) - n_bad, len(statuses),
+        "cohort status: %d of %d cases complete%s",
+        len(statuses) - n_bad,
+        len(statuses),
         "; not complete: " + ", ".join(f"{c} ({st})" for c, st, _ in failure_rows) if n_bad else "",
     )
     return statuses
@@ -429,17 +453,28 @@ def run_summary(results_dir: str, statuses: list[CaseStatus], *, ok: bool, repor
     n_ok = sum(s.status == "ok" for s in statuses)
     failed = [s for s in statuses if s.status != "ok"]
     report_path = root / "cohort" / "report.html"
-    lines = ["", "ctsam: run " + ("finished" if ok else "ended with errors (completed cases are kept)"),
-             f"  results:  {root}/<case>/  ({n_ok} of {len(statuses)} cases complete)"]
+    lines = [
+        "",
+        "ctsam: run " + ("finished" if ok else "ended with errors (completed cases are kept)"),
+        f"  results:  {root}/<case>/  ({n_ok} of {len(statuses)} cases complete)",
+    ]
     if report and report_path.exists():
         lines.append(f"  report:   {report_path}")
     elif report:
         lines.append(f"  report:   not written ({report_path} is made after QC of the cases)")
     else:
         lines.append("  report:   not part of this run (add report to workflow.stages)")
-    lines.append(f"  failures: {root / 'cohort' / 'failures.tsv'}  ({len(failed)} case(s)"
-                 + (": " + ", ".join(f"{s.case_id} at {s.failed_stage}" for s in failed[:5])
-                    + (" ..." if len(failed) > 5 else "") if failed else "") + ")")
+    lines.append(
+        f"  failures: {root / 'cohort' / 'failures.tsv'}  ({len(failed)} case(s)"
+        + (
+            ": "
+            + ", ".join(f"{s.case_id} at {s.failed_stage}" for s in failed[:5])
+            + (" ..." if len(failed) > 5 else "")
+            if failed
+            else ""
+        )
+        + ")"
+    )
     lines.append(f"  status:   {root / 'cohort' / 'status.tsv'}")
     return "\n".join(lines)
 
@@ -471,9 +506,12 @@ def write_stage_config(config: dict, stage: str, folder: str | os.PathLike[str])
     from ctsam.io.atomic import atomic_write_text
     from ctsam.provenance import config_digest
 
-    plain = yaml.safe_load(yaml.safe_dump({k: config[k] for k in STAGE_SECTIONS[stage] if k in config}))
+    plain = sections_settings(config, STAGE_SECTIONS[stage])
     path = Path(folder) / f"{stage}-{config_digest(plain)[:16]}.yaml"
     if not path.exists():
-        atomic_write_text(path, f"# written by the ctsam workflow: the settings of stage '{stage}'\n"
-                          + yaml.safe_dump(plain, sort_keys=True))
+        atomic_write_text(
+            path,
+            f"# written by the ctsam workflow: the settings of stage '{stage}'\n"
+            + yaml.safe_dump(plain, sort_keys=True),
+        )
     return str(path)

@@ -19,8 +19,9 @@ from ctsam.errors import CtsamError
 log = logging.getLogger(__name__)
 
 
-def write_completed_outputs(results_dir: str | os.PathLike[str], case_ids: list[str], *, report: bool,
-                            radiomics: bool) -> dict[str, str]:
+def write_completed_outputs(
+    results_dir: str | os.PathLike[str], case_ids: list[str], *, report: bool, radiomics: bool
+) -> dict[str, str]:
     """Write ``<results>/cohort/report.html`` (+ ``report_qc.parquet/.csv``) and ``radiomics.parquet``
     from the listed cases that completed those stages; return ``{output: path}`` of what was written.
 
@@ -36,13 +37,18 @@ def write_completed_outputs(results_dir: str | os.PathLike[str], case_ids: list[
 
             summary = build_report(results, cohort / "report.html")
             written["report"] = summary["html"]
-            log.warning("cohort report of the %d completed case(s) (%d failed, listed in it): %s",
-                        summary["cases"], summary["failed"], summary["html"])
+            log.warning(
+                "cohort report of the %d completed case(s) (%d failed, listed in it): %s",
+                summary["cases"],
+                summary["failed"],
+                summary["html"],
+            )
         except (CtsamError, OSError, ValueError) as err:
             log.error("no cohort report for the completed cases: %s", str(err).splitlines()[0] if str(err) else err)
     if radiomics:
-        tables = [results / c / "radiomics.parquet" for c in case_ids]
-        tables = [t for t in tables if t.is_file()]
+        tables: list[str | os.PathLike[str]] = [
+            p for p in (results / c / "radiomics.parquet" for c in case_ids) if p.is_file()
+        ]
         if tables:
             try:
                 from ctsam.radiomics.table import cohort_table, write_cohort

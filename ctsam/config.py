@@ -107,7 +107,7 @@ def _bound_pairs(section: dict, prefix: str) -> list[tuple[str, Any, str, Any]]:
             if lo_pat.startswith("_") and key.endswith(lo_pat):
                 other = key[: -len(lo_pat)] + hi_pat
             elif not lo_pat.startswith("_") and key.startswith(lo_pat):
-                other = hi_pat + key[len(lo_pat):]
+                other = hi_pat + key[len(lo_pat) :]
             else:
                 continue
             if other in section:
@@ -197,7 +197,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ConfigError("config file is not valid YAML", path=path, found=str(err), fix="fix the YAML syntax") from err
+        raise ConfigError(
+            "config file is not valid YAML", path=path, found=str(err), fix="fix the YAML syntax"
+        ) from err
     if not isinstance(data, dict):
         raise ConfigError("config file must hold a mapping", path=path, found=type(data).__name__)
     return validate_config(data, source=str(path))

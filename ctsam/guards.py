@@ -128,12 +128,15 @@ def check_values(array: np.ndarray, settings: GuardSettings, *, case: str | None
                 f"brightest >= {settings.hu_max_at_least:g} HU (soft tissue; guards.hu_max_at_least)"
             ),
             found=f"values {lo:g}..{hi:g} ({array.dtype})",
-            fix="pass a CT in HU (not a normalised, MR or mask image); " + FIX.format(key="hu_min_at_most/hu_max_at_least"),
+            fix="pass a CT in HU (not a normalised, MR or mask image); "
+            + FIX.format(key="hu_min_at_most/hu_max_at_least"),
         )
     return lo, hi
 
 
-def check_ct(array: np.ndarray, geometry: Geometry, settings: GuardSettings, *, case: str | None = None) -> tuple[float, float]:
+def check_ct(
+    array: np.ndarray, geometry: Geometry, settings: GuardSettings, *, case: str | None = None
+) -> tuple[float, float]:
     """Every guard on one CT (geometry first, it is cheap); returns the value range."""
     check_geometry(geometry, settings, case=case)
     return check_values(array, settings, case=case)

@@ -373,7 +373,10 @@ class OutputVocabulary:
         return self._index.get(output_name)  # type: ignore[attr-defined]
 
     def to_dict(self) -> dict:
-        return {"labels": {str(k): v for k, v in sorted(self.labels.items())}, "source_to_output": dict(sorted(self.source_to_output.items()))}
+        return {
+            "labels": {str(k): v for k, v in sorted(self.labels.items())},
+            "source_to_output": dict(sorted(self.source_to_output.items())),
+        }
 
 
 def build_vocabulary(

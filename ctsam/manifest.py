@@ -20,7 +20,6 @@ No timestamps are written, so the same inputs and environment give an identical 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from ctsam import __version__
 from ctsam.errors import InputDataError
-from ctsam.provenance import config_digest, package_versions, sha256_file
+from ctsam.provenance import config_digest, package_versions, sha256_dir, sha256_file  # noqa: F401 - sha256_dir re-exported
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +58,6 @@ def _display_name(path: Path, case_dir: Path | None) -> str:
         except ValueError:
             pass
     return path.name
-
-
-def sha256_dir(path: Path) -> tuple[str, int, int]:
-    """Digest of a folder: sha256 over (relative path, file sha256) of every file, sorted.
-
-    Returns ``(hexdigest, n_files, total_bytes)``.
-    """
-    h = hashlib.sha256()
-    n = size = 0
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            f = Path(root) / name
-            rel = f.relative_to(path).as_posix()
-            h.update(rel.encode("utf-8") + b"\0" + sha256_file(f).encode() + b"\n")
-            n += 1
-            size += f.stat().st_size
-    return h.hexdigest(), n, size
 
 
 def describe_file(
@@ -138,7 +119,9 @@ def read_sidecar_timing(path: str | os.PathLike[str], *, case: str | None = None
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise InputDataError("sidecar JSON is unreadable", case=case, path=p, found=f"{type(err).__name__}: {err}") from err
+        raise InputDataError(
+            "sidecar JSON is unreadable", case=case, path=p, found=f"{type(err).__name__}: {err}"
+        ) from err
     timing = doc.get("timing_s") if isinstance(doc, dict) else None
     return timing if isinstance(timing, dict) else None
 
@@ -191,8 +174,10 @@ def build_manifest(
     return doc
 
 
-DEMO_WEIGHTS_WARNING = ("DEMO WEIGHTS: refine ran the phantom-trained builtin:demo_* model on a CT that is not a demo "
-                        "phantom (weights.allow_demo_weights: true); its refined structures are not trustworthy")
+DEMO_WEIGHTS_WARNING = (
+    "DEMO WEIGHTS: refine ran the phantom-trained builtin:demo_* model on a CT that is not a demo "
+    "phantom (weights.allow_demo_weights: true); its refined structures are not trustworthy"
+)
 
 
 def demo_weight_warnings(outputs: list[str | os.PathLike[str]]) -> list[str]:
@@ -222,6 +207,8 @@ def discover_case_files(case_dir: str | os.PathLike[str], *, exclude: tuple[str,
     d = Path(case_dir)
     if not d.is_dir():
         raise InputDataError("case results folder not found", path=d, fix="pass results/<case>")
-    files = sorted(p for p in d.rglob("*") if p.is_file() and p.name not in exclude and "benchmarks" not in p.relative_to(d).parts)
+    files = sorted(
+        p for p in d.rglob("*") if p.is_file() and p.name not in exclude and "benchmarks" not in p.relative_to(d).parts
+    )
     bench = sorted((d / "benchmarks").glob("*.tsv")) if (d / "benchmarks").is_dir() else []
     return {"outputs": files, "sidecars": [p for p in files if p.suffix == ".json"], "benchmarks": bench}

@@ -7,9 +7,11 @@ by a run whose results are all up to date). It reads no image and imports no hea
   backend has its label map;
 * the coarse backend each case needs (:func:`case_backend`): TotalSegmentator installed and every
   weight file of the configured mode present (:mod:`ctsam.coarse.weights`);
+* the ``python`` on PATH, which every job runs, has ctsam's packages (a venv not activated);
 * the Python packages each planned stage imports (else: which extra to install);
 * the refine checkpoint exists and its header reads as a checkpoint; ``builtin:demo_*`` weights
   only on the demo cohort unless ``weights.allow_demo_weights``;
+* every lesion model loads (header), demo lesion models only on the demo cohort;
 * the radiomics parameter file exists.
 
 Problems of one case (a missing study) let the other cases run: a real run warns and that case
@@ -36,6 +38,7 @@ STAGE_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "convert": (("pydicom", "core"), ("SimpleITK", "core")),
     "seed": (("scipy", "core"),),
     "refine": (("torch", "core"), ("safetensors", "core")),
+    "lesions": (("torch", "core"), ("safetensors", "core")),
     "fuse": (("scipy", "core"),),
     "qc": (("scipy", "core"),),
     "radiomics": (("radiomics", "radiomics"),),
@@ -106,8 +109,9 @@ def drop_missing_auto_labels(samples: Sequence[Any], configured: str, from_studi
     TotalSegmentator case (forget the label path); sheets keep theirs (a missing file is an error)."""
     if configured != "auto" or not from_studies_dir:
         return list(samples)
-    return [s if not s.coarse_labels or Path(s.coarse_labels).exists() else replace(s, coarse_labels=None)
-            for s in samples]
+    return [
+        s if not s.coarse_labels or Path(s.coarse_labels).exists() else replace(s, coarse_labels=None) for s in samples
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -141,25 +145,41 @@ def _group(problems: Iterable[tuple[str, str, str, str]]) -> list[Problem]:
 def check_inputs(samples: Sequence[Any], backends: dict[str, str], wf: dict) -> list[Problem]:
     """Every case's study/CT and (labels backend) label map exist and are readable."""
     source_key = "workflow.samples (column path)" if wf.get("samples") else "workflow.studies_dir"
-    labels_key = ("workflow.samples (column coarse_labels)" if wf.get("samples")
-                  else "workflow.coarse_labels_file")
+    labels_key = "workflow.samples (column coarse_labels)" if wf.get("samples") else "workflow.coarse_labels_file"
     rows = []
     for s in samples:
         why = _readable(Path(s.path))
         if why:
-            rows.append((s.case_id, f"study or CT {why}", source_key,
-                         "correct the path, or remove the case from the cohort"))
+            rows.append(
+                (s.case_id, f"study or CT {why}", source_key, "correct the path, or remove the case from the cohort")
+            )
         if backends.get(s.case_id) == "labels":
             if not s.coarse_labels:
-                rows.append((s.case_id, "coarse backend 'labels' but no label map given", labels_key,
-                             ("give the case a coarse_labels file, or set coarse.backend: auto (TotalSegmentator "
-                              "for cases without one)")))
+                rows.append(
+                    (
+                        s.case_id,
+                        "coarse backend 'labels' but no label map given",
+                        labels_key,
+                        (
+                            "give the case a coarse_labels file, or set coarse.backend: auto (TotalSegmentator "
+                            "for cases without one)"
+                        ),
+                    )
+                )
             else:
                 why = _readable(Path(s.coarse_labels))
                 if why:
-                    rows.append((s.case_id, f"coarse label map {why}", labels_key,
-                                 ("correct the label map path, or set coarse.backend: auto to use TotalSegmentator "
-                                  "for cases without labels")))
+                    rows.append(
+                        (
+                            s.case_id,
+                            f"coarse label map {why}",
+                            labels_key,
+                            (
+                                "correct the label map path, or set coarse.backend: auto to use TotalSegmentator "
+                                "for cases without labels"
+                            ),
+                        )
+                    )
     return _group(rows)
 
 
@@ -175,26 +195,30 @@ def check_totalsegmentator(config: dict, cases: tuple[str, ...], *, check_execut
     problems = []
     exe = ts["executable"]
     if check_executable and not (shutil.which(exe) or (os.sep in exe and Path(exe).is_file())):
-        problems.append(Problem(
-            f"TotalSegmentator program '{exe}' not found on PATH",
-            "coarse.totalsegmentator.executable",
-            "install the extra (pip install 'ctsam[totalseg]', or make demo/test which installs every extra), "
-            "set the key to its path, or give these cases a coarse_labels map (coarse.backend: auto)",
-            cases,
-        ))
+        problems.append(
+            Problem(
+                f"TotalSegmentator program '{exe}' not found on PATH",
+                "coarse.totalsegmentator.executable",
+                "install the extra (pip install 'ctsam[totalseg]', or make demo/test which installs every extra), "
+                "set the key to its path, or give these cases a coarse_labels map (coarse.backend: auto)",
+                cases,
+            )
+        )
     root = ts["weights_path"] or default_weights_root()
     report = check_weights(ts["mode"], roi_subset=bool(ts["roi_subset"]), robust_crop=ts["robust_crop"], root=root)
     if not report.ok:
         missing = len(report.problems)
         cmds = " and ".join(f"`{c}`" for c in report.download_commands())
-        problems.append(Problem(
-            f"TotalSegmentator weights for mode '{ts['mode']}' incomplete in {report.root}: {missing} of "
-            f"{len(report.required)} files missing or unusable (list: ctsam weights check)",
-            "coarse.totalsegmentator.weights_path (or $TOTALSEG_WEIGHTS_PATH)",
-            f"on a machine with internet run {cmds} (or ctsam weights fetch totalseg), copy the folders to "
-            f"{report.root}; or choose another coarse.totalsegmentator.mode",
-            cases,
-        ))
+        problems.append(
+            Problem(
+                f"TotalSegmentator weights for mode '{ts['mode']}' incomplete in {report.root}: {missing} of "
+                f"{len(report.required)} files missing or unusable (list: ctsam weights check)",
+                "coarse.totalsegmentator.weights_path (or $TOTALSEG_WEIGHTS_PATH)",
+                f"on a machine with internet run {cmds} (or ctsam weights fetch totalseg), copy the folders to "
+                f"{report.root}; or choose another coarse.totalsegmentator.mode",
+                cases,
+            )
+        )
     return problems
 
 
@@ -214,19 +238,52 @@ def check_packages(stages: Sequence[str], backends_used: Iterable[str]) -> list[
         except (ImportError, ValueError):
             found = False
         if not found:
-            fix = (f"pip install 'ctsam[{extra}]' (or make demo/test, which installs every extra)" if extra != "core"
-                   else "reinstall ctsam (make clean-venv && make test)")
+            fix = (
+                f"pip install 'ctsam[{extra}]' (or make demo/test, which installs every extra)"
+                if extra != "core"
+                else "reinstall ctsam (make clean-venv && make test)"
+            )
             key = "workflow.stages" if not any(u.startswith("coarse (") for u in users) else "coarse.backend"
-            problems.append(Problem(
-                f"Python package '{module}' is not installed; needed by stage {', '.join(sorted(set(users)))}",
-                key, fix + f", or remove the stage from {key}" if key == "workflow.stages" else fix,
-            ))
+            problems.append(
+                Problem(
+                    f"Python package '{module}' is not installed; needed by stage {', '.join(sorted(set(users)))}",
+                    key,
+                    fix + f", or remove the stage from {key}" if key == "workflow.stages" else fix,
+                )
+            )
     return problems
 
 
-def checkpoint_problem(spec: str) -> str | None:
+def check_job_python(env_path: str | None = None) -> list[Problem]:
+    """Workflow jobs run ``python -m ctsam`` from PATH: that interpreter must be there and have ctsam's
+    core packages (a venv used without activating it is the usual cause)."""
+    import subprocess
+    import sys
+
+    found = shutil.which("python", path=env_path)
+    # not resolved: a venv's python is a symlink to the base interpreter, its identity is the link's folder
+    if found and Path(os.path.abspath(found)).parent == Path(os.path.abspath(sys.executable)).parent:
+        return []
+    fix = (f"activate the environment that runs Snakemake (. {Path(sys.executable).parent}/activate), or put "
+           f"{Path(sys.executable).parent} first on PATH (make demo / make test do this)")
+    if not found:
+        return [Problem("no 'python' on PATH: every job runs `python -m ctsam`", "PATH", fix)]
+    try:
+        proc = subprocess.run([found, "-c", "import numpy, pydicom, SimpleITK, yaml"], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return [Problem(f"'python' on PATH ({found}) cannot run: {err}", "PATH", fix)]
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return [Problem(f"jobs would run {found}, which lacks ctsam's packages ({last}); Snakemake runs on "
+                        f"{sys.executable}", "PATH", fix)]
+    return []
+
+
+def checkpoint_problem(spec: str, *, meta_key: str | None = "ctsam") -> str | None:
     """Why the checkpoint ``spec`` cannot load (None: its header reads as a ctsam .safetensors or a
-    torch archive). Reads the header only; imports no torch."""
+    torch archive). Reads the header only; imports no torch. ``meta_key``: metadata entry a
+    .safetensors file must carry (None: any)."""
     from ctsam.errors import CtsamError
     from ctsam.resources import resolve_model_path
 
@@ -256,7 +313,7 @@ def checkpoint_problem(spec: str) -> str | None:
                     return f"{path}: safetensors file holds no tensors"
                 if 8 + n + max(ends) > size:
                     return f"{path}: truncated ({size} bytes, header promises {8 + n + max(ends)})"
-                if "ctsam" not in (header.get("__metadata__") or {}):
+                if meta_key and meta_key not in (header.get("__metadata__") or {}):
                     return f"{path}: a safetensors file without ctsam model metadata (convert it: ctsam model convert)"
                 return None
     if zipfile.is_zipfile(path):
@@ -275,17 +332,62 @@ def check_refine(config: dict, *, demo: bool) -> list[Problem]:
     problems = []
     why = checkpoint_problem(spec)
     if why:
-        problems.append(Problem(f"refine checkpoint cannot be loaded: {why}", "refine.checkpoint",
-                                "point it at the CT-SAM3D params.pth or a ctsam .safetensors "
-                                "(ctsam weights list / fetch ctsam3d; docs/weights.md)"))
+        problems.append(
+            Problem(
+                f"refine checkpoint cannot be loaded: {why}",
+                "refine.checkpoint",
+                "point it at the CT-SAM3D params.pth or a ctsam .safetensors "
+                "(ctsam weights list / fetch ctsam3d; docs/weights.md)",
+            )
+        )
     if spec.startswith(DEMO_WEIGHTS_PREFIX) and not demo and not config["weights"]["allow_demo_weights"]:
-        problems.append(Problem(
-            f"refine.checkpoint is '{spec}', trained on demo phantoms only, and this cohort is not the demo",
-            "refine.checkpoint",
-            "fetch the real CT-SAM3D weights (ctsam weights fetch ctsam3d on a login node) and set refine.checkpoint "
-            "to them, or remove refine from workflow.stages; weights.allow_demo_weights: true runs the demo model "
-            "anyway (report and manifest then say so)",
-        ))
+        problems.append(
+            Problem(
+                f"refine.checkpoint is '{spec}', trained on demo phantoms only, and this cohort is not the demo",
+                "refine.checkpoint",
+                "fetch the real CT-SAM3D weights (ctsam weights fetch ctsam3d on a login node) and set refine.checkpoint "
+                "to them, or remove refine from workflow.stages; weights.allow_demo_weights: true runs the demo model "
+                "anyway (report and manifest then say so)",
+            )
+        )
+    return problems
+
+
+def check_lesions(config: dict, *, demo: bool) -> list[Problem]:
+    """Every lesion model (default and per click label) loadable; demo models only on the demo cohort;
+    the clicks folder exists."""
+    les = config["lesions"]
+    problems = []
+    models = [("lesions.checkpoint", str(les["checkpoint"]))]
+    models += [(f"lesions.checkpoints.{label}", str(spec)) for label, spec in sorted(les["checkpoints"].items())]
+    for key, spec in models:
+        why = checkpoint_problem(spec, meta_key=None)
+        if why:
+            problems.append(
+                Problem(
+                    f"lesion model cannot be loaded: {why}",
+                    key,
+                    "point it at a 3DSAM-adapter .pth or a ctsam .safetensors (ctsam weights list: "
+                    "3dsam_*; docs/lesions.md)",
+                )
+            )
+        if spec.startswith(DEMO_WEIGHTS_PREFIX) and not demo and not config["weights"]["allow_demo_weights"]:
+            problems.append(
+                Problem(
+                    f"{key} is '{spec}', trained on demo phantoms only, and this cohort is not the demo",
+                    key,
+                    "use a published 3DSAM-adapter model (ctsam weights fetch 3dsam_<task> --from "
+                    "file:///PATH), set lesions.enabled: false, or weights.allow_demo_weights: true",
+                )
+            )
+    if les["clicks_dir"] and not Path(les["clicks_dir"]).is_dir():
+        problems.append(
+            Problem(
+                f"lesion clicks folder {les['clicks_dir']} does not exist",
+                "lesions.clicks_dir",
+                "create it with one <case>.tsv per case, or set it to null",
+            )
+        )
     return problems
 
 
@@ -299,14 +401,20 @@ def check_radiomics(config: dict) -> list[Problem]:
     if why is None and Path(params).is_dir():
         why = "is a folder"
     if why:
-        return [Problem(f"radiomics parameter file {params} {why}", "radiomics.params",
-                        f"set it to a pyradiomics YAML file or one of {', '.join(sorted(SHIPPED_PARAMS))}")]
+        return [
+            Problem(
+                f"radiomics parameter file {params} {why}",
+                "radiomics.params",
+                f"set it to a pyradiomics YAML file or one of {', '.join(sorted(SHIPPED_PARAMS))}",
+            )
+        ]
     return []
 
 
 # ---------------------------------------------------------------------------------------------- all
-def preflight(config: dict, samples: Sequence[Any], stages: Sequence[str], *, demo: bool,
-              use_conda: bool = False) -> PreflightResult:
+def preflight(
+    config: dict, samples: Sequence[Any], stages: Sequence[str], *, demo: bool, use_conda: bool = False
+) -> PreflightResult:
     """Every check above for a run of ``stages`` over ``samples`` (``demo``: the workflow writes the inputs)."""
     result = PreflightResult()
     configured = config["coarse"]["backend"]
@@ -315,12 +423,18 @@ def preflight(config: dict, samples: Sequence[Any], stages: Sequence[str], *, de
         result.per_case.extend(check_inputs(samples, result.backends, config["workflow"]))
     used = set(result.backends.values()) if "coarse" in stages else set()
     if "totalsegmentator" in used:
-        result.blocking.extend(check_totalsegmentator(
-            config, _cases_of(result.backends, "totalsegmentator"), check_executable=not use_conda))
+        result.blocking.extend(
+            check_totalsegmentator(
+                config, _cases_of(result.backends, "totalsegmentator"), check_executable=not use_conda
+            )
+        )
     if not use_conda:  # conda environments bring their own packages
+        result.blocking.extend(check_job_python())
         result.blocking.extend(check_packages(stages, used))
     if "refine" in stages:
         result.blocking.extend(check_refine(config, demo=demo))
+    if "lesions" in stages:
+        result.blocking.extend(check_lesions(config, demo=demo))
     if "radiomics" in stages:
         result.blocking.extend(check_radiomics(config))
     return result
@@ -338,5 +452,8 @@ def is_dry_run(argv: Sequence[str]) -> bool:
 
 def uses_conda(argv: Sequence[str]) -> bool:
     text = " ".join(argv)
-    return "--use-conda" in text or ("--software-deployment-method" in text and "conda" in text) or \
-        ("--sdm" in text and "conda" in text)
+    return (
+        "--use-conda" in text
+        or ("--software-deployment-method" in text and "conda" in text)
+        or ("--sdm" in text and "conda" in text)
+    )

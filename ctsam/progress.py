@@ -23,8 +23,16 @@ LOG_INTERVAL_S = 10.0
 class Progress:
     """Count ``total`` steps of ``what``; draw a bar on a TTY, else log a line every ``interval_s`` (INFO)."""
 
-    def __init__(self, total: int, what: str, *, logger: logging.Logger | None = None, stream=None,
-                 interval_s: float = LOG_INTERVAL_S, clock=time.perf_counter) -> None:
+    def __init__(
+        self,
+        total: int,
+        what: str,
+        *,
+        logger: logging.Logger | None = None,
+        stream=None,
+        interval_s: float = LOG_INTERVAL_S,
+        clock=time.perf_counter,
+    ) -> None:
         self.total = max(int(total), 0)
         self.what = what
         self.done = 0
@@ -62,8 +70,15 @@ class Progress:
         elif finished or now - self._last_log >= self.interval_s:
             self._last_log = now
             self.lines_logged += 1
-            self.log.info("%s: %d/%d (%.0f%%) in %.1f s%s", self.what, self.done, self.total, 100 * frac, elapsed,
-                          self._eta(elapsed))
+            self.log.info(
+                "%s: %d/%d (%.0f%%) in %.1f s%s",
+                self.what,
+                self.done,
+                self.total,
+                100 * frac,
+                elapsed,
+                self._eta(elapsed),
+            )
 
 
 def track(items: Iterable[T], total: int, what: str) -> Iterator[T]:

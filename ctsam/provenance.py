@@ -21,6 +21,24 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def sha256_dir(path: Path) -> tuple[str, int, int]:
+    """Digest of a folder: sha256 over (relative path, file sha256) of every file, sorted.
+
+    Returns ``(hexdigest, n_files, total_bytes)``.
+    """
+    h = hashlib.sha256()
+    n = size = 0
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            f = Path(root) / name
+            rel = f.relative_to(path).as_posix()
+            h.update(rel.encode("utf-8") + b"\0" + sha256_file(f).encode() + b"\n")
+            n += 1
+            size += f.stat().st_size
+    return h.hexdigest(), n, size
+
+
 def sha256_tree(paths: list[Path]) -> str:
     """One digest over several files (sorted by path; names and contents both count)."""
     h = hashlib.sha256()

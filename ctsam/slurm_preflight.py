@@ -6,7 +6,7 @@ come, and a placeholder partition is only refused by ``sbatch`` after the DAG is
 * ``sbatch``, ``sinfo`` (and ``squeue``/``scancel``, which the plugin polls and cancels with) on PATH;
 * no placeholder left in ``slurm_partition`` / ``slurm_account`` (``CHANGE_ME``, ``<...>``, ``your_...``);
 * every partition named exists, when ``sinfo`` answers (10 s limit);
-* GPU requests are well formed (``gres: gpu:N`` / ``gpu:TYPE:N``, ``gpu``/``gpus`` >= 1) and, when
+* GPU requests are well formed (``gres: gpu:N`` / ``gpu:TYPE:N``, ``gpu``/``gpus`` whole numbers) and, when
   ``sinfo`` answers, their partition offers GPUs.
 
 The profile's values arrive as Snakemake parsed them (``workflow.resource_settings``): raw strings
@@ -41,6 +41,7 @@ def _clean(value: object) -> str | None:
 
 def resources_from_settings(resource_settings: object) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """(default, per_rule) raw resource strings from Snakemake's ``workflow.resource_settings``."""
+
     def raw(mapping: object) -> dict[str, str]:
         out = {}
         for key, res in dict(mapping or {}).items():  # type: ignore[call-overload]
@@ -123,17 +124,19 @@ def slurm_problems(
         for key in ("slurm_partition", "slurm_account"):
             value = _clean(res.get(key))
             if value and any(PLACEHOLDER.search(v.strip()) for v in value.split(",")):
-                problems.append(f"{scope} {key}: '{value}' is a placeholder. Fix: set your cluster's "
-                                f"{'partition (sinfo -s lists them)' if key == 'slurm_partition' else 'account (sacctmgr show assoc user=$USER)'}"
-                                " in workflow/profiles/slurm/config.yaml or with --default-resources/--set-resources")
+                problems.append(
+                    f"{scope} {key}: '{value}' is a placeholder. Fix: set your cluster's "
+                    f"{'partition (sinfo -s lists them)' if key == 'slurm_partition' else 'account (sacctmgr show assoc user=$USER)'}"
+                    " in workflow/profiles/slurm/config.yaml or with --default-resources/--set-resources"
+                )
         for key in ("gres",):
             value = _clean(res.get(key))
             if value and not all(GRES.match(v.strip()) for v in value.split(",") if "gpu" in v):
                 problems.append(f"{scope} gres: '{value}' is not a valid GPU request. Fix: 'gpu:1' or 'gpu:TYPE:1'")
         for key in ("gpu", "gpus"):
             value = _clean(res.get(key))
-            if value is not None and not (value.isdigit() and int(value) >= 1):
-                problems.append(f"{scope} {key}: '{value}' is not a GPU count. Fix: a whole number >= 1")
+            if value is not None and not value.isdigit():
+                problems.append(f"{scope} {key}: '{value}' is not a GPU count. Fix: a whole number (0: none)")
     # partition of each rule (own, else default) and whether it asks for a GPU
     rules = {"(every rule)": dict(default), **{r: {**default, **res} for r, res in per_rule.items()}}
     gpu_partitions: dict[str, list[str]] = {}
@@ -143,8 +146,9 @@ def slurm_problems(
             continue
         for p in part.split(","):
             partitions.setdefault(p.strip(), []).append(rule)
-            wants_gpu = "gpu" in (_clean(res.get("gres")) or "") or bool(_clean(res.get("gpu"))) or bool(
-                _clean(res.get("gpus")))
+            wants_gpu = "gpu" in (_clean(res.get("gres")) or "") or any(
+                (_clean(res.get(k)) or "0").isdigit() and int(_clean(res.get(k)) or "0") > 0 for k in ("gpu", "gpus")
+            )
             if wants_gpu:
                 gpu_partitions.setdefault(p.strip(), []).append(rule)
     if partitions and not missing:
@@ -157,12 +161,16 @@ def slurm_problems(
                     known.setdefault(name.rstrip("*"), set()).add(gres)
             for part, users in sorted(partitions.items()):
                 if part not in known:
-                    problems.append(f"partition '{part}' (used by {', '.join(sorted(set(users)))}) does not exist; "
-                                    f"sinfo lists {', '.join(sorted(known)) or 'none'}. Fix: use one of those")
+                    problems.append(
+                        f"partition '{part}' (used by {', '.join(sorted(set(users)))}) does not exist; "
+                        f"sinfo lists {', '.join(sorted(known)) or 'none'}. Fix: use one of those"
+                    )
                 elif part in gpu_partitions and not any("gpu" in g for g in known[part]):
-                    problems.append(f"partition '{part}' has no GPUs (sinfo %G: {', '.join(sorted(known[part]))}) but "
-                                    f"{', '.join(sorted(set(gpu_partitions[part])))} asks for one. Fix: set "
-                                    "set-resources: <rule>: slurm_partition to a GPU partition")
+                    problems.append(
+                        f"partition '{part}' has no GPUs (sinfo %G: {', '.join(sorted(known[part]))}) but "
+                        f"{', '.join(sorted(set(gpu_partitions[part])))} asks for one. Fix: set "
+                        "set-resources: <rule>: slurm_partition to a GPU partition"
+                    )
     return problems
 
 

@@ -77,67 +77,165 @@ class Stage:
 
     def resources_for(self, variant: str | None = None) -> Resources:
         """Scheduler hints, for ``variant`` when the stage has one by that name."""
+        if variant is not None and not isinstance(variant, str):
+            # e.g. a Snakemake input function passed where a variant name was meant
+            raise TypeError(f"stage {self.name}: variant must be a name, not {type(variant).__name__}")
         return dict(self.variants).get(variant or "", self.resources)
 
 
-_PIPELINE_SECTIONS = ("privacy", "convert", "guards", "coarse", "structures", "seed", "refine", "weights", "fuse", "lesions",
-                      "qc", "radiomics")
+_PIPELINE_SECTIONS = (
+    "privacy",
+    "convert",
+    "guards",
+    "coarse",
+    "structures",
+    "seed",
+    "refine",
+    "weights",
+    "fuse",
+    "lesions",
+    "qc",
+    "radiomics",
+)
 
 #: Every stage, in pipeline order (per-case stages, then cohort stages).
 STAGES: tuple[Stage, ...] = (
     Stage(
-        "demo", CASE, ("phantom.json",), commands=(("demo-cohort", "demo_cohort"),), function="demo_cohort",
-        resources=Resources(1, 1000, 10), pipeline=False,
+        "demo",
+        CASE,
+        ("phantom.json",),
+        commands=(("demo-cohort", "demo_cohort"),),
+        function="demo_cohort",
+        resources=Resources(1, 1000, 10),
+        pipeline=False,
     ),
     Stage(
-        "convert", CASE, ("ct.nii.gz", "ct.json"), commands=(("convert", "convert"), ("import-ct", "import_ct")),
-        function="convert_study", config_sections=("convert", "guards", "privacy"),
+        "convert",
+        CASE,
+        ("ct.nii.gz", "ct.json"),
+        commands=(("convert", "convert"), ("import-ct", "import_ct")),
+        function="convert_study",
+        config_sections=("convert", "guards", "privacy"),
     ),
     Stage(
-        "coarse", CASE, ("coarse.nii.gz", "coarse.tsv", "coarse.json"), requires=("convert",),
-        commands=(("coarse", "coarse"),), function="coarse", config_sections=("coarse",),
-        resources=Resources(4, 16000, 120, "totalsegmentator.yaml"), variants=(("labels", Resources(1, 4000, 20)),),
+        "coarse",
+        CASE,
+        ("coarse.nii.gz", "coarse.tsv", "coarse.json"),
+        requires=("convert",),
+        commands=(("coarse", "coarse"),),
+        function="coarse_file",
+        config_sections=("coarse",),
+        resources=Resources(4, 16000, 120, "totalsegmentator.yaml"),
+        variants=(("labels", Resources(1, 4000, 20)),),
     ),
     Stage(
-        "seed", CASE, ("prompts.json",), requires=("coarse",), commands=(("seed", "seed"),), function="seed",
-        config_sections=("seed", "structures"), temporary=True,
+        "seed",
+        CASE,
+        ("prompts.json",),
+        requires=("coarse",),
+        commands=(("seed", "seed"),),
+        function="seed_prompts",
+        config_sections=("seed", "structures"),
+        temporary=True,
     ),
     Stage(
-        "refine", CASE, ("refined.npz",), requires=("seed",), commands=(("refine", "refine"),), function="refine",
-        config_sections=("refine", "weights"), resources=Resources(1, 16000, 60), gpu=True,
+        "refine",
+        CASE,
+        ("refined.npz",),
+        requires=("seed",),
+        commands=(("refine", "refine"),),
+        function="refine_structures",
+        config_sections=("refine", "weights"),
+        resources=Resources(1, 16000, 60),
+        gpu=True,
     ),
     Stage(
-        "fuse", CASE, ("labels.nii.gz", "labels.tsv", "fuse.json"), requires=("coarse",), uses=("refine",),
-        commands=(("fuse", "fuse"),), function="fuse", config_sections=("fuse",), resources=Resources(1, 8000, 20),
+        "fuse",
+        CASE,
+        ("labels.nii.gz", "labels.tsv", "fuse.json"),
+        requires=("coarse",),
+        uses=("refine",),
+        commands=(("fuse", "fuse"),),
+        function="fuse_labels",
+        config_sections=("fuse",),
+        resources=Resources(1, 8000, 20),
     ),
     Stage(
         # optional (config lesions.enabled): one-click tumours; after refine, in the case's GPU job
-        "lesions", CASE, ("lesions.nii.gz", "lesions.json"), requires=("coarse",), uses=("refine",),
-        commands=(("lesions", "lesions"),), function="lesions", config_sections=("lesions",),
-        resources=Resources(1, 8000, 30), gpu=True,
+        "lesions",
+        CASE,
+        ("lesions.nii.gz", "lesions.json"),
+        requires=("coarse",),
+        uses=("refine",),
+        commands=(("lesions", "lesions"),),
+        function="segment_lesions",
+        config_sections=("lesions",),
+        resources=Resources(1, 8000, 30),
+        gpu=True,
     ),
     Stage(
-        "qc", CASE, ("qc.json",), requires=("fuse",), uses=("refine", "lesions"), commands=(("qc", "qc"),), function="qc",
-        config_sections=("qc",), resources=Resources(1, 8000, 20),
+        "qc",
+        CASE,
+        ("qc.json",),
+        requires=("fuse",),
+        uses=("refine", "lesions"),
+        commands=(("qc", "qc"),),
+        function="qc_case",
+        config_sections=("qc", "fuse"),
+        resources=Resources(1, 8000, 20),
     ),
     Stage(
-        "radiomics", CASE, ("radiomics.parquet", "radiomics.json"), requires=("fuse",), uses=("lesions",),
-        commands=(("radiomics", "radiomics"),), function="radiomics", config_sections=("radiomics",),
+        "radiomics",
+        CASE,
+        ("radiomics.parquet", "radiomics.json"),
+        requires=("fuse",),
+        uses=("lesions",),
+        commands=(("radiomics", "radiomics"),),
+        function="extract_radiomics",
+        config_sections=("radiomics",),
         resources=Resources(2, 8000, 60, "radiomics.yaml"),
     ),
     Stage(
-        "manifest", CASE, ("manifest.json",), commands=(("manifest", "manifest"),), function="manifest",
-        config_sections=_PIPELINE_SECTIONS, resources=Resources(1, 2000, 10), pipeline=False,
+        # optional (config export.dicomseg / export.rtstruct, DICOM inputs only): the label map as DICOM,
+        # {format} = seg (DICOM-SEG) or rtstruct (RT Structure Set)
+        "export",
+        CASE,
+        ("{format}.dcm",),
+        requires=("fuse",),
+        commands=(("export-seg", "export_seg"),),
+        function="export_dicom",
+        config_sections=("export",),
+        pipeline=False,
     ),
     Stage(
-        "report", COHORT, ("report.html", "report_qc.parquet", "report_qc.csv"), requires=("qc",),
-        commands=(("report", "report"),), function="report", config_sections=("qc", "report"),
+        "manifest",
+        CASE,
+        ("manifest.json",),
+        commands=(("manifest", "manifest"),),
+        function="write_manifest",
+        config_sections=_PIPELINE_SECTIONS,
+        resources=Resources(1, 2000, 10),
+        pipeline=False,
+    ),
+    Stage(
+        "report",
+        COHORT,
+        ("report.html", "report_qc.parquet", "report_qc.csv"),
+        requires=("qc",),
+        commands=(("report", "report"),),
+        function="cohort_report",
+        config_sections=("qc", "report"),
         resources=Resources(1, 8000, 60),
     ),
     Stage(
-        "radiomics_cohort", COHORT, ("radiomics.parquet",), requires=("radiomics",),
-        commands=(("radiomics-cohort", "radiomics_cohort"),), function="radiomics_cohort",
-        config_sections=("radiomics",), resources=Resources(1, 8000, 30, "radiomics.yaml"),
+        "radiomics_cohort",
+        COHORT,
+        ("radiomics.parquet",),
+        requires=("radiomics",),
+        commands=(("radiomics-cohort", "radiomics_cohort"),),
+        function="radiomics_cohort",
+        config_sections=("radiomics",),
+        resources=Resources(1, 8000, 30, "radiomics.yaml"),
     ),
 )
 
@@ -152,6 +250,23 @@ def stage(name: str) -> Stage:
 def pipeline_stages(scope: str | None = None) -> list[Stage]:
     """The ``workflow.stages`` stages in pipeline order, optionally only those of ``scope``."""
     return [s for s in STAGES if s.pipeline and (scope is None or s.scope == scope)]
+
+
+def stage_settings(config: dict, name: str) -> dict:
+    """The config sections stage ``name`` reads, as plain YAML data with keys sorted at every level.
+
+    Exactly what the workflow passes a job (``write_stage_config`` in :mod:`ctsam.cohort`) and what
+    :func:`ctsam.api.stage_config` gives a stage, so both see identical settings in identical order.
+    """
+    return sections_settings(config, stage(name).config_sections)
+
+
+def sections_settings(config: dict, sections: tuple[str, ...]) -> dict:
+    """``sections`` of ``config`` as plain YAML data with keys sorted at every level (see :func:`stage_settings`)."""
+    import yaml
+
+    own = {k: config[k] for k in sections if k in config}
+    return yaml.safe_load(yaml.safe_dump(own, sort_keys=True)) or {}
 
 
 def stage_commands() -> list[tuple[str, str]]:

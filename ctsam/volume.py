@@ -73,7 +73,7 @@ class Geometry:
         return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.index_to_world_matrix()
 
     @classmethod
-    def from_affine_ras(cls, affine: np.ndarray, shape_zyx: tuple[int, int, int]) -> "Geometry":
+    def from_affine_ras(cls, affine: np.ndarray, shape_zyx: tuple[int, int, int]) -> Geometry:
         lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=float)
         m = lps[:3, :3]
         spacing = np.linalg.norm(m, axis=0)
@@ -105,7 +105,7 @@ class Geometry:
         return np.stack([world.min(axis=0), world.max(axis=0)])
 
     # ------------------------------------------------------------------ comparison
-    def same_space(self, other: "Geometry", *, tolerance_mm: float = _DEFAULT_TOLERANCE_MM) -> bool:
+    def same_space(self, other: Geometry, *, tolerance_mm: float = _DEFAULT_TOLERANCE_MM) -> bool:
         """True if both grids have the same shape and their corner voxels agree within tolerance."""
         if self.shape_zyx != other.shape_zyx:
             return False
@@ -131,7 +131,7 @@ class Geometry:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Geometry":
+    def from_dict(cls, d: dict) -> Geometry:
         return cls(
             shape_zyx=tuple(d["shape_zyx"]),
             spacing_xyz_mm=tuple(d["spacing_xyz_mm"]),
@@ -157,10 +157,7 @@ def check_same_space(
         case=case,
         expected=f"{name_b} on the grid of {name_a}: {a.describe()}",
         found=f"{name_b}: {b.describe()}",
-        fix=(
-            f"resample {name_b} onto the grid of {name_a} (nearest neighbour for labels), "
-            "or pass the matching files"
-        ),
+        fix=(f"resample {name_b} onto the grid of {name_a} (nearest neighbour for labels), or pass the matching files"),
     )
 
 

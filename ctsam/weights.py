@@ -83,51 +83,69 @@ def _ts_entry(task_id: int, folder: str, what: str, size: str = UNKNOWN) -> Weig
     )
 
 
-_3DSAM_SOURCE = ("manual: OneDrive links in the README of https://github.com/med-air/3DSAM-adapter "
-                 "(no direct URL); download, then `ctsam weights fetch {name} --from file:///path/to/file`")
+_3DSAM_SOURCE = (
+    "manual: OneDrive links in the README of https://github.com/med-air/3DSAM-adapter "
+    "(no direct URL); download, then `ctsam weights fetch {name} --from file:///path/to/file`"
+)
 _3DSAM_LICENCE = "unspecified (the med-air/3DSAM-adapter repository has no LICENSE file): ask the authors"
 
-REGISTRY: dict[str, WeightEntry] = {e.name: e for e in (
-    _ts_entry(291, "Dataset291_TotalSegmentator_part1_organs_1559subj", "1.5 mm, organs",
-              "234 MB zip (TotalSegmentator issue #517)"),
-    _ts_entry(292, "Dataset292_TotalSegmentator_part2_vertebrae_1532subj", "1.5 mm, vertebrae"),
-    _ts_entry(293, "Dataset293_TotalSegmentator_part3_cardiac_1559subj", "1.5 mm, cardiac"),
-    _ts_entry(294, "Dataset294_TotalSegmentator_part4_muscles_1559subj", "1.5 mm, muscles"),
-    _ts_entry(295, "Dataset295_TotalSegmentator_part5_ribs_1559subj", "1.5 mm, ribs"),
-    _ts_entry(297, "Dataset297_TotalSegmentator_total_3mm_1559subj", "3 mm, mode fast and robust crop"),
-    _ts_entry(298, "Dataset298_TotalSegmentator_total_6mm_1559subj", "6 mm, mode fastest and the roi_subset locator"),
-    WeightEntry(
-        name="ctsam3d",
-        model="CT-SAM3D restv2_tiny, published params.pth (ckpt_1000; convert with `ctsam model convert`)",
-        used_by="refine (refine.checkpoint)",
-        source="https://www.modelscope.cn/models/xiuan123/CT-SAM3D/resolve/master/ckpt_1000/params.pth",
-        licence="unknown for the weights (code Apache-2.0; a third-party note says Apache-2.0): check the ModelScope page",
-        size=UNKNOWN,
-        sha256=None,
-        filename="params.pth",
-    ),
-    *(WeightEntry(
-        name=f"3dsam_{ds}",
-        model=f"3DSAM-adapter tumour model, {label}",
-        used_by="lesions (3DSAM-adapter; needs sam_vit_b too)",
-        source=_3DSAM_SOURCE.format(name=f"3dsam_{ds}"),
-        licence=_3DSAM_LICENCE,
-        size=UNKNOWN,
-        sha256=None,
-        filename=f"{ds}.pth",
-    ) for ds, label in (("kits", "KiTS21 kidney tumour"), ("lits", "LiTS17 liver tumour"),
-                        ("msd_pancreas", "MSD pancreas tumour"), ("msd_colon", "MSD colon cancer"))),
-    WeightEntry(
-        name="sam_vit_b",
-        model="Segment Anything ViT-B (sam_vit_b_01ec64.pth), the encoder 3DSAM-adapter starts from",
-        used_by="lesions (3DSAM-adapter)",
-        source="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-        licence="Apache-2.0 (facebookresearch/segment-anything)",
-        size="about 375 MB (358 MiB) as published",
-        sha256=None,
-        filename="sam_vit_b_01ec64.pth",
-    ),
-)}
+REGISTRY: dict[str, WeightEntry] = {
+    e.name: e
+    for e in (
+        _ts_entry(
+            291,
+            "Dataset291_TotalSegmentator_part1_organs_1559subj",
+            "1.5 mm, organs",
+            "234 MB zip (TotalSegmentator issue #517)",
+        ),
+        _ts_entry(292, "Dataset292_TotalSegmentator_part2_vertebrae_1532subj", "1.5 mm, vertebrae"),
+        _ts_entry(293, "Dataset293_TotalSegmentator_part3_cardiac_1559subj", "1.5 mm, cardiac"),
+        _ts_entry(294, "Dataset294_TotalSegmentator_part4_muscles_1559subj", "1.5 mm, muscles"),
+        _ts_entry(295, "Dataset295_TotalSegmentator_part5_ribs_1559subj", "1.5 mm, ribs"),
+        _ts_entry(297, "Dataset297_TotalSegmentator_total_3mm_1559subj", "3 mm, mode fast and robust crop"),
+        _ts_entry(
+            298, "Dataset298_TotalSegmentator_total_6mm_1559subj", "6 mm, mode fastest and the roi_subset locator"
+        ),
+        WeightEntry(
+            name="ctsam3d",
+            model="CT-SAM3D restv2_tiny, published params.pth (ckpt_1000; convert with `ctsam model convert`)",
+            used_by="refine (refine.checkpoint)",
+            source="https://www.modelscope.cn/models/xiuan123/CT-SAM3D/resolve/master/ckpt_1000/params.pth",
+            licence="unknown for the weights (code Apache-2.0; a third-party note says Apache-2.0): check the ModelScope page",
+            size=UNKNOWN,
+            sha256=None,
+            filename="params.pth",
+        ),
+        *(
+            WeightEntry(
+                name=f"3dsam_{ds}",
+                model=f"3DSAM-adapter tumour model, {label}",
+                used_by="lesions (3DSAM-adapter; needs sam_vit_b too)",
+                source=_3DSAM_SOURCE.format(name=f"3dsam_{ds}"),
+                licence=_3DSAM_LICENCE,
+                size=UNKNOWN,
+                sha256=None,
+                filename=f"{ds}.pth",
+            )
+            for ds, label in (
+                ("kits", "KiTS21 kidney tumour"),
+                ("lits", "LiTS17 liver tumour"),
+                ("msd_pancreas", "MSD pancreas tumour"),
+                ("msd_colon", "MSD colon cancer"),
+            )
+        ),
+        WeightEntry(
+            name="sam_vit_b",
+            model="Segment Anything ViT-B (sam_vit_b_01ec64.pth), the encoder 3DSAM-adapter starts from",
+            used_by="lesions (3DSAM-adapter)",
+            source="https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+            licence="Apache-2.0 (facebookresearch/segment-anything)",
+            size="about 375 MB (358 MiB) as published",
+            sha256=None,
+            filename="sam_vit_b_01ec64.pth",
+        ),
+    )
+}
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -146,8 +164,12 @@ def entry(name: str) -> WeightEntry:
         import difflib
 
         close = difflib.get_close_matches(name, list(REGISTRY), n=1)
-        raise ConfigError(f"unknown weights name '{name}'", expected=", ".join(REGISTRY),
-                          found=name, fix=f"did you mean '{close[0]}'?" if close else "see `ctsam weights list`")
+        raise ConfigError(
+            f"unknown weights name '{name}'",
+            expected=", ".join(REGISTRY),
+            found=name,
+            fix=f"did you mean '{close[0]}'?" if close else "see `ctsam weights list`",
+        )
     return REGISTRY[name]
 
 
@@ -172,8 +194,9 @@ def sha256_of(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- fetch
-def fetch(name: str, cache: Path, *, source: str | None = None, totalseg_root: Path | None = None,
-          timeout_s: float = 60.0) -> dict:
+def fetch(
+    name: str, cache: Path, *, source: str | None = None, totalseg_root: Path | None = None, timeout_s: float = 60.0
+) -> dict:
     """Download ``name`` (or copy it from ``source``, e.g. ``file:///...``) into the cache; return its record.
 
     The file is written under a temporary name next to its destination and renamed when complete;
@@ -185,8 +208,12 @@ def fetch(name: str, cache: Path, *, source: str | None = None, totalseg_root: P
     e = entry(name)
     url = source or e.source
     if not source and not e.direct:
-        raise InputDataError(f"'{name}' has no direct download", expected="a URL or file:// source",
-                             found=e.source, fix=f"download it by hand, then: ctsam weights fetch {name} --from file:///PATH")
+        raise InputDataError(
+            f"'{name}' has no direct download",
+            expected="a URL or file:// source",
+            found=e.source,
+            fix=f"download it by hand, then: ctsam weights fetch {name} --from file:///PATH",
+        )
     folder = cache / name
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / e.filename
@@ -210,15 +237,24 @@ def fetch(name: str, cache: Path, *, source: str | None = None, totalseg_root: P
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", None) or err
             raise ExternalToolError(
-                f"cannot download '{name}'", path=url, found=str(reason),
-                fix=("run `ctsam weights fetch` on a machine with internet (a cluster login node), then make the "
-                     f"cache folder {cache} visible to the compute nodes (CTSAM_WEIGHTS or weights.cache_dir); "
-                     f"or fetch from a local copy: ctsam weights fetch {name} --from file:///PATH"),
+                f"cannot download '{name}'",
+                path=url,
+                found=str(reason),
+                fix=(
+                    "run `ctsam weights fetch` on a machine with internet (a cluster login node), then make the "
+                    f"cache folder {cache} visible to the compute nodes (CTSAM_WEIGHTS or weights.cache_dir); "
+                    f"or fetch from a local copy: ctsam weights fetch {name} --from file:///PATH"
+                ),
             ) from err
         digest = h.hexdigest()
         if e.sha256 and digest != e.sha256:
-            raise InputDataError(f"'{name}' does not have the published sha256", path=url, expected=e.sha256,
-                                 found=digest, fix="download it again from the official source")
+            raise InputDataError(
+                f"'{name}' does not have the published sha256",
+                path=url,
+                expected=e.sha256,
+                found=digest,
+                fix="download it again from the official source",
+            )
         previous = read_record(cache, name)
         if previous and previous.get("sha256") != digest:
             log.warning("%s: sha256 differs from the first fetch (%s -> %s)", name, previous.get("sha256"), digest)
@@ -230,8 +266,15 @@ def fetch(name: str, cache: Path, *, source: str | None = None, totalseg_root: P
         tmp.unlink(missing_ok=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    record = {"name": name, "file": e.filename, "source": url, "sha256": digest, "size_bytes": size,
-              "sha256_published": e.sha256, "fetched_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "name": name,
+        "file": e.filename,
+        "source": url,
+        "sha256": digest,
+        "size_bytes": size,
+        "sha256_published": e.sha256,
+        "fetched_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if e.unpack_totalseg:
         root = totalseg_root or _default_ts_root()
         _unpack(dest, root, name)
@@ -332,8 +375,9 @@ def is_demo_weights(checkpoint: str | os.PathLike[str]) -> bool:
         return False
 
 
-def check_demo_weights(checkpoint: str | os.PathLike[str], ct_path: str | os.PathLike[str], *, allow: bool,
-                       case: str | None = None) -> bool:
+def check_demo_weights(
+    checkpoint: str | os.PathLike[str], ct_path: str | os.PathLike[str], *, allow: bool, case: str | None = None
+) -> bool:
     """Refuse ``builtin:demo_*`` weights on a CT that is not a demo phantom unless ``allow``.
 
     Returns True when demo weights are used on a non-phantom CT (allowed): callers record it.
@@ -347,8 +391,9 @@ def check_demo_weights(checkpoint: str | os.PathLike[str], ct_path: str | os.Pat
             expected="real CT-SAM3D weights for real CT",
             found=f"refine.checkpoint: {checkpoint}",
             fix="ctsam weights fetch ctsam3d (on a login node) and set refine.checkpoint to the file; or set "
-                "weights.allow_demo_weights: true to run the demo model anyway (report and manifest say so)",
+            "weights.allow_demo_weights: true to run the demo model anyway (report and manifest say so)",
         )
-    log.warning("DEMO WEIGHTS on a real CT: %s was trained on phantoms only (weights.allow_demo_weights: true)",
-                checkpoint)
+    log.warning(
+        "DEMO WEIGHTS on a real CT: %s was trained on phantoms only (weights.allow_demo_weights: true)", checkpoint
+    )
     return True

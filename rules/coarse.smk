@@ -1,5 +1,6 @@
 # CT -> results/<case>/coarse.nii.gz (+ .tsv label table, .json sidecar): first masks from the
-# user's label map or TotalSegmentator (per case: coarse.backend, 'auto' = labels when the case has them), in TotalSegmentator 'total' ids.
+# user's label map or TotalSegmentator, in TotalSegmentator 'total' ids. The backend is chosen per case
+# (coarse.backend; 'auto' = labels when the case has them), so are threads, memory and conda env.
 
 
 rule coarse:

@@ -27,7 +27,7 @@ from ctsam.stages import CASE as _CASE
 from ctsam.stages import stage as _stage
 
 from ctsam.config import validate_config
-from ctsam.errors import CtsamError
+from ctsam.errors import ConfigError, CtsamError
 from ctsam.preflight import case_backend, drop_missing_auto_labels, is_dry_run, preflight, uses_conda
 
 
@@ -90,15 +90,53 @@ def _slurm_preflight():
 
 
 def stop_on_sigterm():
-    # Called from onstart (after Snakemake's scheduler installed its own SIGTERM handler, which only
-    # stops submitting and then waits for running jobs -- forever when SLURM never answers): SIGTERM
-    # now acts like Ctrl-C, so Snakemake cancels its running jobs (scancel on SLURM) and exits.
+    # Called from onstart, after Snakemake's scheduler installed its own SIGTERM handler, which only
+    # stops submitting and then waits for running jobs (forever when SLURM never answers). Here
+    # SIGTERM stops the run the way Ctrl-C does: no new jobs, running local jobs (their whole process
+    # trees) are terminated, submitted SLURM jobs cancelled (the executor's cancel: scancel); the run
+    # then ends through onerror (status, failure list). A second SIGTERM exits at once.
     import signal
+    import threading
 
-    def _raise(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    import psutil
+    from snakemake.shell import shell as _shell
 
-    signal.signal(signal.SIGTERM, _raise)
+    received = []
+
+    def _terminate_local_jobs():
+        for proc in list(_shell._processes.values()):
+            try:
+                tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+            except psutil.NoSuchProcess:
+                continue
+            for p in tree:
+                try:
+                    p.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+
+    def _stop():
+        scheduler = getattr(workflow, "scheduler", None)
+        if scheduler is not None:
+            scheduler._user_kill = "graceful"  # submit nothing more
+        _terminate_local_jobs()
+        if scheduler is not None:
+            try:
+                if not workflow.local_exec:  # SLURM: scancel every submitted job (local ones were terminated)
+                    scheduler._executor.cancel()
+            finally:
+                scheduler._open_jobs.release()  # wake the scheduler loop
+
+    def _on_sigterm(signum, frame):
+        received.append(signum)
+        if len(received) > 1:
+            _terminate_local_jobs()
+            os._exit(128 + signum)
+        sys.stderr.write("ctsam: SIGTERM received: cancelling running jobs and stopping (again: exit at once)\n")
+        # not in the handler itself: it may interrupt the scheduler while it holds its lock
+        threading.Thread(target=_stop, name="ctsam-sigterm", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 if workflow.is_main_process:
@@ -132,12 +170,27 @@ def out(stage, name=None):
     return f"{RESULTS}/{{case}}/{name}" if record.scope == _CASE else cohort_out(name)
 
 
+class _PerCase:
+    # resources whose variant depends on the case (the coarse backend of coarse.backend auto): each
+    # attribute is a function of the job's wildcards, as Snakemake accepts for threads and resources
+    def __init__(self, stage, variant_of):
+        self.stage, self.variant_of = stage, variant_of
+
+    def __getattr__(self, name):
+        return lambda wildcards: getattr(_stage(self.stage).resources_for(self.variant_of(wildcards)), name)
+
+
 def res(stage, variant=None):
-    # a stage's threads / mem_mb / runtime_min / conda environment (ctsam/stages.py)
+    # a stage's threads / mem_mb / runtime_min / conda environment (ctsam/stages.py); variant: a
+    # name, or a function of the wildcards (then every attribute is one too)
+    if callable(variant):
+        return _PerCase(stage, variant)
     return _stage(stage).resources_for(variant)
 
 
 def conda_env(stage, variant=None):
+    if callable(variant):
+        return lambda wildcards: f"../envs/{res(stage, variant(wildcards)).conda}"
     return f"../envs/{res(stage, variant).conda}"
 
 
@@ -215,6 +268,7 @@ def get_coarse_labels(wildcards):
 
 
 def coarse_threads(wildcards):
+    # scheduler hints of the case's backend (stage record: TotalSegmentator, or the light labels variant)
     return res("coarse", BACKENDS[wildcards.case]).threads
 
 
@@ -226,15 +280,15 @@ def coarse_runtime(wildcards):
     return res("coarse", BACKENDS[wildcards.case]).runtime_min
 
 
-def coarse_gpu(wildcards):
-    # TotalSegmentator on a GPU holds one GPU; the labels backend none
-    ts = config.get("coarse", {}).get("totalsegmentator", {})
-    on_gpu = BACKENDS[wildcards.case] == "totalsegmentator" and str(ts.get("device", "gpu")).startswith("gpu")
-    return GPU_RESOURCE if on_gpu else 0
-
-
 def coarse_env(wildcards):
     return conda_env("coarse", BACKENDS[wildcards.case])
+
+
+def coarse_gpu(wildcards):
+    # TotalSegmentator on a GPU holds one GPU; the labels backend none (the config is filled from the schema)
+    device = config["coarse"]["totalsegmentator"]["device"]
+    on_gpu = BACKENDS[wildcards.case] == "totalsegmentator" and str(device).startswith("gpu")
+    return GPU_RESOURCE if on_gpu else 0
 
 
 def stage_config(stage):
@@ -261,12 +315,24 @@ def lesion_checkpoints():
 
     if "lesions" not in STAGES:
         return {}
-    specs = {"": LESIONS["checkpoint"], **LESIONS["checkpoints"]}
+    default = LESIONS["checkpoint"]
+    specs = {**({"": default} if default else {}), **LESIONS["checkpoints"]}
+    if not specs:
+        raise ConfigError("the lesion stage is enabled but no lesion model is set",
+                          expected="lesions.checkpoint (a 3DSAM-adapter .pth with lesions.preset, or a converted "
+                                   ".safetensors) or lesions.checkpoints per click label",
+                          found="lesions.checkpoint: null", fix="set lesions.checkpoint in the config")
     return {label: str(resolve_model_path(spec)) for label, spec in specs.items()}
 
 
+try:
+    LESION_MODEL_FILES = lesion_checkpoints()
+except CtsamError as err:
+    _stop(err)
+
+
 def lesion_checkpoint_args(wildcards, input):
-    files = lesion_checkpoints()
+    files = LESION_MODEL_FILES
     return " ".join(f"--checkpoint {shlex.quote(f'{label}={path}' if label else path)}"
                     for label, path in sorted(files.items()))
 
@@ -300,7 +366,7 @@ def lesions_arg(wildcards, input):
 
 
 def get_corrections(wildcards):
-    # reviewer clicks for this case, if someone wrote them (see README 'seed and refine')
+    # reviewer clicks for this case, if someone wrote them (see docs/refine.md)
     path = Path(WF["corrections_dir"]) / f"{wildcards.case}.json"
     return [str(path)] if path.exists() else []
 
@@ -354,7 +420,7 @@ def final_targets():
 
 def export_targets(cases):
     # optional DICOM exports (config `export`): DICOM inputs only, once the label map exists
-    formats = [f for f, key in (("seg", "dicomseg"), ("rtstruct", "rtstruct")) if config.get("export", {}).get(key)]
+    formats = [f for f, key in (("seg", "dicomseg"), ("rtstruct", "rtstruct")) if config["export"][key]]
     if not formats or "fuse" not in STAGES:
         return []
     return [f"{RESULTS}/{c}/{f}.dcm" for c in cases if SAMPLES[c].is_dicom for f in formats]

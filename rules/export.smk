@@ -3,12 +3,12 @@
 # series, with the source identity copied or removed (export.identity; docs/export.md).
 
 
-rule export_dicom:
+rule export:
     input:
         labels=out("fuse"),
         study=get_study,
     output:
-        dcm=case_out("{format}.dcm"),
+        dcm=out("export", "{format}.dcm"),
     log:
         case_out("logs/export_{format}.log"),
     benchmark:
@@ -18,12 +18,12 @@ rule export_dicom:
     params:
         study=study_path,
         config=stage_config("export"),
-    threads: 1
+    threads: res("export").threads
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=res("export").mem_mb,
+        runtime=res("export").runtime_min,
     conda:
-        "../envs/ctsam.yaml"
+        conda_env("export")
     shell:
         "python -m ctsam export-seg {input.labels} {params.study:q} --format {wildcards.format} -o {output.dcm}"
         " --case {wildcards.case} --config {params.config} 2> {log}"

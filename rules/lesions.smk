@@ -11,7 +11,7 @@ rule lesions:
         ct=out("convert"),
         clicks=get_lesion_clicks,
         labels=get_lesion_labels,
-        checkpoint=list(lesion_checkpoints().values()),
+        checkpoint=list(LESION_MODEL_FILES.values()),
         after=get_refined,
     output:
         lesions=out("lesions"),

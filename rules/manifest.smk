@@ -7,7 +7,7 @@ rule manifest:
     input:
         outputs=manifest_inputs,
         study=get_study,
-        checkpoint=([refine_checkpoint()] if "refine" in STAGES else []) + sorted(set(lesion_checkpoints().values())),
+        checkpoint=([refine_checkpoint()] if "refine" in STAGES else []) + sorted(set(LESION_MODEL_FILES.values())),
     output:
         manifest=out("manifest"),
     log:

@@ -25,7 +25,9 @@ ALL = {"convert", "coarse", "seed", "refine", "fuse", "qc", "radiomics", "report
 def test_samples_tsv_relative_paths_and_sanitised_ids(tmp_path):
     sheet = tmp_path / "sheets" / "samples.tsv"
     sheet.parent.mkdir()
-    sheet.write_text("case_id\tpath\tcoarse_labels\n# a comment\nA 01/../x\tstudies/a\tlabels/a.nii.gz\nB\t/abs/b.nii.gz\t\n")
+    sheet.write_text(
+        "case_id\tpath\tcoarse_labels\n# a comment\nA 01/../x\tstudies/a\tlabels/a.nii.gz\nB\t/abs/b.nii.gz\t\n"
+    )
     samples = load_samples_tsv(sheet)
     assert samples[0].case_id.startswith("A_01___x-") and samples[1].case_id == "B"
     assert [s.input_id for s in samples] == ["A 01/../x", "B"]
@@ -78,8 +80,17 @@ def test_load_samples_precedence(tmp_path):
 
 
 def test_resolve_stages_auto_follows_available_commands():
-    assert resolve_stages("auto", ALL) == ["convert", "coarse", "seed", "refine", "fuse", "qc", "radiomics",
-                                           "report", "radiomics_cohort"]
+    assert resolve_stages("auto", ALL) == [
+        "convert",
+        "coarse",
+        "seed",
+        "refine",
+        "fuse",
+        "qc",
+        "radiomics",
+        "report",
+        "radiomics_cohort",
+    ]
     assert resolve_stages("auto", {"convert", "coarse", "seed", "qc"}) == ["convert", "coarse", "seed"]
     # fuse works without refine (coarse masks only)
     assert resolve_stages("auto", {"convert", "coarse", "fuse", "qc"}) == ["convert", "coarse", "fuse", "qc"]
@@ -240,5 +251,6 @@ def test_active_stages_drop_the_lesion_stage_unless_enabled(tmp_path):
     # auto on the demo needs its model shipped; enabled: true does not look (a missing model fails loudly later)
     missing = {"enabled": "auto", "checkpoint": "builtin:no_such_model"}
     assert "lesions" not in active_stages("auto", avail, missing, demo=True)
+    assert "lesions" not in active_stages("auto", avail, {"enabled": "auto", "checkpoint": None}, demo=True)
     assert "lesions" in active_stages("auto", avail, {**missing, "enabled": True}, demo=False)
     assert "lesions" not in active_stages("auto", avail, {**on, "enabled": False}, demo=True)

@@ -35,18 +35,44 @@ SHARED_RANK: dict[str, int] = {
     "provenance": 1,
     "progress": 1,
     "caseid": 1,
+    "privacy": 1,  # what of the input study may reach outputs: pure functions over JSON-like values
     "config": 2,
     "volume": 2,
     "masks": 2,
     "labels": 2,
     "io": 3,
+    "guards": 3,  # input checks on a CT (errors, volume): called by convert and import-ct
     "model": 4,
 }
-STAGE_UNITS = {"convert", "coarse", "seed", "refine", "lesions", "fuse", "qc", "radiomics", "report", "export",
-               "demo", "manifest"}
+STAGE_UNITS = {
+    "convert",
+    "coarse",
+    "seed",
+    "refine",
+    "lesions",
+    "fuse",
+    "qc",
+    "radiomics",
+    "report",
+    "export",
+    "demo",
+    "manifest",
+}
 # "" = the package root ctsam/__init__.py; cohort_outputs builds the report and radiomics table of the
 # completed cases after a failed run (workflow onerror hook): it calls two stages, like the workflow does
-ORCHESTRATION_UNITS = {"stages", "api", "", "training", "cohort", "cohort_outputs"}
+# preflight / slurm_preflight / weights check a planned run (workflow parse time, ctsam weights): they
+# read stage modules (TotalSegmentator weight layout, radiomics parameter files)
+ORCHESTRATION_UNITS = {
+    "stages",
+    "api",
+    "",
+    "training",
+    "cohort",
+    "cohort_outputs",
+    "preflight",
+    "slurm_preflight",
+    "weights",
+}
 INTERFACE_UNITS = {"commands", "cli", "__main__"}
 #: modules of one stage that other stages may import: the file formats stages hand each other
 PUBLIC_CROSS_STAGE = {"ctsam.seed.prompts", "ctsam.refine.refined_file"}
@@ -170,8 +196,12 @@ def test_no_import_circle():
 
 
 def test_imports_follow_the_layer_order():
-    bad = [f"{src} -> {dst}: {why}" for src, targets in sorted(import_graph().items()) for dst in sorted(targets)
-           if (why := violation(src, dst))]
+    bad = [
+        f"{src} -> {dst}: {why}"
+        for src, targets in sorted(import_graph().items())
+        for dst in sorted(targets)
+        if (why := violation(src, dst))
+    ]
     assert bad == [], "\n".join(bad)
 
 

@@ -10,9 +10,11 @@ import pytest
 from ctsam.errors import InputDataError
 from ctsam.manifest import build_manifest, read_benchmark, sha256_dir
 
-BENCH = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n" \
-        "12.5\t0:00:12\t812.3\t900.1\t700.0\t750.0\t1.0\t2.0\t95.0\t11.9\n" \
-        "13.5\t0:00:13\t820.0\t900.1\t700.0\t750.0\t1.0\t2.0\t95.0\t12.1\n"
+BENCH = (
+    "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    "12.5\t0:00:12\t812.3\t900.1\t700.0\t750.0\t1.0\t2.0\t95.0\t11.9\n"
+    "13.5\t0:00:13\t820.0\t900.1\t700.0\t750.0\t1.0\t2.0\t95.0\t12.1\n"
+)
 
 
 def make_case(tmp_path):
@@ -64,8 +66,10 @@ def test_build_manifest(tmp_path):
     assert m["inputs"] == [{"name": "input-1", "sha256": sha256_dir(dicom)[0], "bytes": 3, "files": 2}]
     assert m["outputs"][0] == {"name": "labels.nii.gz", "sha256": hashlib.sha256(b"labels").hexdigest(), "bytes": 6}
     assert m["checkpoints"][0]["sha256"] == hashlib.sha256(b"weights").hexdigest()
-    assert m["stages"]["fuse"] == {"benchmark": {"wall_s": 13.0, "max_rss_mb": 816.15, "cpu_s": 12.0, "repeats": 2},
-                                   "sidecar_timing_s": {"total": 1.25}}
+    assert m["stages"]["fuse"] == {
+        "benchmark": {"wall_s": 13.0, "max_rss_mb": 816.15, "cpu_s": 12.0, "repeats": 2},
+        "sidecar_timing_s": {"total": 1.25},
+    }
     assert "qc" not in m["stages"]  # qc.json has no timing fields
     assert len(m["config_digest"]) == 64 and m["software"]["numpy"]
     assert str(tmp_path) not in json.dumps(m)  # no absolute paths (they may carry names)
@@ -80,7 +84,19 @@ def test_cli_manifest_scan_and_explicit_lists_deterministic(tmp_path):
 
     case, dicom, ckpt = make_case(tmp_path)
     out = case / "manifest.json"
-    argv = ["manifest", "--case", "c001", str(case), "--scan", "--input", str(dicom), "--checkpoint", str(ckpt), "-o", str(out)]
+    argv = [
+        "manifest",
+        "--case",
+        "c001",
+        str(case),
+        "--scan",
+        "--input",
+        str(dicom),
+        "--checkpoint",
+        str(ckpt),
+        "-o",
+        str(out),
+    ]
     assert main(argv) == 0
     first = out.read_bytes()
     assert main(argv) == 0  # the manifest itself is excluded from the scan
@@ -90,7 +106,20 @@ def test_cli_manifest_scan_and_explicit_lists_deterministic(tmp_path):
     assert [o["name"] for o in m["outputs"]] == ["fuse.json", "labels.nii.gz", "qc.json"]
     assert m["stages"]["fuse"]["benchmark"]["repeats"] == 2
     out2 = tmp_path / "m2.json"
-    assert main(["manifest", "--output-file", str(case / "qc.json"), "--benchmark", str(case / "benchmarks" / "fuse.tsv"), "-o", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "manifest",
+                "--output-file",
+                str(case / "qc.json"),
+                "--benchmark",
+                str(case / "benchmarks" / "fuse.tsv"),
+                "-o",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     m2 = json.loads(out2.read_text())
     assert [o["name"] for o in m2["outputs"]] == ["qc.json"] and list(m2["stages"]) == ["fuse"]
     assert main(["manifest", "--scan", "-o", str(out2)]) == 2
@@ -103,7 +132,16 @@ def test_cli_benchmarks_dir_gives_stage_timings(tmp_path):
     case, _, _ = make_case(tmp_path)
     (case / "benchmarks" / "convert.tsv").write_text(BENCH)
     out = tmp_path / "m.json"
-    argv = ["manifest", str(case), "--output-file", str(case / "qc.json"), "--benchmarks-dir", str(case / "benchmarks"), "-o", str(out)]
+    argv = [
+        "manifest",
+        str(case),
+        "--output-file",
+        str(case / "qc.json"),
+        "--benchmarks-dir",
+        str(case / "benchmarks"),
+        "-o",
+        str(out),
+    ]
     assert main(argv) == 0
     stages = json.loads(out.read_text())["stages"]
     assert sorted(stages) == ["convert", "fuse"]

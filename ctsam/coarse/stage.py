@@ -99,7 +99,7 @@ def _sha256(path: Path) -> str:
     from ctsam.provenance import sha256_file
 
     if path.is_dir():
-        from ctsam.manifest import sha256_dir
+        from ctsam.provenance import sha256_dir
 
         return sha256_dir(path)[0]
     return sha256_file(path)

@@ -27,9 +27,10 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from ctsam.coarse.weights import MODES, check_weights, default_weights_root
 from ctsam.errors import ConfigError, ExternalToolError
@@ -108,7 +109,7 @@ class TsOptions:
                 raise ConfigError(f"{key} must be at least 1", found=str(getattr(self, key)))
 
     @classmethod
-    def from_config(cls, section: dict) -> "TsOptions":
+    def from_config(cls, section: dict) -> TsOptions:
         """From the ``coarse.totalsegmentator`` config section (defaults already filled)."""
         return cls(
             mode=section.get("mode", "full"),
@@ -257,7 +258,12 @@ def run_totalsegmentator(
     t0 = time.perf_counter()
     with open(paths["log"], "wb") as log_fh:
         proc = subprocess.Popen(
-            cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=job_dir,
+            cmd,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=job_dir,
             start_new_session=True,
         )
         try:

@@ -16,7 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, help="coarse label map to write (.nii.gz); sidecars .tsv and .json beside it"
     )
     p.add_argument(
-        "--backend", choices=["auto", "totalsegmentator", "labels"], default=None,
+        "--backend",
+        choices=["auto", "totalsegmentator", "labels"],
+        default=None,
         help="default: coarse.backend (auto: labels when --labels is given, else TotalSegmentator)",
     )
     p.add_argument("--sidecar", default=None, help="JSON sidecar path (default: <output stem>.json)")
@@ -26,9 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="1.5 mm part models (291-295)")
     mode.add_argument("--fastest", dest="mode", action="store_const", const="fastest", help="6 mm model (298)")
     ts.add_argument("--device", default=None, help="gpu | gpu:N | cpu | mps")
-    ts.add_argument(
-        "--roi-subset", nargs="+", default=None, metavar="CLASS", help="predict only these 'total' classes"
-    )
+    ts.add_argument("--roi-subset", nargs="+", default=None, metavar="CLASS", help="predict only these 'total' classes")
     ts.add_argument("--robust-crop", action="store_true", default=None, help="3 mm locator for --roi-subset")
     ts.add_argument("--threads", type=int, default=None, help="TotalSegmentator -nr and -ns (resampling/saving)")
     ts.add_argument("--weights", default=None, help="weights root (default: $TOTALSEG_WEIGHTS_PATH)")
@@ -48,61 +48,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.config import load_config
-    from ctsam.errors import ConfigError
+    from ctsam.api import coarse_file
 
-    config = load_config(args.config)
-    section = config["coarse"]
-    backend = args.backend or section["backend"]
-    if backend == "auto":
-        backend = "labels" if args.labels else "totalsegmentator"
-    unknown = args.unknown or section["labels"]["unknown"]
-    if backend == "labels":
-        from ctsam.coarse.stage import run_labels_backend
-
-        if not args.labels:
-            raise ConfigError(
-                "coarse backend 'labels' needs --labels",
-                expected="--labels LABELMAP.nii.gz (or .nrrd, or a folder of <name>.nii.gz masks)",
-                found="no --labels",
-                fix="pass the label map made for this CT, or set coarse.backend: auto (TotalSegmentator without labels)",
-            )
-        run_labels_backend(
-            args.ct,
-            args.output,
-            args.labels,
-            label_table=args.label_table,
-            resample=section["labels"]["resample"] if args.resample is None else True,
-            extent_tolerance_mm=section["labels"]["extent_tolerance_mm"],
-            unknown=unknown,
-            sidecar_path=args.sidecar,
-            case=args.case,
-        )
-        return 0
-
-    from ctsam.coarse.stage import run_totalsegmentator_backend
-    from ctsam.coarse.totalseg import TsOptions
-
-    ts = dict(section["totalsegmentator"])
-    overrides = {
+    ts = {
         "mode": args.mode,
         "device": args.device,
         "roi_subset": args.roi_subset,
         "robust_crop": args.robust_crop,
         "weights_path": args.weights,
         "timeout_s": args.timeout,
+        "threads_resampling": args.threads,
+        "threads_saving": args.threads,
     }
-    ts.update({k: v for k, v in overrides.items() if v is not None})
-    if args.threads is not None:
-        ts["threads_resampling"] = ts["threads_saving"] = args.threads
-    run_totalsegmentator_backend(
+    coarse_file(
         args.ct,
         args.output,
-        TsOptions.from_config(ts),
-        unknown=unknown,
-        workdir=args.workdir,
-        keep_workdir=bool(ts["keep_workdir"] if args.keep_workdir is None else args.keep_workdir),
-        sidecar_path=args.sidecar,
+        labels=args.labels,
+        backend=args.backend,
+        sidecar=args.sidecar,
+        config=args.config,
         case=args.case,
+        label_table=args.label_table,
+        resample=args.resample,
+        unknown=args.unknown,
+        totalsegmentator=ts,
+        workdir=args.workdir,
+        keep_workdir=args.keep_workdir,
     )
     return 0

@@ -9,10 +9,16 @@ HELP = "write RESULTS/cohort/status.tsv and failures.tsv: per case ok / failed (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="the workflow's results folder (one sub-folder per case)")
-    parser.add_argument("--stages", default=None,
-                        help="comma-separated per-case stages to check (default: from --config's workflow.stages)")
-    parser.add_argument("--all-cases", action="store_true",
-                        help="check the case sub-folders found in RESULTS instead of the cohort named by --config")
+    parser.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated per-case stages to check (default: from --config's workflow.stages)",
+    )
+    parser.add_argument(
+        "--all-cases",
+        action="store_true",
+        help="check the case sub-folders found in RESULTS instead of the cohort named by --config",
+    )
     parser.add_argument("-o", "--out-dir", default=None, help="where to write the tables (default RESULTS/cohort)")
 
 

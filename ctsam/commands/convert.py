@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from ctsam.volume import Geometry
 
 HELP = "convert the CT series of a DICOM study folder into a validated HU NIfTI (+ JSON sidecar)"
 
@@ -50,42 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def default_sidecar(output: str) -> Path:
-    """CT.nii.gz -> CT.json beside it."""
-    out = Path(output)
-    name = out.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return out.with_name(name + ".json")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ctsam.config import load_config
-    from ctsam.convert import ConvertOptions, convert_study
-    from ctsam.guards import GuardSettings, check_ct
-    from ctsam.io.atomic import atomic_write_json
-    from ctsam.privacy import PrivacySettings, scrub
+    from ctsam.api import convert_study
 
-    config = load_config(args.config)
-    options = ConvertOptions.from_config(
-        config.get("convert", {}),
-        tilt=args.tilt,
+    convert_study(
+        args.study_dir,
+        args.output,
+        sidecar=args.sidecar,
+        config=args.config,
         series_uid=args.series_uid,
+        tilt=args.tilt,
         study_uid=args.study_uid,
         uneven_spacing=args.uneven_spacing,
+        case=args.case,
     )
-    sidecar = Path(args.sidecar) if args.sidecar else default_sidecar(args.output)
-    guards = GuardSettings.from_config(config)
-
-    def guard(hu_range: np.ndarray, geometry: Geometry) -> None:
-        check_ct(hu_range, geometry, guards, case=args.case)
-
-    # the input guards run on the converted volume before the NIfTI is committed (a refused CT leaves
-    # no output behind); a plain stack streams from the decoder into the file, never held in memory
-    result = convert_study(
-        args.study_dir, args.output, sidecar_path=None, options=options, keep_volume=False, guard=guard
-    )
-    atomic_write_json(sidecar, scrub(result.sidecar, PrivacySettings.from_config(config)))
     return 0

@@ -43,14 +43,25 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     loaded = load_model(args.checkpoint, device=resolve_device(args.device))
     if loaded.family != "ctsam3d":
-        raise CheckpointError("evaluate scores anatomy refinement models (family ctsam3d)", path=args.checkpoint,
-                              found=f"a {loaded.family} model", fix="pass a CT-SAM3D checkpoint")
+        raise CheckpointError(
+            "evaluate scores anatomy refinement models (family ctsam3d)",
+            path=args.checkpoint,
+            found=f"a {loaded.family} model",
+            fix="pass a CT-SAM3D checkpoint",
+        )
     model = loaded.module
-    rows = read_table(args.data, ct_column=args.ct_column, label_column=args.label_column,
-                      coarse_column=args.coarse_column)
+    rows = read_table(
+        args.data, ct_column=args.ct_column, label_column=args.label_column, coarse_column=args.coarse_column
+    )
     out = Path(args.output)
-    summary = evaluate(model, rows, out, config=config, settings=EvalSettings(n_clicks=args.clicks),
-                       cache_dir=Path(args.cache_dir) if args.cache_dir else out / "cache",
-                       automatic=not args.no_automatic)
+    summary = evaluate(
+        model,
+        rows,
+        out,
+        config=config,
+        settings=EvalSettings(n_clicks=args.clicks),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else out / "cache",
+        automatic=not args.no_automatic,
+    )
     sys.stdout.write(format_summary(summary) + "\n")
     return 1 if summary["failed"] and len(summary["failed"]) == summary["cases"] else 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "import a CT image file (NIfTI/NRRD/MHA) as int16 HU NIfTI (+ JSON sidecar): the convert stage for non-DICOM inputs"
+HELP = (
+    "import a CT image file (NIfTI/NRRD/MHA) as int16 HU NIfTI (+ JSON sidecar): the convert stage for non-DICOM inputs"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctsam.config import load_config
-    from ctsam.convert.image import import_ct
+    from ctsam.api import import_ct
 
-    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case, config=load_config(args.config))
+    import_ct(args.image, args.output, sidecar=args.sidecar, case=args.case, config=args.config)
     return 0

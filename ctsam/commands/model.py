@@ -33,13 +33,23 @@ PRESET_NAMES = ("kits", "lits", "msd_pancreas", "msd_colon")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="model_action", metavar="ACTION", required=True)
     convert = sub.add_parser("convert", help="published checkpoint -> ctsam .safetensors + .json")
-    convert.add_argument("params", help="published CT-SAM3D params.pth or 3DSAM-adapter checkpoint (any ctsam "
-                                        "model file also works, e.g. to store a preset)")
+    convert.add_argument(
+        "params",
+        help="published CT-SAM3D params.pth or 3DSAM-adapter checkpoint (any ctsam "
+        "model file also works, e.g. to store a preset)",
+    )
     convert.add_argument("-o", "--output", required=True, help="output .safetensors path")
-    convert.add_argument("--preset", choices=PRESET_NAMES, default=None,
-                         help="3DSAM-adapter: the dataset's published input convention to store")
-    convert.add_argument("--checkpoint-config", default=None,
-                         help="CT-SAM3D: published config.py (default: config.py beside params.pth when present)")
+    convert.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default=None,
+        help="3DSAM-adapter: the dataset's published input convention to store",
+    )
+    convert.add_argument(
+        "--checkpoint-config",
+        default=None,
+        help="CT-SAM3D: published config.py (default: config.py beside params.pth when present)",
+    )
     info = sub.add_parser("info", help="print family, variant, parameter count and metadata of a model file as JSON")
     info.add_argument("model", help="ctsam .safetensors, published params.pth / 3DSAM-adapter .pth, or builtin:NAME")
     info.add_argument("--preset", choices=PRESET_NAMES, default=None, help="3DSAM-adapter: preset to show")
@@ -60,9 +70,17 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.params, preset=args.preset, config_path=_checkpoint_config(args))
         save_model(model, args.output)
         spec = model.input_spec
-        log.info("wrote %s (%s %s, preset %s, HU window %s, spacing %s mm) from %s sha256 %s", args.output,
-                 model.family, model.variant, spec.preset, spec.hu_window, list(spec.spacing_zyx_mm),
-                 args.params, model.sha256)
+        log.info(
+            "wrote %s (%s %s, preset %s, HU window %s, spacing %s mm) from %s sha256 %s",
+            args.output,
+            model.family,
+            model.variant,
+            spec.preset,
+            spec.hu_window,
+            list(spec.spacing_zyx_mm),
+            args.params,
+            model.sha256,
+        )
         return 0
     model = load_model(args.model, preset=args.preset, config_path=_checkpoint_config(args), require_preset=False)
     info = describe(model)

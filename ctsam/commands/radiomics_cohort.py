@@ -12,13 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import logging
+    from ctsam.api import radiomics_cohort
 
-    from ctsam.radiomics.table import cohort_table, write_cohort
-
-    df, meta = cohort_table(args.features)
-    written = write_cohort(args.output, df, meta, csv=args.csv)
-    logging.getLogger("ctsam.radiomics").info(
-        "%d case(s), %d rows, %d feature columns (%s) -> %s", meta["n_cases"], len(df),
-        df.shape[1] - 6, ", ".join(f"{n} {s}" for s, n in meta["counts"].items()), ", ".join(map(str, written)))
+    radiomics_cohort(args.features, args.output, csv=args.csv)
     return 0

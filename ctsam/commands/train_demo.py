@@ -19,57 +19,102 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = ("train a shipped demo model on synthetic demo phantoms on CPU: micro CT-SAM3D (default) or the "
-        "one-click lesion model (--model sam3d_adapter)")
+HELP = (
+    "train a shipped demo model on synthetic demo phantoms on CPU: micro CT-SAM3D (default) or the "
+    "one-click lesion model (--model sam3d_adapter)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["ctsam3d", "sam3d_adapter"], default="ctsam3d",
-                        help="ctsam3d: builtin:demo_micro (default); sam3d_adapter: builtin:demo_lesion")
+    parser.add_argument(
+        "--model",
+        choices=["ctsam3d", "sam3d_adapter"],
+        default="ctsam3d",
+        help="ctsam3d: builtin:demo_micro (default); sam3d_adapter: builtin:demo_lesion",
+    )
     parser.add_argument("--out", required=True, help="run folder (data, checkpoints, metrics, model, eval)")
     parser.add_argument("--train-cases", type=int, default=8, help="training phantoms (default 8)")
     parser.add_argument("--train-seed", type=int, default=1, help="cohort seed of the training phantoms (default 1)")
-    parser.add_argument("--heldout-cases", type=int, default=None,
-                        help="held-out phantoms of cohort seed 0, the workflow's demo cohort (default 2; 3 for "
-                             "sam3d_adapter)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimisation steps (default 1200 for ctsam3d: 22-26 min measured on 2 idle CPU cores; "
-                             "250 for sam3d_adapter)")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop training after this many minutes, checkpointing first (default 27; 15 for "
-                             "sam3d_adapter)")
-    parser.add_argument("--init", default=None,
-                        help="sam3d_adapter: continue from an earlier stage's model file instead of random weights")
-    parser.add_argument("--lambda-ce", type=float, default=0.5,
-                        help="sam3d_adapter: cross-entropy weight of the Dice-CE loss (Dice gets 1 - it; published 0.5)")
+    parser.add_argument(
+        "--heldout-cases",
+        type=int,
+        default=None,
+        help="held-out phantoms of cohort seed 0, the workflow's demo cohort (default 2; 3 for sam3d_adapter)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimisation steps (default 1200 for ctsam3d: 22-26 min measured on 2 idle CPU cores; "
+        "250 for sam3d_adapter)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop training after this many minutes, checkpointing first (default 27; 15 for sam3d_adapter)",
+    )
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="sam3d_adapter: continue from an earlier stage's model file instead of random weights",
+    )
+    parser.add_argument(
+        "--lambda-ce",
+        type=float,
+        default=0.5,
+        help="sam3d_adapter: cross-entropy weight of the Dice-CE loss (Dice gets 1 - it; published 0.5)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="skip training: evaluate RUN_DIR/model.safetensors and record the figures in it")
-    parser.add_argument("--install", action="store_true",
-                        help="copy the model to ctsam/resources/models/demo_micro.safetensors (builtin:demo_micro)")
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="skip training: evaluate RUN_DIR/model.safetensors and record the figures in it",
+    )
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="copy the model to ctsam/resources/models/demo_micro.safetensors (builtin:demo_micro)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.model == "sam3d_adapter":
         from ctsam.training.lesion_demo import format_lesion_summary, train_lesion_demo
 
-        result = train_lesion_demo(args.out, train_cases=args.train_cases, train_seed=args.train_seed,
-                                   heldout_cases=args.heldout_cases or 3, steps=args.steps or 250,
-                                   max_minutes=args.max_minutes if args.max_minutes is not None else 15.0,
-                                   threads=args.threads, install=args.install, eval_only=args.eval_only,
-                                   init=args.init, lambda_ce=args.lambda_ce)
+        result = train_lesion_demo(
+            args.out,
+            train_cases=args.train_cases,
+            train_seed=args.train_seed,
+            heldout_cases=args.heldout_cases or 3,
+            steps=args.steps or 250,
+            max_minutes=args.max_minutes if args.max_minutes is not None else 15.0,
+            threads=args.threads,
+            install=args.install,
+            eval_only=args.eval_only,
+            init=args.init,
+            lambda_ce=args.lambda_ce,
+        )
         sys.stdout.write(format_lesion_summary(result["eval"]) + "\n")
         return 0
     from ctsam.config import load_config
     from ctsam.training.demo import train_demo
     from ctsam.training.evaluate import format_summary
 
-    result = train_demo(args.out, train_cases=args.train_cases, train_seed=args.train_seed,
-                        heldout_cases=args.heldout_cases or 2, steps=args.steps or 1200,
-                        max_minutes=args.max_minutes if args.max_minutes is not None else 27.0,
-                        threads=args.threads, install=args.install, evaluate_heldout=not args.no_eval, eval_only=args.eval_only,
-                        config=load_config(args.config))
+    result = train_demo(
+        args.out,
+        train_cases=args.train_cases,
+        train_seed=args.train_seed,
+        heldout_cases=args.heldout_cases or 2,
+        steps=args.steps or 1200,
+        max_minutes=args.max_minutes if args.max_minutes is not None else 27.0,
+        threads=args.threads,
+        install=args.install,
+        evaluate_heldout=not args.no_eval,
+        eval_only=args.eval_only,
+        config=load_config(args.config),
+    )
     if "eval" in result:
         sys.stdout.write(format_summary(result["eval"]) + "\n")
     return 0

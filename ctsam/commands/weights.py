@@ -16,14 +16,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lst = sub.add_parser("list", help="every model a run may need: source, licence, size, sha256, cache status")
     lst.add_argument("--json", action="store_true", help="print as JSON")
     fetch = sub.add_parser("fetch", help="download models into the cache (needs internet: run on a login node)")
-    fetch.add_argument("names", nargs="+", metavar="NAME",
-                       help="registry names (ctsam weights list), 'totalseg' (the models of the configured mode)")
-    fetch.add_argument("--from", dest="source", default=None,
-                       help="URL or file:///path to take the file from instead of the registry's source (one NAME)")
+    fetch.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="registry names (ctsam weights list), 'totalseg' (the models of the configured mode)",
+    )
+    fetch.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="URL or file:///path to take the file from instead of the registry's source (one NAME)",
+    )
     fetch.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
     for action_parser in (lst, fetch):
-        action_parser.add_argument("--cache-dir", default=None,
-                                   help="cache folder (default: weights.cache_dir, $CTSAM_WEIGHTS, ~/.cache/ctsam/weights)")
+        action_parser.add_argument(
+            "--cache-dir",
+            default=None,
+            help="cache folder (default: weights.cache_dir, $CTSAM_WEIGHTS, ~/.cache/ctsam/weights)",
+        )
         action_parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML config")
     check = sub.add_parser("check", help="list the weight files a run needs and what is missing (exit 2 if any)")
     mode = check.add_mutually_exclusive_group()
@@ -85,20 +96,33 @@ def _list(args: argparse.Namespace) -> int:
     rows = []
     for e in REGISTRY.values():
         record = read_record(cache, e.name)
-        rows.append({
-            "name": e.name, "model": e.model, "used_by": e.used_by, "source": e.source, "licence": e.licence,
-            "size": e.size if not record else f"{record['size_bytes']} bytes (fetched)",
-            "sha256": e.sha256 or (record or {}).get("sha256") or UNKNOWN,
-            "fetched": bool(record),
-        })
+        rows.append(
+            {
+                "name": e.name,
+                "model": e.model,
+                "used_by": e.used_by,
+                "source": e.source,
+                "licence": e.licence,
+                "size": e.size if not record else f"{record['size_bytes']} bytes (fetched)",
+                "sha256": e.sha256 or (record or {}).get("sha256") or UNKNOWN,
+                "fetched": bool(record),
+            }
+        )
     if args.json:
         sys.stdout.write(json.dumps({"cache_dir": str(cache), "models": rows}, indent=2) + "\n")
         return 0
     lines = [f"cache folder: {cache} (weights.cache_dir, $CTSAM_WEIGHTS)", ""]
     for r in rows:
-        lines += [f"{r['name']}{'  [fetched]' if r['fetched'] else ''}", f"  model:   {r['model']}",
-                  f"  used by: {r['used_by']}", f"  source:  {r['source']}", f"  licence: {r['licence']}",
-                  f"  size:    {r['size']}", f"  sha256:  {r['sha256']}", ""]
+        lines += [
+            f"{r['name']}{'  [fetched]' if r['fetched'] else ''}",
+            f"  model:   {r['model']}",
+            f"  used by: {r['used_by']}",
+            f"  source:  {r['source']}",
+            f"  licence: {r['licence']}",
+            f"  size:    {r['size']}",
+            f"  sha256:  {r['sha256']}",
+            "",
+        ]
     sys.stdout.write("\n".join(lines))
     return 0
 
@@ -170,9 +194,12 @@ def _check(args: argparse.Namespace) -> int:
         from ctsam.errors import CheckpointError
 
         raise CheckpointError(
-            "weights check failed", expected="a loadable refine.checkpoint and intact fetched files",
-            found="; ".join(([f"refine.checkpoint: {ckpt_problem}"] if ckpt_problem else [])
-                            + [f"{r.name}: {r.status} ({r.detail})" for r in bad]),
+            "weights check failed",
+            expected="a loadable refine.checkpoint and intact fetched files",
+            found="; ".join(
+                ([f"refine.checkpoint: {ckpt_problem}"] if ckpt_problem else [])
+                + [f"{r.name}: {r.status} ({r.detail})" for r in bad]
+            ),
             fix="fix refine.checkpoint, or fetch the damaged files again (ctsam weights fetch NAME)",
         )
     return 0

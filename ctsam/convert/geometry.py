@@ -94,7 +94,8 @@ def slice_step_estimate(headers: list[DicomHeader]) -> float | None:
     usable = [h for h in headers if h.ipp_xyz_mm is not None and h.iop is not None]
     if len(usable) < 2:
         return None
-    r, c = np.asarray(usable[0].iop[:3]), np.asarray(usable[0].iop[3:])
+    iop = np.asarray(usable[0].iop, dtype=float)
+    r, c = iop[:3], iop[3:]
     n = np.cross(r, c)
     norm = np.linalg.norm(n)
     if norm < 1e-6:
@@ -124,7 +125,8 @@ def distinct_positions(headers: list[DicomHeader], tolerance_mm: float = 0.05) -
     usable = [h for h in headers if h.ipp_xyz_mm is not None and h.iop is not None]
     if not usable:
         return 0
-    n = np.cross(usable[0].iop[:3], usable[0].iop[3:])
+    iop = np.asarray(usable[0].iop, dtype=float)
+    n = np.cross(iop[:3], iop[3:])
     n = n / max(np.linalg.norm(n), 1e-12)
     d = np.sort(np.asarray([h.ipp_xyz_mm for h in usable]) @ n)
     return int(1 + np.count_nonzero(np.diff(d) > tolerance_mm))
@@ -245,7 +247,7 @@ def _require_tags(headers: list[DicomHeader], where: str) -> None:
 
 
 def _check_same(headers: list[DicomHeader], where: str, what: str, value) -> None:
-    values = {}
+    values: dict[object, str] = {}
     for h in headers:
         values.setdefault(value(h), h.rel)
     if len(values) > 1:

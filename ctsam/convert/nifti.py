@@ -115,17 +115,25 @@ def write_nifti_slices(
             fh.writelines(future.result() for future in pending)
 
 
-def _chunks(slices: Iterable[np.ndarray]) -> Iterator[bytes]:
+def _chunks(slices: Iterable[np.ndarray]) -> Iterator[bytearray]:
     """Concatenate slice bytes into chunks of exactly CHUNK_BYTES (the last may be shorter): fixed
-    boundaries, so the output bytes do not depend on how the slices arrive."""
-    buf = bytearray()
+    boundaries, so the output bytes do not depend on how the slices arrive. Each byte is copied once."""
+    chunk = bytearray(CHUNK_BYTES)
+    pos = 0
     for sl in slices:
-        buf += np.ascontiguousarray(sl).data.cast("B")
-        while len(buf) >= CHUNK_BYTES:
-            yield bytes(buf[:CHUNK_BYTES])
-            del buf[:CHUNK_BYTES]
-    if buf:
-        yield bytes(buf)
+        data = np.ascontiguousarray(sl).data.cast("B")
+        start = 0
+        while start < len(data):
+            n = min(CHUNK_BYTES - pos, len(data) - start)
+            chunk[pos : pos + n] = data[start : start + n]
+            pos += n
+            start += n
+            if pos == CHUNK_BYTES:
+                yield chunk
+                chunk = bytearray(CHUNK_BYTES)  # a new buffer: the yielded one may still be compressing
+                pos = 0
+    if pos:
+        yield chunk[:pos]
 
 
 def _write_zlib(fh, head: bytes, slices: Iterable[np.ndarray], level: int) -> None:

@@ -122,7 +122,9 @@ def rows_bottom_up(labelmap: LabelMap) -> LabelMap:
     return LabelMap(array=np.ascontiguousarray(labelmap.array[:, ::-1, :]), geometry=flipped, labels=labelmap.labels)
 
 
-def write_case(cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int, seed: int, corrupt_case: bool) -> DemoCasePaths:
+def write_case(
+    cohort_dir: str | os.PathLike[str], case_id: str, *, n_cases: int, seed: int, corrupt_case: bool
+) -> DemoCasePaths:
     """Write one case (DICOM series, truth, coarse labels, phantom.json) and return its paths."""
     from ctsam.demo.defects import defect_of, plant
     from ctsam.demo.dicom import write_series
@@ -185,8 +187,15 @@ def write_samples_tsv(cohort_dir: str | os.PathLike[str], n_cases: int, *, defec
     return path
 
 
-def write_cohort(cohort_dir: str | os.PathLike[str], *, n_cases: int, seed: int = 0, corrupt_case: bool = False,
-                 only: list[str] | None = None, defects: bool = False) -> list[str]:
+def write_cohort(
+    cohort_dir: str | os.PathLike[str],
+    *,
+    n_cases: int,
+    seed: int = 0,
+    corrupt_case: bool = False,
+    only: list[str] | None = None,
+    defects: bool = False,
+) -> list[str]:
     """Write the demo cohort (or only the cases in ``only``); return the case ids written."""
     if n_cases < 1:
         raise ConfigError("a demo cohort needs at least one case", expected="--cases >= 1", found=str(n_cases))

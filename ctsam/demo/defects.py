@@ -96,15 +96,28 @@ def plant(kind: str, phantom):
         text = f"spleen grows from {int(spleen.sum())} to {int(grown.sum())} voxels into unlabelled tissue"
     else:
         raise ValueError(f"unknown defect kind {kind!r} (known: {', '.join(DEFECTS)})")
-    planted = Phantom(ct=ct, truth=truth, coarse=LabelMap(coarse, truth.geometry, phantom.coarse.labels),
-                      coarse_errors=[*phantom.coarse_errors, text], spec=replace(phantom.spec))
-    return planted, {"kind": kind, "structures": structures, "expected_flags": list(EXPECTED_FLAGS[kind]),
-                     "description": text}
+    planted = Phantom(
+        ct=ct,
+        truth=truth,
+        coarse=LabelMap(coarse, truth.geometry, phantom.coarse.labels),
+        coarse_errors=[*phantom.coarse_errors, text],
+        spec=replace(phantom.spec),
+    )
+    return planted, {
+        "kind": kind,
+        "structures": structures,
+        "expected_flags": list(EXPECTED_FLAGS[kind]),
+        "description": text,
+    }
 
 
 def _crop_z(g: Geometry, n: int) -> Geometry:
-    return Geometry(shape_zyx=(n, *g.shape_zyx[1:]), spacing_xyz_mm=g.spacing_xyz_mm, origin_xyz_mm=g.origin_xyz_mm,
-                    direction=g.direction_matrix)
+    return Geometry(
+        shape_zyx=(n, *g.shape_zyx[1:]),
+        spacing_xyz_mm=g.spacing_xyz_mm,
+        origin_xyz_mm=g.origin_xyz_mm,
+        direction=g.direction,
+    )
 
 
 def _cut_structures(coarse: np.ndarray, labels: dict[int, str]) -> list[str]:
@@ -121,4 +134,3 @@ def _cut_structures(coarse: np.ndarray, labels: dict[int, str]) -> list[str]:
     values, counts = np.unique(coarse[-1], return_counts=True)
     names = [labels.get(int(v), f"label_{v}") for v, n in zip(values, counts) if v and n >= TRUNCATION_MIN_VOXELS]
     return sorted(n for n in names if not matches(n, through))
-

@@ -65,10 +65,16 @@ class Lesion:
         return "hypodense" if self.delta_hu < 0 else "hyperdense"
 
     def to_dict(self) -> dict:
-        return {"lesion_id": self.lesion_id, "organ": self.organ, "label": self.label,
-                "diameter_mm": round(self.diameter_mm, 2), "delta_hu": round(self.delta_hu, 1),
-                "contrast": self.contrast, "click_xyz_mm": [round(v, 3) for v in self.click_xyz_mm],
-                "voxels": self.voxels}
+        return {
+            "lesion_id": self.lesion_id,
+            "organ": self.organ,
+            "label": self.label,
+            "diameter_mm": round(self.diameter_mm, 2),
+            "delta_hu": round(self.delta_hu, 1),
+            "contrast": self.contrast,
+            "click_xyz_mm": [round(v, 3) for v in self.click_xyz_mm],
+            "voxels": self.voxels,
+        }
 
 
 def lesion_rng(seed: int, index: int) -> np.random.Generator:
@@ -80,8 +86,12 @@ def _spacing_zyx(geometry) -> np.ndarray:
     return np.array(list(reversed(geometry.spacing_xyz_mm)), dtype=float)
 
 
-def _place_one(rng: np.random.Generator, organ_mask: np.ndarray, taken: np.ndarray, spacing_zyx: np.ndarray,
-               ) -> tuple[np.ndarray, float] | None:
+def _place_one(
+    rng: np.random.Generator,
+    organ_mask: np.ndarray,
+    taken: np.ndarray,
+    spacing_zyx: np.ndarray,
+) -> tuple[np.ndarray, float] | None:
     """A lesion mask inside ``organ_mask`` avoiding ``taken``, and its drawn diameter; None if none fits."""
     from scipy import ndimage
 
@@ -106,8 +116,9 @@ def _place_one(rng: np.random.Generator, organ_mask: np.ndarray, taken: np.ndarr
     reach = np.ceil(radii_mm.max() * 1.3 / spacing_zyx).astype(int) + 1
     lo_idx = np.maximum(centre - reach, 0)
     hi_idx = np.minimum(centre + reach + 1, organ_mask.shape)
-    grids = np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo_idx, hi_idx, centre, spacing_zyx)],
-                        indexing="ij")
+    grids = np.meshgrid(
+        *[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo_idx, hi_idx, centre, spacing_zyx)], indexing="ij"
+    )
     r = np.sqrt(sum((g / rr) ** 2 for g, rr in zip(grids, radii_mm)))
     dist = np.sqrt(sum(g**2 for g in grids)) + 1e-6
     modulation = 1.0 + sum(lb * (g / dist) for lb, g in zip(lobes, grids))
@@ -120,8 +131,12 @@ def _place_one(rng: np.random.Generator, organ_mask: np.ndarray, taken: np.ndarr
     return mask, diameter
 
 
-def plant_lesions(rng: np.random.Generator, labels: np.ndarray, hu: np.ndarray, geometry,
-                  ) -> tuple[np.ndarray, list[Lesion]]:
+def plant_lesions(
+    rng: np.random.Generator,
+    labels: np.ndarray,
+    hu: np.ndarray,
+    geometry,
+) -> tuple[np.ndarray, list[Lesion]]:
     """Draw and paint lesions into ``hu`` (the phantom's float HU canvas, modified in place).
 
     Args:
@@ -157,9 +172,18 @@ def plant_lesions(rng: np.random.Generator, labels: np.ndarray, hu: np.ndarray, 
         click_zyx = (int(click[0]), int(click[1]), int(click[2]))
         world = geometry.index_to_world(np.array([click_zyx[2], click_zyx[1], click_zyx[0]], dtype=float))
         click_xyz_mm = (float(world[0]), float(world[1]), float(world[2]))
-        lesions.append(Lesion(lesion_id=lesion_id, organ=organ, label=LESION_LABELS[organ], diameter_mm=diameter,
-                              delta_hu=delta, click_zyx=click_zyx,
-                              click_xyz_mm=click_xyz_mm, voxels=int(mask.sum())))
+        lesions.append(
+            Lesion(
+                lesion_id=lesion_id,
+                organ=organ,
+                label=LESION_LABELS[organ],
+                diameter_mm=diameter,
+                delta_hu=delta,
+                click_zyx=click_zyx,
+                click_xyz_mm=click_xyz_mm,
+                voxels=int(mask.sum()),
+            )
+        )
     return truth, lesions
 
 

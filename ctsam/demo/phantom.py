@@ -149,8 +149,10 @@ def _paint_anatomy(canvas: _Canvas) -> None:
     muscle = canvas.ellipsoid((0, 0, 0.5), (0.86, 0.84, 10.0))
     canvas.hu[muscle] = MUSCLE_HU
     # lungs (lobes split by an oblique fissure: posterior-inferior part = lower lobe)
-    for side, upper, lower, middle in ((1, "lung_upper_lobe_left", "lung_lower_lobe_left", None),
-                                       (-1, "lung_upper_lobe_right", "lung_lower_lobe_right", "lung_middle_lobe_right")):
+    for side, upper, lower, middle in (
+        (1, "lung_upper_lobe_left", "lung_lower_lobe_left", None),
+        (-1, "lung_upper_lobe_right", "lung_lower_lobe_right", "lung_middle_lobe_right"),
+    ):
         lung = canvas.ellipsoid((side * 0.42, 0.05, 0.75), (0.36, 0.68, 0.19))
         is_lower = (canvas.w - 0.70) < 0.22 * (canvas.v - 0.1)
         canvas.paint(lung & ~is_lower, ORGANS[upper], -840.0 + off[upper])
@@ -169,16 +171,29 @@ def _paint_anatomy(canvas: _Canvas) -> None:
     _organ(canvas, "kidney_left", (0.42, 0.42, 0.38), (0.14, 0.20, 0.05), 33.0)
     _organ(canvas, "urinary_bladder", (0.0, -0.40, 0.07), (0.28, 0.26, 0.055), 8.0)
     # tubes: trachea (air), esophagus, aorta (ascending + arch + descending)
-    canvas.paint(canvas.capsules([(0, -0.12, 0.76), (0, -0.12, 1.02)], 0.07 * spec.half_width_mm),
-                 ORGANS["trachea"], -960.0)
-    canvas.paint(canvas.capsules([(0.05, 0.22, 0.50), (0.02, 0.18, 1.02)], 0.045 * spec.half_width_mm),
-                 ORGANS["esophagus"], 38.0 + off["esophagus"])
-    aorta = [(0.05, 0.28, 0.12), (0.08, 0.30, 0.50), (0.10, 0.30, 0.69), (0.05, 0.0, 0.72),
-             (0.02, -0.22, 0.69), (0.05, -0.25, 0.62)]
+    canvas.paint(
+        canvas.capsules([(0, -0.12, 0.76), (0, -0.12, 1.02)], 0.07 * spec.half_width_mm), ORGANS["trachea"], -960.0
+    )
+    canvas.paint(
+        canvas.capsules([(0.05, 0.22, 0.50), (0.02, 0.18, 1.02)], 0.045 * spec.half_width_mm),
+        ORGANS["esophagus"],
+        38.0 + off["esophagus"],
+    )
+    aorta = [
+        (0.05, 0.28, 0.12),
+        (0.08, 0.30, 0.50),
+        (0.10, 0.30, 0.69),
+        (0.05, 0.0, 0.72),
+        (0.02, -0.22, 0.69),
+        (0.05, -0.25, 0.62),
+    ]
     canvas.paint(canvas.capsules(aorta, 0.075 * spec.half_width_mm), ORGANS["aorta"], aorta_hu + off["aorta"])
     # sternum
-    canvas.paint(canvas.capsules([(0, -0.86, 0.62), (0, -0.86, 0.90)], 0.05 * spec.half_width_mm),
-                 ORGANS["sternum"], 380.0 + off["sternum"])
+    canvas.paint(
+        canvas.capsules([(0, -0.86, 0.62), (0, -0.86, 0.90)], 0.05 * spec.half_width_mm),
+        ORGANS["sternum"],
+        380.0 + off["sternum"],
+    )
     # vertebrae: bodies stacked from w=0.10 to 0.98 with disc gaps, plus a spinous process
     n = len(VERTEBRAE)
     height = 0.88 / n
@@ -186,8 +201,9 @@ def _paint_anatomy(canvas: _Canvas) -> None:
         w0 = 0.10 + k * height
         centre = (0.0, 0.55, w0 + 0.45 * height)
         body_mask = canvas.ellipsoid(centre, (0.17, 0.18, 0.40 * height))
-        spine = canvas.capsules([(0, 0.62, w0 + 0.45 * height), (0, 0.80, w0 + 0.35 * height)],
-                                0.03 * spec.half_width_mm)
+        spine = canvas.capsules(
+            [(0, 0.62, w0 + 0.45 * height), (0, 0.80, w0 + 0.35 * height)], 0.03 * spec.half_width_mm
+        )
         canvas.paint(body_mask | spine, idx, 300.0 + off[name])
     # ribs: arcs along the inner body wall, from the spine (posterior) towards the front, descending
     for name, idx in RIBS:
@@ -248,8 +264,9 @@ def _coarse_errors(coarse: np.ndarray, rng: np.random.Generator, geometry: Geome
     return errors
 
 
-def make_phantom(spec: PhantomSpec, rng: np.random.Generator, *,
-                 lesion_rng: np.random.Generator | None = None) -> Phantom:
+def make_phantom(
+    spec: PhantomSpec, rng: np.random.Generator, *, lesion_rng: np.random.Generator | None = None
+) -> Phantom:
     """Paint the phantom described by ``spec``; ``rng`` draws the noise and the coarse errors.
 
     With ``lesion_rng`` (:func:`ctsam.demo.lesions.lesion_rng`) liver and kidney tumours are planted
@@ -270,5 +287,6 @@ def make_phantom(spec: PhantomSpec, rng: np.random.Generator, *,
     coarse_array = imitate_coarse(canvas.labels, canvas.geometry, spec.coarse_spacing_mm).copy()
     errors = _coarse_errors(coarse_array, rng, canvas.geometry)
     coarse = LabelMap(array=coarse_array, geometry=canvas.geometry, labels=table)
-    return Phantom(ct=ct, truth=truth, coarse=coarse, coarse_errors=errors, spec=spec, lesion_truth=lesion_truth,
-                   lesions=lesions)
+    return Phantom(
+        ct=ct, truth=truth, coarse=coarse, coarse_errors=errors, spec=spec, lesion_truth=lesion_truth, lesions=lesions
+    )

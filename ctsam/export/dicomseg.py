@@ -36,8 +36,17 @@ ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 _UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's prefix, used by pydicom.uid.generate_uid
 _POSITION_TOLERANCE_VOX = 0.05
 # type 2 patient / study attributes a derived object copies (present, may be empty); some writers omit them
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def _uid(*parts: str) -> str:
@@ -53,7 +62,12 @@ def read_source_series(dicom_dir: str | os.PathLike[str], *, case: str | None = 
 
     d = Path(dicom_dir)
     if not d.is_dir():
-        raise InputDataError("DICOM folder not found", case=case, path=d, fix="pass the folder of the CT series the labels were made from")
+        raise InputDataError(
+            "DICOM folder not found",
+            case=case,
+            path=d,
+            fix="pass the folder of the CT series the labels were made from",
+        )
     datasets, digests = [], []
     for f in sorted(p for p in d.rglob("*") if p.is_file()):
         try:
@@ -95,11 +109,20 @@ def read_source_series(dicom_dir: str | os.PathLike[str], *, case: str | None = 
         if not str(ds.get("SOPClassUID", "")):
             meta = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
             ds.SOPClassUID = meta or CT_IMAGE_STORAGE
-            _note(repairs, "SOPClassUID was empty: taken from the file meta" if meta else "SOPClassUID was empty: set to CT Image Storage")
+            _note(
+                repairs,
+                "SOPClassUID was empty: taken from the file meta"
+                if meta
+                else "SOPClassUID was empty: set to CT Image Storage",
+            )
         if not str(ds.get("SOPInstanceUID", "")):
             meta = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPInstanceUID", "") or "")
             ds.SOPInstanceUID = meta or _uid("instance", digest)
-            _note(repairs, "SOPInstanceUID was empty: " + ("taken from the file meta" if meta else "generated from the file content"))
+            _note(
+                repairs,
+                "SOPInstanceUID was empty: "
+                + ("taken from the file meta" if meta else "generated from the file content"),
+            )
         for key, value in shared.items():
             if not str(ds.get(key, "")):
                 setattr(ds, key, value)
@@ -175,7 +198,9 @@ def build_segmentation(labelmap: LabelMap, datasets: list, *, case: str | None =
     frames = frames_from_labelmap(labelmap, datasets, case=case)
     present = [int(v) for v in np.unique(frames) if v != 0]
     if not present:
-        raise InputDataError("label map is empty on the DICOM grid", case=case, fix="check that the right label map was passed")
+        raise InputDataError(
+            "label map is empty on the DICOM grid", case=case, fix="check that the right label map was passed"
+        )
     # segment numbers must run 1..N: remap present labels in index order
     lut = np.zeros(int(frames.max()) + 1, dtype=np.uint16 if len(present) > 255 else np.uint8)
     for n, v in enumerate(present, start=1):
@@ -204,7 +229,9 @@ def build_segmentation(labelmap: LabelMap, datasets: list, *, case: str | None =
         "rle": "1.2.840.10008.1.2.5",
         "explicit": "1.2.840.10008.1.2.1",
     }
-    content = hashlib.sha256(pixel.tobytes() + "|".join(labelmap.labels.get(v, "") for v in present).encode()).hexdigest()
+    content = hashlib.sha256(
+        pixel.tobytes() + "|".join(labelmap.labels.get(v, "") for v in present).encode()
+    ).hexdigest()
     seg = hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=pixel,

@@ -27,9 +27,22 @@ STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.2"  # RTReferencedStudySeque
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 # patient / study attributes copied from the source (then kept or removed by the identity mode)
 _COPIED = (
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-    "OtherPatientIDs", "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
-    "AccessionNumber", "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "OtherPatientIDs",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
 )
 
 
@@ -64,6 +77,7 @@ def _ds_decimal(values: np.ndarray) -> list[str]:
 def build_rtstruct(labelmap: LabelMap, datasets: list, *, case: str | None = None):
     """A pydicom ``FileDataset`` RT Structure Set for the structures of ``labelmap`` on ``datasets``."""
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.uid import UID
 
     from ctsam.export.dicomseg import _uid, frames_from_labelmap
     from ctsam.io.labeltable import label_color_rgb
@@ -71,7 +85,9 @@ def build_rtstruct(labelmap: LabelMap, datasets: list, *, case: str | None = Non
     frames = frames_from_labelmap(labelmap, datasets, case=case)
     present = [int(v) for v in np.unique(frames) if v != 0]
     if not present:
-        raise InputDataError("label map is empty on the DICOM grid", case=case, fix="check that the right label map was passed")
+        raise InputDataError(
+            "label map is empty on the DICOM grid", case=case, fix="check that the right label map was passed"
+        )
     src = datasets[0]
     names = [labelmap.labels.get(v, f"label_{v}") for v in present]
     content = hashlib.sha256(frames.tobytes() + "|".join(names).encode()).hexdigest()
@@ -79,18 +95,27 @@ def build_rtstruct(labelmap: LabelMap, datasets: list, *, case: str | None = Non
     sop_uid = _uid("rtstruct-instance", content, series_uid)
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = EXPLICIT_VR_LITTLE_ENDIAN
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    meta.MediaStorageSOPClassUID = UID(RT_STRUCTURE_SET_STORAGE)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    ds = FileDataset("rtstruct.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = sop_uid
     for key in _COPIED:
         if key in src:
             setattr(ds, key, src[key].value)
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID",
-                "AccessionNumber", "StudyDate", "StudyTime"):
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+        "StudyDate",
+        "StudyTime",
+    ):
         if key not in ds:
             setattr(ds, key, "")  # type 2 attributes: present, possibly empty
     date = str(src.get("SeriesDate") or src.get("StudyDate") or "19700101")

@@ -258,8 +258,10 @@ def fuse(
         report[out] = rec
         s = refined_by_out.get(out)
         if s is None:
-            rec.reason = "no_refined_file" if refined is None else (
-                f"refine_skipped: {skipped[out]}" if out in skipped else "not_refined"
+            rec.reason = (
+                "no_refined_file"
+                if refined is None
+                else (f"refine_skipped: {skipped[out]}" if out in skipped else "not_refined")
             )
             continue
         rec.quality = None if s.quality != s.quality else float(s.quality)

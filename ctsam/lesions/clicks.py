@@ -47,7 +47,9 @@ class Click:
     source: str = ""
 
 
-def _row_error(what: str, path: Path, row: int, found: str, *, case: str | None, expected: str, fix: str) -> InputDataError:
+def _row_error(
+    what: str, path: Path, row: int, found: str, *, case: str | None, expected: str, fix: str
+) -> InputDataError:
     return InputDataError(what, case=case, path=f"{path} row {row}", expected=expected, found=found, fix=fix)
 
 
@@ -60,32 +62,60 @@ def read_clicks(path: str | os.PathLike[str], *, case: str | None = None) -> lis
     """
     path = Path(path)
     if not path.is_file():
-        raise InputDataError("clicks table not found", case=case, path=path, expected="an existing CLICKS.tsv",
-                             found="no such file", fix="check the path (and the samples.tsv lesion column)")
+        raise InputDataError(
+            "clicks table not found",
+            case=case,
+            path=path,
+            expected="an existing CLICKS.tsv",
+            found="no such file",
+            fix="check the path (and the samples.tsv lesion column)",
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise InputDataError("clicks table is not UTF-8 text", case=case, path=path, found=str(err),
-                             fix="write the table as tab-separated UTF-8 text") from err
-    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
-                if line.strip() and not line.lstrip().startswith("#")]
+        raise InputDataError(
+            "clicks table is not UTF-8 text",
+            case=case,
+            path=path,
+            found=str(err),
+            fix="write the table as tab-separated UTF-8 text",
+        ) from err
+    numbered = [
+        (n, line)
+        for n, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not numbered:
-        raise InputDataError("clicks table is empty", case=case, path=path,
-                             expected="a header 'lesion_id<TAB>x<TAB>y<TAB>z[<TAB>label]' and one row per lesion",
-                             found="no lines", fix="add one row per lesion (or leave the case out)")
+        raise InputDataError(
+            "clicks table is empty",
+            case=case,
+            path=path,
+            expected="a header 'lesion_id<TAB>x<TAB>y<TAB>z[<TAB>label]' and one row per lesion",
+            found="no lines",
+            fix="add one row per lesion (or leave the case out)",
+        )
     reader = csv.reader((line for _, line in numbered), delimiter="\t")
     rows = list(reader)
     header = [h.strip() for h in rows[0]]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise InputDataError("clicks table lacks required columns", case=case, path=f"{path} row {numbered[0][0]}",
-                             expected="tab-separated columns lesion_id, x, y, z (and optionally label)",
-                             found=f"columns {header!r}; missing {', '.join(missing)}",
-                             fix="write a header line 'lesion_id<TAB>x<TAB>y<TAB>z<TAB>label'")
+        raise InputDataError(
+            "clicks table lacks required columns",
+            case=case,
+            path=f"{path} row {numbered[0][0]}",
+            expected="tab-separated columns lesion_id, x, y, z (and optionally label)",
+            found=f"columns {header!r}; missing {', '.join(missing)}",
+            fix="write a header line 'lesion_id<TAB>x<TAB>y<TAB>z<TAB>label'",
+        )
     if len(rows) == 1:
-        raise InputDataError("clicks table is empty", case=case, path=path,
-                             expected="one row per lesion below the header", found="a header and no rows",
-                             fix="add one row per lesion (or leave the case out)")
+        raise InputDataError(
+            "clicks table is empty",
+            case=case,
+            path=path,
+            expected="one row per lesion below the header",
+            found="a header and no rows",
+            fix="add one row per lesion (or leave the case out)",
+        )
     col = {name: header.index(name) for name in header}
     clicks: list[Click] = []
     seen: dict[int, int] = {}
@@ -97,16 +127,35 @@ def read_clicks(path: str | os.PathLike[str], *, case: str | None = None) -> lis
         try:
             lesion_id = int(raw_id)
         except ValueError:
-            raise _row_error("clicks table: lesion_id is not an integer", path, n, repr(raw_id), case=case,
-                             expected=f"an integer 1..{MAX_LESION_ID}", fix="give every lesion a positive integer id") from None
+            raise _row_error(
+                "clicks table: lesion_id is not an integer",
+                path,
+                n,
+                repr(raw_id),
+                case=case,
+                expected=f"an integer 1..{MAX_LESION_ID}",
+                fix="give every lesion a positive integer id",
+            ) from None
         if not 1 <= lesion_id <= MAX_LESION_ID:
-            raise _row_error("clicks table: lesion_id out of range", path, n, str(lesion_id), case=case,
-                             expected=f"1..{MAX_LESION_ID} (0 is background in the lesion map)",
-                             fix="renumber the lesions from 1")
+            raise _row_error(
+                "clicks table: lesion_id out of range",
+                path,
+                n,
+                str(lesion_id),
+                case=case,
+                expected=f"1..{MAX_LESION_ID} (0 is background in the lesion map)",
+                fix="renumber the lesions from 1",
+            )
         if lesion_id in seen:
-            raise _row_error("clicks table: duplicate lesion_id", path, n,
-                             f"lesion_id {lesion_id} also on row {seen[lesion_id]}", case=case,
-                             expected="each lesion_id once", fix="give every lesion its own id")
+            raise _row_error(
+                "clicks table: duplicate lesion_id",
+                path,
+                n,
+                f"lesion_id {lesion_id} also on row {seen[lesion_id]}",
+                case=case,
+                expected="each lesion_id once",
+                fix="give every lesion its own id",
+            )
         seen[lesion_id] = n
         coords = []
         for axis in ("x", "y", "z"):
@@ -116,9 +165,15 @@ def read_clicks(path: str | os.PathLike[str], *, case: str | None = None) -> lis
             except ValueError:
                 v = math.nan
             if not math.isfinite(v):
-                raise _row_error(f"clicks table: coordinate {axis} is not a finite number", path, n,
-                                 f"lesion_id {lesion_id}: {axis}={raw!r}", case=case,
-                                 expected="world LPS millimetres (a finite number)", fix="fix the coordinate")
+                raise _row_error(
+                    f"clicks table: coordinate {axis} is not a finite number",
+                    path,
+                    n,
+                    f"lesion_id {lesion_id}: {axis}={raw!r}",
+                    case=case,
+                    expected="world LPS millimetres (a finite number)",
+                    fix="fix the coordinate",
+                )
             coords.append(v)
         label = values[col["label"]] if "label" in col and values[col["label"]] else None
         clicks.append(Click(lesion_id, (coords[0], coords[1], coords[2]), label, f"row {n}"))
@@ -130,8 +185,9 @@ def click_index_zyx(geometry: Geometry, click: Click) -> np.ndarray:
     return geometry.world_to_index(np.asarray(click.world_xyz_mm, dtype=float))[::-1]
 
 
-def check_clicks_inside(clicks: list[Click], geometry: Geometry, *, case: str | None = None,
-                        path: str | os.PathLike[str] | None = None) -> None:
+def check_clicks_inside(
+    clicks: list[Click], geometry: Geometry, *, case: str | None = None, path: str | os.PathLike[str] | None = None
+) -> None:
     """Raise :class:`InputDataError` naming the first click whose nearest voxel is outside the CT."""
     shape = np.asarray(geometry.shape_zyx, dtype=float)
     for click in clicks:
@@ -145,7 +201,7 @@ def check_clicks_inside(clicks: list[Click], geometry: Geometry, *, case: str | 
             case=case,
             path=where or None,
             expected=f"a point within the CT's voxel centres, x {lo[0]:.1f}..{hi[0]:.1f}, y {lo[1]:.1f}..{hi[1]:.1f}, "
-                     f"z {lo[2]:.1f}..{hi[2]:.1f} mm (LPS)",
+            f"z {lo[2]:.1f}..{hi[2]:.1f} mm (LPS)",
             found=f"lesion_id {click.lesion_id} at ({', '.join(f'{v:.1f}' for v in click.world_xyz_mm)}) mm",
             fix="give the click in world LPS mm of this CT (not voxel indices, not RAS)",
         )
@@ -165,8 +221,13 @@ def clicks_from_seeds(seeds: LabelMap, *, case: str | None = None) -> list[Click
     array = seeds.array
     values = [int(v) for v in np.unique(array) if v != 0]
     if not values:
-        raise InputDataError("seed label map is empty", case=case, expected="at least one non-zero voxel (one mark per lesion)",
-                             found="only zeros", fix="pass a seed map with a mark inside each lesion, or use --clicks")
+        raise InputDataError(
+            "seed label map is empty",
+            case=case,
+            expected="at least one non-zero voxel (one mark per lesion)",
+            found="only zeros",
+            fix="pass a seed map with a mark inside each lesion, or use --clicks",
+        )
     spacing_zyx = tuple(reversed(seeds.geometry.spacing_xyz_mm))
     structure = np.ones((3, 3, 3), dtype=bool)
     clicks: list[Click] = []
@@ -183,9 +244,20 @@ def clicks_from_seeds(seeds: LabelMap, *, case: str | None = None) -> list[Click
             world = seeds.geometry.index_to_world(np.asarray(index_zyx[::-1], dtype=float))
             name = seeds.labels.get(value)
             label = name if name and name != f"label_{value}" else None
-            clicks.append(Click(len(clicks) + 1, (float(world[0]), float(world[1]), float(world[2])), label,
-                                f"seed label {value} component {k}"))
+            clicks.append(
+                Click(
+                    len(clicks) + 1,
+                    (float(world[0]), float(world[1]), float(world[2])),
+                    label,
+                    f"seed label {value} component {k}",
+                )
+            )
     if len(clicks) > MAX_LESION_ID:
-        raise InputDataError("seed label map has too many components", case=case, found=str(len(clicks)),
-                             expected=f"at most {MAX_LESION_ID}", fix="pass one mark per lesion")
+        raise InputDataError(
+            "seed label map has too many components",
+            case=case,
+            found=str(len(clicks)),
+            expected=f"at most {MAX_LESION_ID}",
+            fix="pass one mark per lesion",
+        )
     return clicks

@@ -6,7 +6,7 @@ with ``InputSpec.normalise`` (the published HU window and z-score), and the mode
 ``foreground_probability`` is computed with one positive click at the patch centre. The probability
 is resampled back onto the CT voxels the patch covers; voxels at or above the threshold form the
 lesion, reduced to the connected component that holds the click (``keep: click_component``; when the
-click voxel itself is below the threshold, the component with the largest summed probability).
+click voxel itself is below the threshold, the component nearest to it within ``snap_mm``, else none).
 
 Lesions that overlap are resolved voxel by voxel: the higher probability wins, ties go to the lower
 lesion id, so the result never depends on the order of the table. Same CT, clicks and weights give
@@ -47,6 +47,7 @@ class LesionSettings:
     device: str = "auto"
     amp_bf16: bool = True
     pad_hu: float = -1024.0
+    snap_mm: float = 5.0  # a click voxel below the threshold keeps the nearest component within this distance
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -56,9 +57,14 @@ class LesionSettings:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> LesionSettings:
-        return cls(threshold=float(section.get("threshold", 0.5)), keep=str(section.get("keep", "click_component")),
-                   device=str(section.get("device", "auto")), amp_bf16=bool(section.get("amp_bf16", True)),
-                   pad_hu=float(section.get("pad_hu", -1024.0)))
+        return cls(
+            threshold=float(section.get("threshold", 0.5)),
+            keep=str(section.get("keep", "click_component")),
+            device=str(section.get("device", "auto")),
+            amp_bf16=bool(section.get("amp_bf16", True)),
+            pad_hu=float(section.get("pad_hu", -1024.0)),
+            snap_mm=float(section.get("snap_mm", 5.0)),
+        )
 
 
 @dataclass
@@ -69,7 +75,7 @@ class LesionPrediction:
     model_key: str
     start_zyx: tuple[int, int, int]
     probability: np.ndarray  # float32 crop of the CT grid
-    mask: np.ndarray         # bool crop, the kept component(s) at or above the threshold
+    mask: np.ndarray  # bool crop, the kept component(s) at or above the threshold
     touches_patch_border: bool
     click_in_mask: bool
     notes: list[str] = field(default_factory=list)
@@ -96,9 +102,12 @@ def resolve_device(requested: str):
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ResourceError("CUDA was requested but no GPU is available", expected="a CUDA device",
-                            found=f"torch {torch.__version__}, cuda available: False",
-                            fix="run on a GPU node or pass --device cpu")
+        raise ResourceError(
+            "CUDA was requested but no GPU is available",
+            expected="a CUDA device",
+            found=f"torch {torch.__version__}, cuda available: False",
+            fix="run on a GPU node or pass --device cpu",
+        )
     return torch.device(requested)
 
 
@@ -126,7 +135,7 @@ def model_for(click: Click, models: Mapping[str, Any], *, case: str | None = Non
         case=case,
         path=click.source or None,
         expected=f"a model for label {click.label!r} or a default model; mapped labels: "
-                 f"{', '.join(sorted(k for k in models if k)) or 'none'}",
+        f"{', '.join(sorted(k for k in models if k)) or 'none'}",
         found=f"lesion_id {click.lesion_id} label {click.label!r}",
         fix="pass --checkpoint MODEL (default) or --checkpoint LABEL=MODEL (config lesions.checkpoint / checkpoints)",
     )
@@ -144,7 +153,7 @@ class LesionEngine:
                     "the checkpoint is not a one-click lesion model",
                     expected="a model with foreground_probability (family sam3d_adapter)",
                     found=f"family {getattr(model, 'family', '?')} variant {getattr(model, 'variant', '?')}"
-                          + (f" for label {key!r}" if key else ""),
+                    + (f" for label {key!r}" if key else ""),
                     fix="pass a 3DSAM-adapter checkpoint (published .pth with --preset, or a converted .safetensors)",
                 )
         self.models = dict(models)
@@ -162,15 +171,21 @@ class LesionEngine:
         x = torch.from_numpy(np.ascontiguousarray(spec.normalise(patch_hu), dtype=np.float32))[None, None]
         points = torch.tensor([[list(patch_center_zyx(spec.patch_size_zyx))]], dtype=torch.float32)
         labels = torch.ones((1, 1), dtype=torch.int64)
-        amp = (torch.autocast("cuda", dtype=torch.bfloat16)
-               if self.device.type == "cuda" and self.settings.amp_bf16 else contextlib.nullcontext())
+        amp = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda" and self.settings.amp_bf16
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode(), amp:
             prob = model.foreground_probability(x.to(self.device), points.to(self.device), labels.to(self.device))
         out = prob[0].float().cpu().numpy()
         if not np.all(np.isfinite(out)):
-            raise InputDataError("the lesion model returned non-finite probabilities",
-                                 expected="finite probabilities", found="NaN or inf in the model output",
-                                 fix="check the checkpoint (ctsam model info) and the CT's values")
+            raise InputDataError(
+                "the lesion model returned non-finite probabilities",
+                expected="finite probabilities",
+                found="NaN or inf in the model output",
+                fix="check the checkpoint (ctsam model info) and the CT's values",
+            )
         return out.astype(np.float32, copy=False)
 
     def predict(self, ct: CTVolume, click: Click, *, case: str | None = None) -> LesionPrediction:
@@ -199,12 +214,19 @@ class LesionEngine:
             if click_in_mask:
                 keep = int(components[tuple(idx)])
             else:
-                mass = ndimage.sum_labels(prob, components, index=np.arange(1, n + 1))
-                keep = int(np.argmax(mass)) + 1
-                notes.append("the click lies outside the predicted lesion: kept the component with the most probability")
+                keep = nearest_component(components, idx, ct.geometry.spacing_xyz_mm[::-1], self.settings.snap_mm)
+                notes.append(
+                    f"the click voxel is below the threshold: kept the component nearest to it (within "
+                    f"{self.settings.snap_mm:g} mm)"
+                    if keep
+                    else f"the model found nothing within {self.settings.snap_mm:g} mm of the click: the lesion is empty"
+                )
             if n > 1:
-                notes.append(f"{n - 1} other component(s) above the threshold dropped (keep: click_component)")
-            mask = components == keep
+                notes.append(
+                    f"{n - 1 if keep else n} component(s) above the threshold away from the click dropped "
+                    "(keep: click_component)"
+                )
+            mask = components == keep if keep else np.zeros_like(mask)
         # does the kept lesion reach the patch faces? then it is larger than one patch (truncated)
         touches = False
         if mask.any():
@@ -217,12 +239,22 @@ class LesionEngine:
                 touches = touches_faces(patch_mask)
         if touches:
             size_mm = [round(n * s, 1) for n, s in zip(spec.patch_size_zyx, spec.spacing_zyx_mm)]
-            notes.append(f"the lesion reaches the border of the model's patch ({' x '.join(map(str, size_mm))} mm, z y x): "
-                         "it is probably larger than one patch and cut off there; check it or segment it in parts")
+            notes.append(
+                f"the lesion reaches the border of the model's patch ({' x '.join(map(str, size_mm))} mm, z y x): "
+                "it is probably larger than one patch and cut off there; check it or segment it in parts"
+            )
         if not mask.any():
             notes.append("no voxel reached the probability threshold: the lesion is empty")
-        return LesionPrediction(click, key, tuple(int(v) for v in start), prob, mask, touches,  # type: ignore[arg-type]
-                                click_in_mask, notes)
+        return LesionPrediction(
+            click,
+            key,
+            tuple(int(v) for v in start),  # type: ignore[arg-type]
+            prob,
+            mask,
+            touches,
+            click_in_mask,
+            notes,
+        )
 
     # ------------------------------------------------------------------ a case
     def run(self, ct: CTVolume, clicks: list[Click], *, case: str | None = None) -> LesionResult:
@@ -231,11 +263,35 @@ class LesionEngine:
         predictions = []
         for n, click in enumerate(clicks, start=1):
             pred = self.predict(ct, click, case=case)
-            log.info("lesion %d (%d of %d, %s): %d voxels%s", click.lesion_id, n, len(clicks), click.source,
-                     int(pred.mask.sum()), " [reaches the patch border]" if pred.touches_patch_border else "")
+            log.info(
+                "lesion %d (%d of %d, %s): %d voxels%s",
+                click.lesion_id,
+                n,
+                len(clicks),
+                click.source,
+                int(pred.mask.sum()),
+                " [reaches the patch border]" if pred.touches_patch_border else "",
+            )
             predictions.append(pred)
         array, lost = resolve_overlaps(ct.geometry.shape_zyx, predictions)
         return LesionResult(array, predictions, lost)
+
+
+def nearest_component(components: np.ndarray, idx_zyx, spacing_zyx_mm, within_mm: float) -> int:
+    """The component (label of ``components``) with a voxel nearest to ``idx_zyx`` (mm), if one lies
+    within ``within_mm``; 0 otherwise. Ties go to the lower component label."""
+    reach = [int(np.ceil(within_mm / s)) for s in spacing_zyx_mm]
+    lo = [max(int(i) - r, 0) for i, r in zip(idx_zyx, reach)]
+    hi = [min(int(i) + r + 1, n) for i, r, n in zip(idx_zyx, reach, components.shape)]
+    window = components[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    pts = np.argwhere(window > 0)
+    if len(pts) == 0:
+        return 0
+    d = np.sqrt(((((pts + lo) - np.asarray(idx_zyx)) * np.asarray(spacing_zyx_mm)) ** 2).sum(axis=1))
+    labels = window[tuple(pts.T)]
+    order = np.lexsort((labels, d))
+    best = order[0]
+    return int(labels[best]) if d[best] <= within_mm else 0
 
 
 def resolve_overlaps(shape_zyx, predictions: list[LesionPrediction]) -> tuple[np.ndarray, dict[int, int]]:

@@ -28,7 +28,7 @@ class RecistDiameters:
     long_axis_mm: float
     short_axis_mm: float
     slice_index: int | None  # index along the axial axis of the slice measured (None: empty lesion)
-    axial_axis: str          # "z", "y" or "x": the CT index axis taken as axial
+    axial_axis: str  # "z", "y" or "x": the CT index axis taken as axial
 
 
 def axial_axis(geometry: Geometry) -> int:
@@ -52,7 +52,7 @@ def _max_pair_distance(points: np.ndarray) -> tuple[float, np.ndarray | None]:
     best, pair = -1.0, (0, 0)
     chunk = max(1, 4_000_000 // max(1, len(candidates)))
     for i0 in range(0, len(candidates), chunk):
-        block = candidates[i0:i0 + chunk]
+        block = candidates[i0 : i0 + chunk]
         d2 = ((block[:, None, :] - candidates[None, :, :]) ** 2).sum(-1)
         k = int(np.argmax(d2))
         if d2.flat[k] > best:

@@ -19,8 +19,9 @@ from ctsam.lesions.engine import DEFAULT_MODEL
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def parse_checkpoint_specs(specs: Iterable[str], mapping: Mapping[str, str] | None = None,
-                           default: str | None = None) -> dict[str, str]:
+def parse_checkpoint_specs(
+    specs: Iterable[str], mapping: Mapping[str, str] | None = None, default: str | None = None
+) -> dict[str, str]:
     """``{key: model spec}`` (key ``""`` = default) from ``--checkpoint`` values and the config.
 
     Command-line values win over ``mapping`` (config ``lesions.checkpoints``) and ``default``
@@ -40,21 +41,32 @@ def parse_checkpoint_specs(specs: Iterable[str], mapping: Mapping[str, str] | No
             out[label] = spec
         else:
             if cli_default is not None:
-                raise ConfigError("two default lesion models given", found=f"{cli_default!r} and {raw!r}",
-                                  fix="give one --checkpoint MODEL and map others with --checkpoint LABEL=MODEL")
+                raise ConfigError(
+                    "two default lesion models given",
+                    found=f"{cli_default!r} and {raw!r}",
+                    fix="give one --checkpoint MODEL and map others with --checkpoint LABEL=MODEL",
+                )
             cli_default = raw
     if cli_default is not None:
         out[DEFAULT_MODEL] = cli_default
     if not out:
-        raise ConfigError("no lesion model given", expected="--checkpoint MODEL (or config lesions.checkpoint)",
-                          found="none", fix="pass --checkpoint builtin:demo_lesion or a 3DSAM-adapter checkpoint")
+        raise ConfigError(
+            "no lesion model given",
+            expected="--checkpoint MODEL (or config lesions.checkpoint)",
+            found="none",
+            fix="pass --checkpoint builtin:demo_lesion or a 3DSAM-adapter checkpoint",
+        )
     return out
 
 
 def _check_label(label: str, spec: str) -> None:
     if not _LABEL.match(label) or not spec:
-        raise ConfigError("bad lesion model mapping", expected="LABEL=MODEL with a label of letters, digits, '_', '.', '-'",
-                          found=f"{label}={spec}", fix="e.g. --checkpoint liver_tumor=lits.safetensors")
+        raise ConfigError(
+            "bad lesion model mapping",
+            expected="LABEL=MODEL with a label of letters, digits, '_', '.', '-'",
+            found=f"{label}={spec}",
+            fix="e.g. --checkpoint liver_tumor=lits.safetensors",
+        )
 
 
 def load_models(specs: Mapping[str, str], *, preset: str | None, device: str) -> dict[str, Any]:

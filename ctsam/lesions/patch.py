@@ -23,8 +23,12 @@ def patch_grid(ct: Geometry, center_world_xyz_mm, patch_size_zyx, spacing_zyx_mm
     direction = ct.direction_matrix
     origin = np.asarray(center_world_xyz_mm, dtype=float) - direction @ (spacing_xyz * center_xyz)
     size = [int(s) for s in patch_size_zyx]
-    return Geometry(shape_zyx=(size[0], size[1], size[2]), spacing_xyz_mm=tuple(spacing_xyz),
-                    origin_xyz_mm=tuple(origin), direction=ct.direction)
+    return Geometry(
+        shape_zyx=(size[0], size[1], size[2]),
+        spacing_xyz_mm=tuple(spacing_xyz),
+        origin_xyz_mm=tuple(origin),
+        direction=ct.direction,
+    )
 
 
 def patch_center_zyx(patch_size_zyx) -> tuple[int, int, int]:
@@ -47,8 +51,12 @@ def covering_box(target: Geometry, source: Geometry, pad: int = 1) -> tuple[tupl
 def subgrid(geometry: Geometry, start_zyx, stop_zyx) -> Geometry:
     """The grid of ``array[start:stop]`` on ``geometry``."""
     origin = geometry.index_to_world(np.asarray(start_zyx, dtype=float)[::-1])
-    return Geometry(shape_zyx=tuple(b - a for a, b in zip(start_zyx, stop_zyx)), spacing_xyz_mm=geometry.spacing_xyz_mm,
-                    origin_xyz_mm=tuple(origin), direction=geometry.direction)
+    return Geometry(
+        shape_zyx=tuple(b - a for a, b in zip(start_zyx, stop_zyx)),
+        spacing_xyz_mm=geometry.spacing_xyz_mm,
+        origin_xyz_mm=tuple(origin),
+        direction=geometry.direction,
+    )
 
 
 def resample_onto(array: np.ndarray, source: Geometry, target: Geometry, *, default: float) -> np.ndarray:
@@ -59,8 +67,17 @@ def resample_onto(array: np.ndarray, source: Geometry, target: Geometry, *, defa
     img.SetSpacing(source.spacing_xyz_mm)
     img.SetOrigin(source.origin_xyz_mm)
     img.SetDirection(tuple(source.direction_matrix.ravel()))
-    out = sitk.Resample(img, target.shape_xyz, sitk.Transform(), sitk.sitkLinear, target.origin_xyz_mm,
-                        target.spacing_xyz_mm, tuple(target.direction_matrix.ravel()), float(default), sitk.sitkFloat32)
+    out = sitk.Resample(
+        img,
+        target.shape_xyz,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        target.origin_xyz_mm,
+        target.spacing_xyz_mm,
+        tuple(target.direction_matrix.ravel()),
+        float(default),
+        sitk.sitkFloat32,
+    )
     return sitk.GetArrayFromImage(out)
 
 
@@ -84,5 +101,11 @@ def paste_back(prob_patch: np.ndarray, grid: Geometry, ct: Geometry) -> tuple[tu
 
 def touches_faces(mask: np.ndarray) -> bool:
     """Whether a (patch) mask has a voxel on any of its 6 faces."""
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
-                or mask[:, :, 0].any() or mask[:, :, -1].any())
+    return bool(
+        mask[0].any()
+        or mask[-1].any()
+        or mask[:, 0].any()
+        or mask[:, -1].any()
+        or mask[:, :, 0].any()
+        or mask[:, :, -1].any()
+    )

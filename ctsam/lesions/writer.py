@@ -68,8 +68,11 @@ def lesion_records(result: LesionResult, geometry: Geometry, *, labels: LabelMap
                 "source": pred.click.source,
                 "world_lps_mm": [_r(v) for v in pred.click.world_xyz_mm],
                 "index_zyx": [_r(v, 2) for v in idx_zyx],
-                "inside_lesion": bool(pred.click_in_mask and n and final[tuple(
-                    np.floor(idx_zyx + 0.5).astype(int) - np.asarray(pred.start_zyx))]),
+                "inside_lesion": bool(
+                    pred.click_in_mask
+                    and n
+                    and final[tuple(np.floor(idx_zyx + 0.5).astype(int) - np.asarray(pred.start_zyx))]
+                ),
             },
             "voxel_count": n,
             "volume_ml": _r(n * geometry.voxel_volume_ml, 4),
@@ -77,8 +80,9 @@ def lesion_records(result: LesionResult, geometry: Geometry, *, labels: LabelMap
             "recist_short_axis_mm": _r(recist.short_axis_mm, 2),
             "recist_slice": {"axis": recist.axial_axis, "index": recist.slice_index},
             "longest_diameter_3d_mm": _r(longest_diameter_mm(final, geometry, pred.start_zyx), 2),
-            "centroid_lps_mm": (None if (c := centroid_world_mm(final, geometry, pred.start_zyx)) is None
-                                else [_r(v) for v in c]),
+            "centroid_lps_mm": (
+                None if (c := centroid_world_mm(final, geometry, pred.start_zyx)) is None else [_r(v) for v in c]
+            ),
             "mean_probability": _r(float(probs.mean()) if n else None, 4),
             "max_probability": _r(float(probs.max()) if n else None, 4),
             "touches_patch_border": bool(pred.touches_patch_border),
@@ -90,7 +94,9 @@ def lesion_records(result: LesionResult, geometry: Geometry, *, labels: LabelMap
             rec["containing_fraction"] = _r(fraction, 4)
         notes = list(pred.notes)
         if rec["voxels_lost_to_overlap"]:
-            notes.append(f"{rec['voxels_lost_to_overlap']} voxel(s) went to an overlapping lesion with a higher probability")
+            notes.append(
+                f"{rec['voxels_lost_to_overlap']} voxel(s) went to an overlapping lesion with a higher probability"
+            )
         rec["notes"] = notes
         records.append(rec)
     return records
@@ -111,9 +117,17 @@ def model_record(model) -> dict[str, Any]:
     }
 
 
-def write_lesions(path: str | os.PathLike[str], result: LesionResult, geometry: Geometry, *, case: str | None,
-                  models: dict[str, Any], settings, labels: LabelMap | None = None,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_lesions(
+    path: str | os.PathLike[str],
+    result: LesionResult,
+    geometry: Geometry,
+    *,
+    case: str | None,
+    models: dict[str, Any],
+    settings,
+    labels: LabelMap | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write the lesion map (+ label table) and its JSON sidecar atomically; return the sidecar."""
     from ctsam import __version__
     from ctsam.io.image import write_labelmap
@@ -125,7 +139,12 @@ def write_lesions(path: str | os.PathLike[str], result: LesionResult, geometry: 
         "case": case,
         "ctsam": __version__,
         "ct_geometry": geometry.to_dict(),
-        "settings": {"threshold": settings.threshold, "keep": settings.keep, "pad_hu": settings.pad_hu},
+        "settings": {
+            "threshold": settings.threshold,
+            "keep": settings.keep,
+            "pad_hu": settings.pad_hu,
+            "snap_mm": settings.snap_mm,
+        },
         "models": {key or "default": model_record(m) for key, m in sorted(models.items())},
         "n_lesions": len(records),
         "n_touching_patch_border": sum(r["touches_patch_border"] for r in records),

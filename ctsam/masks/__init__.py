@@ -287,7 +287,7 @@ def compare_masks(
     """
     if final.shape != reference.shape:
         raise ValueError(f"mask shapes differ: {final.shape} vs {reference.shape}")
-    spacing = tuple(float(v) for v in spacing_zyx_mm)
+    spacing = (float(spacing_zyx_mm[0]), float(spacing_zyx_mm[1]), float(spacing_zyx_mm[2]))
     if not cropped:
         from scipy import ndimage
 
@@ -298,12 +298,12 @@ def compare_masks(
             reference = padded_crop(np.asarray(reference, dtype=bool), box[0], max(margin, 1))
     n_p, n_r = int(np.count_nonzero(final)), int(np.count_nonzero(reference))
     n_i = int(np.count_nonzero(final & reference))
-    common = dict(nsd_tolerance_mm=float(nsd_tolerance_mm), voxels_final=n_p, voxels_reference=n_r, voxels_intersection=n_i)
+    tol = float(nsd_tolerance_mm)
     if n_p == 0 and n_r == 0:
-        return Agreement(STATUS_BOTH_EMPTY, None, None, None, None, **common)
+        return Agreement(STATUS_BOTH_EMPTY, None, None, None, None, tol, n_p, n_r, n_i)
     if n_p == 0 or n_r == 0:
         status = STATUS_FINAL_EMPTY if n_p == 0 else STATUS_REFERENCE_EMPTY
-        return Agreement(status, 0.0, None, None, 0.0, **common)
+        return Agreement(status, 0.0, None, None, 0.0, tol, n_p, n_r, n_i)
     d_pr, d_rp = surface_distances(final, reference, spacing)
     return Agreement(
         STATUS_OK,
@@ -311,5 +311,8 @@ def compare_masks(
         hd95_mm=hd95_from_distances(d_pr, d_rp),
         msd_mm=float(np.concatenate([d_pr, d_rp]).mean()),
         nsd=nsd(final, reference, spacing, nsd_tolerance_mm),
-        **common,
+        nsd_tolerance_mm=tol,
+        voxels_final=n_p,
+        voxels_reference=n_r,
+        voxels_intersection=n_i,
     )

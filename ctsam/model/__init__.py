@@ -17,9 +17,11 @@ from ctsam.model.api import InputSpec, MaskRefiner, OneClickSegmenter, Promptabl
 from ctsam.model.checkpoint import (
     convert_checkpoint,
     load_ctsam3d,
-    read_safetensors_metadata as read_model_metadata,
     save_safetensors,
     to_published_state_dict,
+)
+from ctsam.model.checkpoint import (
+    read_safetensors_metadata as read_model_metadata,
 )
 from ctsam.model.checkpoint import (
     save_published as save_published_ctsam3d,

@@ -114,6 +114,11 @@ class PromptableModel(abc.ABC):
     def sha256(self) -> str | None:
         """sha256 of the checkpoint the weights came from (None for a freshly built model)."""
 
+    @abc.abstractmethod
+    def update_metadata(self, **fields: Any) -> PromptableModel:
+        """Replace metadata fields (CT-SAM3D: ``spacing_mm``, ``quality_r``, ...; others: free keys
+        such as provenance); returns self."""
+
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
@@ -154,8 +159,9 @@ class OneClickSegmenter(PromptableModel):
     def with_preset(self, preset: str) -> OneClickSegmenter:
         """Set a published preset's input convention (``kits``, ``lits``, ...); returns self."""
 
-    def foreground_probability(self, patch: torch.Tensor, points_zyx: torch.Tensor,
-                               point_labels: torch.Tensor) -> torch.Tensor:
+    def foreground_probability(
+        self, patch: torch.Tensor, points_zyx: torch.Tensor, point_labels: torch.Tensor
+    ) -> torch.Tensor:
         """(B, D, H, W): softmax channel 1 of :meth:`logits`."""
         return torch.softmax(self.logits(patch, points_zyx, point_labels).float(), dim=1)[:, 1]
 
@@ -168,13 +174,10 @@ class MaskRefiner(PromptableModel):
         """(B, 1, S, S, S) normalised patches -> features (opaque, with ``select``/``cat``/``to``)."""
 
     @abc.abstractmethod
-    def decode(self, features: Any, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def decode(
+        self, features: Any, points_xyz: torch.Tensor, point_labels: torch.Tensor, prev_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Decode click sets: ``logits``, ``probs`` (B, 1, S, S, S), ``iou`` (B, 1)."""
-
-    @abc.abstractmethod
-    def update_metadata(self, **fields: Any) -> MaskRefiner:
-        """Replace metadata fields (e.g. ``spacing_mm``, ``quality_r``); returns self."""
 
     @abc.abstractmethod
     def cross_patch_heatmap(self, image_u: torch.Tensor, mask_u: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:

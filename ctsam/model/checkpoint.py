@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from ctsam.errors import CheckpointError
-from ctsam.resources import BUILTIN_PREFIX, resolve_model_path  # noqa: F401 (re-exported)
 from ctsam.io.atomic import atomic_path, atomic_write_json
 from ctsam.model.ctsam3d import FORMAT_VERSION, CtSam3D, ModelMeta
 from ctsam.model.registry import MODEL_REGISTRY, PATCH_SIZE, build_model
 from ctsam.provenance import sha256_file
+from ctsam.resources import BUILTIN_PREFIX, resolve_model_path  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ SAFETENSORS_META_KEY = "ctsam"
 
 #: Published keys deliberately not loaded, with the reason.
 DROPPED: dict[str, str] = {
-    "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix":
-        "SAM leftover buffer (3 x 128); the click-map prompt encoder never reads it",
+    "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": "SAM leftover buffer (3 x 128); the click-map prompt encoder never reads it",
 }
 
 _Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
@@ -49,8 +48,15 @@ def _rules(pairs: list[tuple[str, Callable[[re.Match[str]], str]]]) -> list[_Rul
     return [(re.compile(p + r"$"), f) for p, f in pairs]
 
 
-_STEM = {"proj.0": "conv1", "proj.1": "bn1", "proj.3": "conv2", "proj.4": "bn2", "proj.6": "project",
-         "pos.pa_conv": "gate.conv", "norm": "norm"}
+_STEM = {
+    "proj.0": "conv1",
+    "proj.1": "bn1",
+    "proj.3": "conv2",
+    "proj.4": "bn2",
+    "proj.6": "project",
+    "pos.pa_conv": "gate.conv",
+    "norm": "norm",
+}
 _STEM_INV = {v: k for k, v in _STEM.items()}
 _EMBED = {"proj": "proj", "pos.pa_conv": "gate.conv", "norm": "norm"}
 _EMBED_INV = {v: k for k, v in _EMBED.items()}
@@ -58,46 +64,78 @@ _SPADE = {"mlp_shared.0": "shared", "mlp_gamma": "gamma", "mlp_beta": "beta"}
 _SPADE_INV = {v: k for k, v in _SPADE.items()}
 
 # published name -> ctsam name
-_TO_CTSAM = _rules([
-    (r"image_encoder\.stem\.(proj\.[01346]|pos\.pa_conv|norm)\.(\w+)",
-     lambda m: f"image_encoder.stages.0.embed.{_STEM[m[1]]}.{m[2]}"),
-    (r"image_encoder\.patch_([234])\.(proj|pos\.pa_conv|norm)\.(\w+)",
-     lambda m: f"image_encoder.stages.{int(m[1]) - 1}.embed.{_EMBED[m[2]]}.{m[3]}"),
-    (r"image_encoder\.stage([1-4])\.(\d+)\.(.+)",
-     lambda m: f"image_encoder.stages.{int(m[1]) - 1}.blocks.{m[2]}.{m[3]}"),
-    (r"image_encoder\.channel_mapper([1-4])\.(\w+)",
-     lambda m: f"image_encoder.stages.{int(m[1]) - 1}.mapper.{m[2]}"),
-    (r"mask_decoder\.spade([1-5])\.norm_([01])\.(mlp_shared\.0|mlp_gamma|mlp_beta)\.(\w+)",
-     lambda m: f"mask_decoder.levels.{int(m[1]) - 1}.block.norm_{m[2]}.{_SPADE[m[3]]}.{m[4]}"),
-    (r"mask_decoder\.spade([1-5])\.conv_([01])\.(\w+)",
-     lambda m: f"mask_decoder.levels.{int(m[1]) - 1}.block.conv_{m[2]}.{m[3]}"),
-    (r"mask_decoder\.upscale([1-5])\.cna\.([01])\.(\w+)",
-     lambda m: f"mask_decoder.levels.{int(m[1]) - 1}.up.{('conv', 'norm')[int(m[2])]}.{m[3]}"),
-    (r"mask_decoder\.mask_prediction_head\.0\.(\w+)", lambda m: f"mask_decoder.mask_head.{m[1]}"),
-    (r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.(\w+)", lambda m: f"quality_head.layers.{m[1]}.{m[2]}"),
-    (r"cpp_predictor\.model\.(.+)", lambda m: f"cross_patch.unet.model.{m[1]}"),
-])
+_TO_CTSAM = _rules(
+    [
+        (
+            r"image_encoder\.stem\.(proj\.[01346]|pos\.pa_conv|norm)\.(\w+)",
+            lambda m: f"image_encoder.stages.0.embed.{_STEM[m[1]]}.{m[2]}",
+        ),
+        (
+            r"image_encoder\.patch_([234])\.(proj|pos\.pa_conv|norm)\.(\w+)",
+            lambda m: f"image_encoder.stages.{int(m[1]) - 1}.embed.{_EMBED[m[2]]}.{m[3]}",
+        ),
+        (
+            r"image_encoder\.stage([1-4])\.(\d+)\.(.+)",
+            lambda m: f"image_encoder.stages.{int(m[1]) - 1}.blocks.{m[2]}.{m[3]}",
+        ),
+        (
+            r"image_encoder\.channel_mapper([1-4])\.(\w+)",
+            lambda m: f"image_encoder.stages.{int(m[1]) - 1}.mapper.{m[2]}",
+        ),
+        (
+            r"mask_decoder\.spade([1-5])\.norm_([01])\.(mlp_shared\.0|mlp_gamma|mlp_beta)\.(\w+)",
+            lambda m: f"mask_decoder.levels.{int(m[1]) - 1}.block.norm_{m[2]}.{_SPADE[m[3]]}.{m[4]}",
+        ),
+        (
+            r"mask_decoder\.spade([1-5])\.conv_([01])\.(\w+)",
+            lambda m: f"mask_decoder.levels.{int(m[1]) - 1}.block.conv_{m[2]}.{m[3]}",
+        ),
+        (
+            r"mask_decoder\.upscale([1-5])\.cna\.([01])\.(\w+)",
+            lambda m: f"mask_decoder.levels.{int(m[1]) - 1}.up.{('conv', 'norm')[int(m[2])]}.{m[3]}",
+        ),
+        (r"mask_decoder\.mask_prediction_head\.0\.(\w+)", lambda m: f"mask_decoder.mask_head.{m[1]}"),
+        (r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.(\w+)", lambda m: f"quality_head.layers.{m[1]}.{m[2]}"),
+        (r"cpp_predictor\.model\.(.+)", lambda m: f"cross_patch.unet.model.{m[1]}"),
+    ]
+)
 
 # ctsam name -> published name
-_TO_PUBLISHED = _rules([
-    (r"image_encoder\.stages\.0\.embed\.(conv1|bn1|conv2|bn2|project|gate\.conv|norm)\.(\w+)",
-     lambda m: f"image_encoder.stem.{_STEM_INV[m[1]]}.{m[2]}"),
-    (r"image_encoder\.stages\.([123])\.embed\.(proj|gate\.conv|norm)\.(\w+)",
-     lambda m: f"image_encoder.patch_{int(m[1]) + 1}.{_EMBED_INV[m[2]]}.{m[3]}"),
-    (r"image_encoder\.stages\.([0-3])\.blocks\.(\d+)\.(.+)",
-     lambda m: f"image_encoder.stage{int(m[1]) + 1}.{m[2]}.{m[3]}"),
-    (r"image_encoder\.stages\.([0-3])\.mapper\.(\w+)",
-     lambda m: f"image_encoder.channel_mapper{int(m[1]) + 1}.{m[2]}"),
-    (r"mask_decoder\.levels\.([0-4])\.block\.norm_([01])\.(shared|gamma|beta)\.(\w+)",
-     lambda m: f"mask_decoder.spade{int(m[1]) + 1}.norm_{m[2]}.{_SPADE_INV[m[3]]}.{m[4]}"),
-    (r"mask_decoder\.levels\.([0-4])\.block\.conv_([01])\.(\w+)",
-     lambda m: f"mask_decoder.spade{int(m[1]) + 1}.conv_{m[2]}.{m[3]}"),
-    (r"mask_decoder\.levels\.([0-4])\.up\.(conv|norm)\.(\w+)",
-     lambda m: f"mask_decoder.upscale{int(m[1]) + 1}.cna.{('conv', 'norm').index(m[2])}.{m[3]}"),
-    (r"mask_decoder\.mask_head\.(\w+)", lambda m: f"mask_decoder.mask_prediction_head.0.{m[1]}"),
-    (r"quality_head\.layers\.(\d+)\.(\w+)", lambda m: f"mask_decoder.iou_prediction_head.layers.{m[1]}.{m[2]}"),
-    (r"cross_patch\.unet\.model\.(.+)", lambda m: f"cpp_predictor.model.{m[1]}"),
-])
+_TO_PUBLISHED = _rules(
+    [
+        (
+            r"image_encoder\.stages\.0\.embed\.(conv1|bn1|conv2|bn2|project|gate\.conv|norm)\.(\w+)",
+            lambda m: f"image_encoder.stem.{_STEM_INV[m[1]]}.{m[2]}",
+        ),
+        (
+            r"image_encoder\.stages\.([123])\.embed\.(proj|gate\.conv|norm)\.(\w+)",
+            lambda m: f"image_encoder.patch_{int(m[1]) + 1}.{_EMBED_INV[m[2]]}.{m[3]}",
+        ),
+        (
+            r"image_encoder\.stages\.([0-3])\.blocks\.(\d+)\.(.+)",
+            lambda m: f"image_encoder.stage{int(m[1]) + 1}.{m[2]}.{m[3]}",
+        ),
+        (
+            r"image_encoder\.stages\.([0-3])\.mapper\.(\w+)",
+            lambda m: f"image_encoder.channel_mapper{int(m[1]) + 1}.{m[2]}",
+        ),
+        (
+            r"mask_decoder\.levels\.([0-4])\.block\.norm_([01])\.(shared|gamma|beta)\.(\w+)",
+            lambda m: f"mask_decoder.spade{int(m[1]) + 1}.norm_{m[2]}.{_SPADE_INV[m[3]]}.{m[4]}",
+        ),
+        (
+            r"mask_decoder\.levels\.([0-4])\.block\.conv_([01])\.(\w+)",
+            lambda m: f"mask_decoder.spade{int(m[1]) + 1}.conv_{m[2]}.{m[3]}",
+        ),
+        (
+            r"mask_decoder\.levels\.([0-4])\.up\.(conv|norm)\.(\w+)",
+            lambda m: f"mask_decoder.upscale{int(m[1]) + 1}.cna.{('conv', 'norm').index(m[2])}.{m[3]}",
+        ),
+        (r"mask_decoder\.mask_head\.(\w+)", lambda m: f"mask_decoder.mask_prediction_head.0.{m[1]}"),
+        (r"quality_head\.layers\.(\d+)\.(\w+)", lambda m: f"mask_decoder.iou_prediction_head.layers.{m[1]}.{m[2]}"),
+        (r"cross_patch\.unet\.model\.(.+)", lambda m: f"cpp_predictor.model.{m[1]}"),
+    ]
+)
 
 
 def _apply(rules: list[_Rule], key: str) -> str | None:
@@ -124,13 +162,13 @@ def _meta_model(variant: str) -> CtSam3D:
         return build_model(variant)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
     """ctsam state-dict key -> shape for a registered variant (built on the meta device)."""
     return {k: tuple(v.shape) for k, v in _meta_model(variant).state_dict().items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expected_published_shapes(variant: str) -> dict[str, tuple[int, ...]]:
     """Published key -> shape for a variant (without the dropped keys)."""
     out = {}
@@ -159,13 +197,21 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def check_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], *,
-                     path: str | os.PathLike[str], variant: str) -> None:
+def check_state_dict(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, tuple[int, ...]],
+    *,
+    path: str | os.PathLike[str],
+    variant: str,
+) -> None:
     """Raise CheckpointError when keys are missing, unexpected or mis-shaped (all counted and named)."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    misshaped = [f"{k} {tuple(v.shape)} (expected {expected[k]})"
-                 for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]
+    misshaped = [
+        f"{k} {tuple(v.shape)} (expected {expected[k]})"
+        for k, v in state.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    ]
     if missing or unexpected or misshaped:
         parts = []
         if missing:
@@ -180,7 +226,7 @@ def check_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, t
             expected=f"{len(expected)} entries of the {variant} state dict",
             found="; ".join(parts),
             fix="use the published CT-SAM3D ckpt_1000/params.pth (or a file converted from it by "
-                "'ctsam model convert'); a partial or edited checkpoint would give wrong masks",
+            "'ctsam model convert'); a partial or edited checkpoint would give wrong masks",
         )
 
 
@@ -190,19 +236,27 @@ def _sniff(path: Path) -> str:
         with open(path, "rb") as fh:
             head = fh.read(16)
     except OSError as err:
-        raise CheckpointError("cannot read the checkpoint", path=path, found=str(err),
-                              fix="check the path and permissions") from err
+        raise CheckpointError(
+            "cannot read the checkpoint", path=path, found=str(err), fix="check the path and permissions"
+        ) from err
     if len(head) < 9:
-        raise CheckpointError("checkpoint file is empty or truncated", path=path,
-                              found=f"{len(head)} bytes", fix="copy the checkpoint again")
+        raise CheckpointError(
+            "checkpoint file is empty or truncated",
+            path=path,
+            found=f"{len(head)} bytes",
+            fix="copy the checkpoint again",
+        )
     if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
         return "safetensors"  # 8-byte little-endian header length, then the JSON header
     if head[:4] == b"PK\x03\x04" or head[0] == 0x80:
         return "torch"  # torch zip archive, or a legacy pickle (protocol 2+)
-    raise CheckpointError("not a checkpoint ctsam can read", path=path,
-                          expected="a torch params.pth (zip or pickle) or a ctsam .safetensors file",
-                          found=f"file starting with {head[:8]!r}",
-                          fix="pass the published params.pth or the output of 'ctsam model convert'")
+    raise CheckpointError(
+        "not a checkpoint ctsam can read",
+        path=path,
+        expected="a torch params.pth (zip or pickle) or a ctsam .safetensors file",
+        found=f"file starting with {head[:8]!r}",
+        fix="pass the published params.pth or the output of 'ctsam model convert'",
+    )
 
 
 def sniff_format(path: str | os.PathLike[str]) -> str:
@@ -215,19 +269,25 @@ def torch_load_weights(path: str | os.PathLike[str]) -> object:
     (nothing in the file is executed)."""
     path = Path(path)
     if _sniff(path) != "torch":
-        raise CheckpointError("expected a torch .pth checkpoint", path=path, found="a safetensors file",
-                              fix="load it with ctsam.model.load_model, or pass the original .pth")
+        raise CheckpointError(
+            "expected a torch .pth checkpoint",
+            path=path,
+            found="a safetensors file",
+            fix="load it with ctsam.model.load_model, or pass the original .pth",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad/unsafe pickles
         unsafe = "weights_only" in str(err) or "Unsupported global" in str(err)
         raise CheckpointError(
-            "checkpoint refused: it holds Python objects other than tensors" if unsafe
+            "checkpoint refused: it holds Python objects other than tensors"
+            if unsafe
             else "checkpoint is unreadable (truncated or corrupt)",
             path=path,
             found=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}",
             fix="ctsam never unpickles code; re-save only the state dict in a trusted environment "
-                "(torch.save({'model_state_dict': sd}, 'params.pth'))" if unsafe
+            "(torch.save({'model_state_dict': sd}, 'params.pth'))"
+            if unsafe
             else "download or copy the checkpoint again and compare its sha256",
         ) from err
 
@@ -237,9 +297,13 @@ def published_state_from_object(obj: object, path: str | os.PathLike[str]) -> di
     if isinstance(obj, Mapping) and PUBLISHED_STATE_KEY in obj:
         obj = obj[PUBLISHED_STATE_KEY]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError("checkpoint holds no state dict", path=path,
-                              expected=f"a dict with key '{PUBLISHED_STATE_KEY}' mapping names to tensors",
-                              found=type(obj).__name__, fix="pass the published ckpt_1000/params.pth")
+        raise CheckpointError(
+            "checkpoint holds no state dict",
+            path=path,
+            expected=f"a dict with key '{PUBLISHED_STATE_KEY}' mapping names to tensors",
+            found=type(obj).__name__,
+            fix="pass the published ckpt_1000/params.pth",
+        )
     return dict(obj)
 
 
@@ -251,15 +315,17 @@ def read_published_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.T
     return published_state_from_object(torch_load_weights(path), path)
 
 
-def check_finite(state: Mapping[str, torch.Tensor], *, path: str | os.PathLike[str],
-                 name: Callable[[str], str] = str) -> None:
+def check_finite(
+    state: Mapping[str, torch.Tensor], *, path: str | os.PathLike[str], name: Callable[[str], str] = str
+) -> None:
     """Raise CheckpointError naming the first tensor holding NaN or infinity (``name`` maps a key to
     the name shown, e.g. the published one)."""
     for key, value in state.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise CheckpointError(
-                "checkpoint holds non-finite weights", path=path,
+                "checkpoint holds non-finite weights",
+                path=path,
                 expected="finite values in every tensor",
                 found=f"{bad} NaN/inf value(s) in {name(key)} {tuple(value.shape)}",
                 fix="the file is corrupt or came from a diverged training run; use another checkpoint",
@@ -276,8 +342,12 @@ def parse_published_config(path: str | os.PathLike[str]) -> dict:
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except (OSError, SyntaxError, UnicodeDecodeError) as err:
-        raise CheckpointError("cannot parse the checkpoint config.py", path=path, found=str(err),
-                              fix="pass the config.py shipped beside params.pth, or omit --config") from err
+        raise CheckpointError(
+            "cannot parse the checkpoint config.py",
+            path=path,
+            found=str(err),
+            fix="pass the config.py shipped beside params.pth, or omit --config",
+        ) from err
     out: dict = {}
     for node in tree.body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
@@ -317,19 +387,32 @@ def meta_from_config(config: Mapping, *, variant: str, path: str | os.PathLike[s
     if isinstance(norm, dict) and "min_value" in norm and "max_value" in norm:
         lo, hi = float(norm["min_value"]), float(norm["max_value"])
         if not lo < hi:
-            raise CheckpointError("config.py has an empty HU window", path=path,
-                                  found=f"min_value {lo}, max_value {hi}", fix="check the config.py")
+            raise CheckpointError(
+                "config.py has an empty HU window",
+                path=path,
+                found=f"min_value {lo}, max_value {hi}",
+                fix="check the config.py",
+            )
         fields["hu_window"] = (lo, hi)
     if "target_spacing" in dataset:
         fields["spacing_mm"] = float(dataset["target_spacing"])
     if "patch_size" in dataset and list(dataset["patch_size"]) != [PATCH_SIZE] * 3:
-        raise CheckpointError("config.py patch size is not supported", path=path,
-                              expected=f"[{PATCH_SIZE}, {PATCH_SIZE}, {PATCH_SIZE}]",
-                              found=str(dataset["patch_size"]), fix="only 64^3 CT-SAM3D checkpoints are supported")
+        raise CheckpointError(
+            "config.py patch size is not supported",
+            path=path,
+            expected=f"[{PATCH_SIZE}, {PATCH_SIZE}, {PATCH_SIZE}]",
+            found=str(dataset["patch_size"]),
+            fix="only 64^3 CT-SAM3D checkpoints are supported",
+        )
     network = config.get("network")
     if isinstance(network, str) and network != variant:
-        raise CheckpointError("config.py names another network than the weights hold", path=path,
-                              expected=variant, found=network, fix="pass the config.py of this checkpoint")
+        raise CheckpointError(
+            "config.py names another network than the weights hold",
+            path=path,
+            expected=variant,
+            found=network,
+            fix="pass the config.py of this checkpoint",
+        )
     return fields
 
 
@@ -346,8 +429,13 @@ def _materialise(variant: str, state: Mapping[str, torch.Tensor], meta: ModelMet
     return model
 
 
-def published_to_model(state: Mapping[str, torch.Tensor], *, path: str | os.PathLike[str],
-                       meta_fields: Mapping | None = None, sha256: str | None = None) -> CtSam3D:
+def published_to_model(
+    state: Mapping[str, torch.Tensor],
+    *,
+    path: str | os.PathLike[str],
+    meta_fields: Mapping | None = None,
+    sha256: str | None = None,
+) -> CtSam3D:
     """Build the matching variant from a published-format state dict (strict; see module docstring)."""
     path = Path(path)
     kept = {k: v for k, v in state.items() if k not in DROPPED}
@@ -356,13 +444,20 @@ def published_to_model(state: Mapping[str, torch.Tensor], *, path: str | os.Path
     check_finite(kept, path=path)
     renamed = {published_to_ctsam_key(k): v for k, v in kept.items()}
     dropped = {k: DROPPED[k] for k in state if k in DROPPED}
-    meta = ModelMeta(variant=variant, patch_size=PATCH_SIZE, sha256=sha256, source=path.name,
-                     dropped_keys=dropped, **dict(meta_fields or {}))
+    meta = ModelMeta(
+        variant=variant,
+        patch_size=PATCH_SIZE,
+        sha256=sha256,
+        source=path.name,
+        dropped_keys=dropped,
+        **dict(meta_fields or {}),
+    )
     return _materialise(variant, renamed, meta, path)
 
 
-def load_published(path: str | os.PathLike[str], *, config_path: str | os.PathLike[str] | None = None,
-                   loaded: object | None = None) -> CtSam3D:
+def load_published(
+    path: str | os.PathLike[str], *, config_path: str | os.PathLike[str] | None = None, loaded: object | None = None
+) -> CtSam3D:
     """Model from a published ``params.pth``; ``config_path`` defaults to a ``config.py`` beside it.
     ``loaded``: the file's object when the caller already read it with :func:`torch_load_weights`."""
     path = Path(path)
@@ -373,8 +468,9 @@ def load_published(path: str | os.PathLike[str], *, config_path: str | os.PathLi
     if config_path is not None:
         fields = meta_from_config(parse_published_config(config_path), variant=model.variant, path=config_path)
         model.meta = ModelMeta.from_dict({**model.meta.to_dict(), **fields})
-        log.info("read HU window %s and spacing %s mm from %s", model.meta.hu_window, model.meta.spacing_mm,
-                 config_path)
+        log.info(
+            "read HU window %s and spacing %s mm from %s", model.meta.hu_window, model.meta.spacing_mm, config_path
+        )
     return model
 
 
@@ -388,28 +484,45 @@ def load_safetensors(path: str | os.PathLike[str]) -> CtSam3D:
             header = fh.metadata() or {}
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError("safetensors checkpoint is unreadable (truncated or corrupt)", path=path,
-                              found=str(err)[:300], fix="convert the published params.pth again") from err
+        raise CheckpointError(
+            "safetensors checkpoint is unreadable (truncated or corrupt)",
+            path=path,
+            found=str(err)[:300],
+            fix="convert the published params.pth again",
+        ) from err
     try:
         meta = ModelMeta.from_dict(json.loads(header[SAFETENSORS_META_KEY]))
     except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError("safetensors file carries no ctsam metadata", path=path,
-                              expected=f"header metadata key '{SAFETENSORS_META_KEY}'", found=str(sorted(header)),
-                              fix="create it with 'ctsam model convert'") from err
+        raise CheckpointError(
+            "safetensors file carries no ctsam metadata",
+            path=path,
+            expected=f"header metadata key '{SAFETENSORS_META_KEY}'",
+            found=str(sorted(header)),
+            fix="create it with 'ctsam model convert'",
+        ) from err
     if meta.format_version > FORMAT_VERSION:
-        raise CheckpointError("checkpoint written by a newer ctsam", path=path,
-                              expected=f"format version <= {FORMAT_VERSION}", found=str(meta.format_version),
-                              fix="upgrade ctsam")
+        raise CheckpointError(
+            "checkpoint written by a newer ctsam",
+            path=path,
+            expected=f"format version <= {FORMAT_VERSION}",
+            found=str(meta.format_version),
+            fix="upgrade ctsam",
+        )
     if meta.variant not in MODEL_REGISTRY:
-        raise CheckpointError("unknown model variant in checkpoint", path=path,
-                              expected=str(sorted(MODEL_REGISTRY)), found=meta.variant)
+        raise CheckpointError(
+            "unknown model variant in checkpoint", path=path, expected=str(sorted(MODEL_REGISTRY)), found=meta.variant
+        )
     check_state_dict(state, expected_shapes(meta.variant), path=path, variant=meta.variant)
     check_finite(state, path=path)
     return _materialise(meta.variant, state, meta, path)
 
 
-def load_ctsam3d(path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
-                 config_path: str | os.PathLike[str] | None = None) -> CtSam3D:
+def load_ctsam3d(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+) -> CtSam3D:
     """Load a published ``params.pth`` or a ctsam ``.safetensors`` file; the model is in eval mode.
 
     The variant is inferred from the tensor shapes (params.pth) or read from the metadata
@@ -427,8 +540,13 @@ def load_ctsam3d(path: str | os.PathLike[str], device: str | torch.device = "cpu
 
 
 # ---------------------------------------------------------------- writing files
-def save_safetensors(model: CtSam3D, path: str | os.PathLike[str], *, sidecar: bool = True,
-                     extra_metadata: Mapping[str, object] | None = None) -> Path:
+def save_safetensors(
+    model: CtSam3D,
+    path: str | os.PathLike[str],
+    *,
+    sidecar: bool = True,
+    extra_metadata: Mapping[str, object] | None = None,
+) -> Path:
     """Write the model (ctsam key names) and its metadata atomically; optionally a JSON sidecar.
 
     ``extra_metadata``: more JSON-serialisable entries (e.g. training provenance under ``training``),
@@ -461,7 +579,7 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict:
         if key == SAFETENSORS_META_KEY:
             out["meta"] = json.loads(value)
         elif key.startswith(SAFETENSORS_META_KEY + "_"):
-            out[key[len(SAFETENSORS_META_KEY) + 1:]] = json.loads(value)
+            out[key[len(SAFETENSORS_META_KEY) + 1 :]] = json.loads(value)
     return out
 
 
@@ -480,8 +598,12 @@ def save_published(model: CtSam3D, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def convert_checkpoint(params_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
-                       config_path: str | os.PathLike[str] | None = None) -> ModelMeta:
+def convert_checkpoint(
+    params_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+) -> ModelMeta:
     """``ctsam model convert``: published params.pth (+ config.py) -> ctsam safetensors + JSON sidecar."""
     model = load_published(params_path, config_path=config_path)
     save_safetensors(model, out_path)

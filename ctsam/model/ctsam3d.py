@@ -94,7 +94,7 @@ class PatchFeatures:
     def select(self, index: int | Sequence[int] | torch.Tensor) -> PatchFeatures:
         """Features of some patches (an int keeps a batch axis of 1)."""
         if isinstance(index, int):
-            return PatchFeatures(tuple(m[index: index + 1] for m in self.maps))
+            return PatchFeatures(tuple(m[index : index + 1] for m in self.maps))
         idx = torch.as_tensor(index, dtype=torch.long, device=self.maps[0].device)
         return PatchFeatures(tuple(m.index_select(0, idx) for m in self.maps))
 
@@ -121,9 +121,16 @@ class CtSam3D(nn.Module):
 
     mask_threshold = 0.5
 
-    def __init__(self, *, image_encoder: ResTV2Encoder, prompt_encoder: ClickMapPromptEncoder,
-                 mask_decoder: SpadeMaskDecoder, quality_head: QualityHead, cross_patch: CrossPatchPromptNet,
-                 meta: ModelMeta) -> None:
+    def __init__(
+        self,
+        *,
+        image_encoder: ResTV2Encoder,
+        prompt_encoder: ClickMapPromptEncoder,
+        mask_decoder: SpadeMaskDecoder,
+        quality_head: QualityHead,
+        cross_patch: CrossPatchPromptNet,
+        meta: ModelMeta,
+    ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
@@ -160,8 +167,13 @@ class CtSam3D(nn.Module):
         (under the caller's grad mode)."""
         return PatchFeatures(tuple(self.image_encoder(self._check_volume("image", image))))
 
-    def decode(self, features: PatchFeatures, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def decode(
+        self,
+        features: PatchFeatures,
+        points_xyz: torch.Tensor,
+        point_labels: torch.Tensor,
+        prev_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Decode B prompt sets against encoded patches (under the caller's grad mode: wrap in
         ``torch.inference_mode()`` for inference).
 
@@ -186,15 +198,25 @@ class CtSam3D(nn.Module):
         scores = self.quality_head(last)
         return {"logits": logits, "probs": torch.sigmoid(logits[:, 0:1]), "iou": scores[:, 0:1]}
 
-    def forward(self, image: torch.Tensor, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-                prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        image: torch.Tensor,
+        points_xyz: torch.Tensor,
+        point_labels: torch.Tensor,
+        prev_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Encode + decode with autograd (training); see :meth:`predict_patch`. The cross-patch network
         is trained through :attr:`cross_patch` directly."""
         return self.decode(self.encode(image), points_xyz, point_labels, prev_mask)
 
     @torch.no_grad()
-    def predict_patch(self, image: torch.Tensor, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-                      prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def predict_patch(
+        self,
+        image: torch.Tensor,
+        points_xyz: torch.Tensor,
+        point_labels: torch.Tensor,
+        prev_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One-shot inference for B patches (image batch 1 is shared by B prompt sets).
 
         Args:

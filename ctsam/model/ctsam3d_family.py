@@ -34,8 +34,12 @@ class Ctsam3dModel(MaskRefiner):
     def input_spec(self) -> InputSpec:
         m = self._net.meta
         s = int(m.patch_size)
-        return InputSpec(patch_size_zyx=(s, s, s), spacing_zyx_mm=(float(m.spacing_mm),) * 3,
-                         hu_window=(float(m.hu_window[0]), float(m.hu_window[1])), unit_range=True)
+        return InputSpec(
+            patch_size_zyx=(s, s, s),
+            spacing_zyx_mm=(float(m.spacing_mm),) * 3,
+            hu_window=(float(m.hu_window[0]), float(m.hu_window[1])),
+            unit_range=True,
+        )
 
     @property
     def output_classes(self) -> tuple[str, ...]:
@@ -60,12 +64,22 @@ class Ctsam3dModel(MaskRefiner):
     def encode(self, image: torch.Tensor) -> PatchFeatures:
         return self._net.encode(image)
 
-    def decode(self, features: PatchFeatures, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def decode(
+        self,
+        features: PatchFeatures,
+        points_xyz: torch.Tensor,
+        point_labels: torch.Tensor,
+        prev_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         return self._net.decode(features, points_xyz, point_labels, prev_mask)
 
-    def predict_patch(self, image: torch.Tensor, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-                      prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def predict_patch(
+        self,
+        image: torch.Tensor,
+        points_xyz: torch.Tensor,
+        point_labels: torch.Tensor,
+        prev_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         return self._net.predict_patch(image, points_xyz, point_labels, prev_mask)
 
     def cross_patch_heatmap(self, image_u: torch.Tensor, mask_u: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:

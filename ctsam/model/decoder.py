@@ -119,8 +119,7 @@ class SpadeMaskDecoder(nn.Module):
         half, quarter = width // 2, width // 4
         widths = [(width, half)] * 4 + [(half, quarter)]
         self.levels = nn.ModuleList(
-            DecoderLevel(channels=c, out_channels=o, prompt_channels=prompt_channels, hidden=hidden)
-            for c, o in widths
+            DecoderLevel(channels=c, out_channels=o, prompt_channels=prompt_channels, hidden=hidden) for c, o in widths
         )
         self.mask_head = nn.Conv3d(quarter, num_masks, kernel_size=3, padding=1)
         self.out_channels = quarter

@@ -161,13 +161,12 @@ class EncoderStage(nn.Module):
     ``out`` (B, out_channels, D', H', W') is this stage's output feature map.
     """
 
-    def __init__(self, *, embed: nn.Module, dim: int, depth: int, num_heads: int, reduction: int,
-                 out_channels: int) -> None:
+    def __init__(
+        self, *, embed: nn.Module, dim: int, depth: int, num_heads: int, reduction: int, out_channels: int
+    ) -> None:
         super().__init__()
         self.embed = embed
-        self.blocks = nn.ModuleList(
-            ResTBlock(dim=dim, num_heads=num_heads, reduction=reduction) for _ in range(depth)
-        )
+        self.blocks = nn.ModuleList(ResTBlock(dim=dim, num_heads=num_heads, reduction=reduction) for _ in range(depth))
         self.mapper = nn.Conv3d(dim, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,8 +189,16 @@ class ResTV2Encoder(nn.Module):
         out_channels: width of the last output; the first three outputs have ``out_channels // 2``.
     """
 
-    def __init__(self, *, in_channels: int = 1, embed_dims: Sequence[int], depths: Sequence[int],
-                 num_heads: Sequence[int], reductions: Sequence[int], out_channels: int) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        embed_dims: Sequence[int],
+        depths: Sequence[int],
+        num_heads: Sequence[int],
+        reductions: Sequence[int],
+        out_channels: int,
+    ) -> None:
         super().__init__()
         if not len(embed_dims) == len(depths) == len(num_heads) == len(reductions) == 4:
             raise ValueError("ResTV2Encoder needs exactly 4 stages")
@@ -201,10 +208,16 @@ class ResTV2Encoder(nn.Module):
                 embed: nn.Module = ConvStem(in_channels=in_channels, channels=embed_dims[0])
             else:
                 embed = PatchEmbed(in_channels=embed_dims[i - 1], channels=embed_dims[i])
-            stages.append(EncoderStage(
-                embed=embed, dim=embed_dims[i], depth=depths[i], num_heads=num_heads[i],
-                reduction=reductions[i], out_channels=out_channels if i == 3 else out_channels // 2,
-            ))
+            stages.append(
+                EncoderStage(
+                    embed=embed,
+                    dim=embed_dims[i],
+                    depth=depths[i],
+                    num_heads=num_heads[i],
+                    reduction=reductions[i],
+                    out_channels=out_channels if i == 3 else out_channels // 2,
+                )
+            )
         self.stages = nn.ModuleList(stages)
         self.out_channels = out_channels
 

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -28,7 +28,7 @@ from ctsam.errors import CheckpointError
 from ctsam.io.atomic import atomic_path, atomic_write_json
 from ctsam.model import checkpoint as ck
 from ctsam.model import ctsam3d_family, sam3d_family
-from ctsam.model.api import PromptableModel
+from ctsam.model.api import MaskRefiner, OneClickSegmenter, PromptableModel
 from ctsam.model.ctsam3d import CtSam3D
 from ctsam.model.registry import MODEL_REGISTRY as CTSAM3D_VARIANTS
 from ctsam.model.registry import build_model as build_ctsam3d
@@ -48,11 +48,18 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "ctsam3d": Family("ctsam3d", tuple(CTSAM3D_VARIANTS),
-                      lambda v: ctsam3d_family.wrap(build_ctsam3d(v)),
-                      "CT-SAM3D promptable anatomy refiner (encode once, decode clicks + previous mask)"),
-    "sam3d_adapter": Family("sam3d_adapter", tuple(SAM3D_VARIANTS), sam3d_family.build,
-                            "3DSAM-adapter one-click tumour segmenter (SAM ViT-B with 3D adapters)"),
+    "ctsam3d": Family(
+        "ctsam3d",
+        tuple(CTSAM3D_VARIANTS),
+        lambda v: ctsam3d_family.wrap(build_ctsam3d(v)),
+        "CT-SAM3D promptable anatomy refiner (encode once, decode clicks + previous mask)",
+    ),
+    "sam3d_adapter": Family(
+        "sam3d_adapter",
+        tuple(SAM3D_VARIANTS),
+        sam3d_family.build,
+        "3DSAM-adapter one-click tumour segmenter (SAM ViT-B with 3D adapters)",
+    ),
 }
 
 
@@ -70,6 +77,12 @@ def wrap_module(module: torch.nn.Module) -> PromptableModel:
     raise TypeError(f"not a network of a known family: {type(module).__name__}")
 
 
+@overload
+def build_model(family: Literal["sam3d_adapter"], variant: str) -> OneClickSegmenter: ...
+@overload
+def build_model(family: Literal["ctsam3d"], variant: str) -> MaskRefiner: ...
+@overload
+def build_model(family: str, variant: str) -> PromptableModel: ...
 def build_model(family: str, variant: str) -> PromptableModel:
     """A randomly initialised model (seed torch first for reproducible weights)."""
     if family not in FAMILIES:
@@ -88,8 +101,12 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             return dict(fh.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError("safetensors checkpoint is unreadable (truncated or corrupt)", path=path,
-                              found=str(err)[:300], fix="write or copy the file again") from err
+        raise CheckpointError(
+            "safetensors checkpoint is unreadable (truncated or corrupt)",
+            path=path,
+            found=str(err)[:300],
+            fix="write or copy the file again",
+        ) from err
 
 
 def family_of_header(header: Mapping[str, str], path: str | os.PathLike[str]) -> tuple[str, dict]:
@@ -97,13 +114,22 @@ def family_of_header(header: Mapping[str, str], path: str | os.PathLike[str]) ->
     try:
         meta = json.loads(header[ck.SAFETENSORS_META_KEY])
     except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError("safetensors file carries no ctsam metadata", path=path,
-                              expected=f"header metadata key '{ck.SAFETENSORS_META_KEY}'", found=str(sorted(header)),
-                              fix="create it with 'ctsam model convert' or ctsam.model.save_model") from err
+        raise CheckpointError(
+            "safetensors file carries no ctsam metadata",
+            path=path,
+            expected=f"header metadata key '{ck.SAFETENSORS_META_KEY}'",
+            found=str(sorted(header)),
+            fix="create it with 'ctsam model convert' or ctsam.model.save_model",
+        ) from err
     family = meta.get("family", "ctsam3d") if isinstance(meta, dict) else None
     if family not in FAMILIES:
-        raise CheckpointError("unknown model family in checkpoint", path=path,
-                              expected=", ".join(FAMILIES), found=str(family), fix="upgrade ctsam")
+        raise CheckpointError(
+            "unknown model family in checkpoint",
+            path=path,
+            expected=", ".join(FAMILIES),
+            found=str(family),
+            fix="upgrade ctsam",
+        )
     return family, meta
 
 
@@ -114,18 +140,32 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             return {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError("safetensors checkpoint is unreadable (truncated or corrupt)", path=path,
-                              found=str(err)[:300], fix="write or copy the file again") from err
+        raise CheckpointError(
+            "safetensors checkpoint is unreadable (truncated or corrupt)",
+            path=path,
+            found=str(err)[:300],
+            fix="write or copy the file again",
+        ) from err
 
 
 def _no_preset(family: str, preset: str | None, path: Path) -> None:
     if preset:
-        raise CheckpointError("a preset applies only to 3DSAM-adapter models", path=path,
-                              found=f"--preset {preset} for a {family} model", fix="drop --preset")
+        raise CheckpointError(
+            "a preset applies only to 3DSAM-adapter models",
+            path=path,
+            found=f"--preset {preset} for a {family} model",
+            fix="drop --preset",
+        )
 
 
-def load_model(path: str | os.PathLike[str], *, preset: str | None = None, device: str = "cpu",
-               config_path: str | os.PathLike[str] | None = None, require_preset: bool = True) -> PromptableModel:
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    preset: str | None = None,
+    device: str = "cpu",
+    config_path: str | os.PathLike[str] | None = None,
+    require_preset: bool = True,
+) -> PromptableModel:
     """Load any model file ctsam knows, recognised by content (see the module docstring); eval mode.
 
     Args:
@@ -146,8 +186,13 @@ def load_model(path: str | os.PathLike[str], *, preset: str | None = None, devic
         from ctsam.model.presets import PRESETS
 
         if preset not in PRESETS:
-            raise CheckpointError("unknown preset", path=path, expected=", ".join(PRESETS), found=preset,
-                                  fix="pass one of the published presets")
+            raise CheckpointError(
+                "unknown preset",
+                path=path,
+                expected=", ".join(PRESETS),
+                found=preset,
+                fix="pass one of the published presets",
+            )
     model: PromptableModel
     if kind == "safetensors":
         family, meta = family_of_header(read_header(path), path)
@@ -165,10 +210,14 @@ def load_model(path: str | os.PathLike[str], *, preset: str | None = None, devic
         obj = ck.torch_load_weights(path)
         if isinstance(obj, Mapping) and sam3d_family.is_published(obj):
             if not preset and require_preset:
-                raise CheckpointError("a published 3DSAM-adapter checkpoint needs its preset", path=path,
-                                      expected="--preset kits | lits | msd_pancreas | msd_colon",
-                                      found="no preset", fix="pass the preset of the dataset the checkpoint "
-                                      "was trained on, or convert it once with 'ctsam model convert --preset'")
+                raise CheckpointError(
+                    "a published 3DSAM-adapter checkpoint needs its preset",
+                    path=path,
+                    expected="--preset kits | lits | msd_pancreas | msd_colon",
+                    found="no preset",
+                    fix="pass the preset of the dataset the checkpoint "
+                    "was trained on, or convert it once with 'ctsam model convert --preset'",
+                )
             model = sam3d_family.from_published(obj, path=path, preset=preset, sha256=sha256_file(path))
             del obj
         else:
@@ -178,8 +227,13 @@ def load_model(path: str | os.PathLike[str], *, preset: str | None = None, devic
     return model.to(device).eval()
 
 
-def save_model(model: PromptableModel, path: str | os.PathLike[str], *,
-               metadata: Mapping[str, Any] | None = None, sidecar: bool = True) -> Path:
+def save_model(
+    model: PromptableModel,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    sidecar: bool = True,
+) -> Path:
     """Write a model as safetensors with its metadata (family, variant, input spec, provenance, and
     ``metadata``'s extra keys) atomically, plus a JSON sidecar ``<name>.json``. Same model, same bytes."""
     from safetensors.torch import save_file

@@ -22,8 +22,13 @@ class Preset:
 
     def input_spec(self, patch_size: int | None = None) -> InputSpec:
         p = int(patch_size or self.patch_size)
-        return InputSpec(patch_size_zyx=(p, p, p), spacing_zyx_mm=(self.spacing_mm,) * 3, hu_window=self.hu_window,
-                         zscore_mean_std=(self.mean, self.sd), preset=self.name)
+        return InputSpec(
+            patch_size_zyx=(p, p, p),
+            spacing_zyx_mm=(self.spacing_mm,) * 3,
+            hu_window=self.hu_window,
+            zscore_mean_std=(self.mean, self.sd),
+            preset=self.name,
+        )
 
 
 PRESETS: dict[str, Preset] = {

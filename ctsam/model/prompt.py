@@ -26,8 +26,9 @@ SIGMA_VOXELS = 2
 RADIUS_VOXELS = 8
 
 
-def gaussian_kernel(*, radius: int = RADIUS_VOXELS, sigma: int | float = SIGMA_VOXELS,
-                    device: torch.device | str | None = None) -> torch.Tensor:
+def gaussian_kernel(
+    *, radius: int = RADIUS_VOXELS, sigma: int | float = SIGMA_VOXELS, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Isotropic Gaussian (2r+1)^3 kernel, float32, peak 1 at the centre; tiny values zeroed."""
     r = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
     x, y, z = r.view(-1, 1, 1), r.view(1, -1, 1), r.view(1, 1, -1)
@@ -43,8 +44,9 @@ def _normalise_whole_batch(m: torch.Tensor) -> torch.Tensor:
     return (m - lo) / (hi - lo)
 
 
-def click_maps(points_xyz: torch.Tensor, point_labels: torch.Tensor, size: int = 64, *,
-               kernel: torch.Tensor | None = None) -> torch.Tensor:
+def click_maps(
+    points_xyz: torch.Tensor, point_labels: torch.Tensor, size: int = 64, *, kernel: torch.Tensor | None = None
+) -> torch.Tensor:
     """Gaussian click maps for B prompt sets.
 
     Args:
@@ -64,7 +66,9 @@ def click_maps(points_xyz: torch.Tensor, point_labels: torch.Tensor, size: int =
     if points_xyz.ndim != 3 or points_xyz.shape[-1] != 3:
         raise ValueError(f"points_xyz must be (B, N, 3) (x, y, z), got {tuple(points_xyz.shape)}")
     if tuple(point_labels.shape) != tuple(points_xyz.shape[:2]):
-        raise ValueError(f"point_labels must be (B, N) = {tuple(points_xyz.shape[:2])}, got {tuple(point_labels.shape)}")
+        raise ValueError(
+            f"point_labels must be (B, N) = {tuple(points_xyz.shape[:2])}, got {tuple(point_labels.shape)}"
+        )
     device = points_xyz.device
     b, n = points_xyz.shape[:2]
     radius = RADIUS_VOXELS
@@ -87,8 +91,8 @@ def click_maps(points_xyz: torch.Tensor, point_labels: torch.Tensor, size: int =
             channel = 0 if label == 1 else 1
             lo = [min(v, radius) for v in (vz, vy, vx)]
             hi = [min(size - v, radius + 1) for v in (vz, vy, vx)]
-            maps[i, channel, vz - lo[0]: vz + hi[0], vy - lo[1]: vy + hi[1], vx - lo[2]: vx + hi[2]] = kernel[
-                radius - lo[0]: radius + hi[0], radius - lo[1]: radius + hi[1], radius - lo[2]: radius + hi[2]
+            maps[i, channel, vz - lo[0] : vz + hi[0], vy - lo[1] : vy + hi[1], vx - lo[2] : vx + hi[2]] = kernel[
+                radius - lo[0] : radius + hi[0], radius - lo[1] : radius + hi[1], radius - lo[2] : radius + hi[2]
             ]
     pos = _normalise_whole_batch(maps[:, 0:1])
     neg = _normalise_whole_batch(maps[:, 1:2])
@@ -106,8 +110,9 @@ class ClickMapPromptEncoder(nn.Module):
         super().__init__()
         self.patch_size = patch_size
 
-    def forward(self, points_xyz: torch.Tensor, point_labels: torch.Tensor,
-                prev_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, points_xyz: torch.Tensor, point_labels: torch.Tensor, prev_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, N, 3) clicks, (B, N) labels, optional (B, 1, S, S, S) previous probabilities ->
         (B, 3, S, S, S) prompt [previous mask, positive map, negative map], float32, (z, y, x)."""
         s = self.patch_size

@@ -79,15 +79,43 @@ class Sam3dAdapterConfig:
 VARIANTS: dict[str, Sam3dAdapterConfig] = {
     # published test.py / train.py: ViT-B, img_size 1024, window 14, cubic window 8, num_slice 16, 128^3 crops
     "vit_b": Sam3dAdapterConfig(
-        patch_size=128, upsample_size=512, img_size=1024, vit_patch_size=16, embed_dim=768, depth=12,
-        num_heads=12, mlp_ratio=4.0, out_chans=256, window_size=14, cubic_window_size=8, num_slice=16,
-        prompt_depth=2, prompt_heads=8, prompt_mlp_dim=2048, num_pos_feats=128, mlahead_channels=128,
+        patch_size=128,
+        upsample_size=512,
+        img_size=1024,
+        vit_patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4.0,
+        out_chans=256,
+        window_size=14,
+        cubic_window_size=8,
+        num_slice=16,
+        prompt_depth=2,
+        prompt_heads=8,
+        prompt_mlp_dim=2048,
+        num_pos_feats=128,
+        mlahead_channels=128,
     ),
     # same code, small: 4 blocks of width 48, 64^3 patch upsampled to 128^2 slices, 8^3 tokens
     "tiny": Sam3dAdapterConfig(
-        patch_size=64, upsample_size=128, img_size=256, vit_patch_size=16, embed_dim=48, depth=4,
-        num_heads=3, mlp_ratio=4.0, out_chans=32, window_size=7, cubic_window_size=4, num_slice=16,
-        prompt_depth=2, prompt_heads=4, prompt_mlp_dim=64, num_pos_feats=16, mlahead_channels=16,
+        patch_size=64,
+        upsample_size=128,
+        img_size=256,
+        vit_patch_size=16,
+        embed_dim=48,
+        depth=4,
+        num_heads=3,
+        mlp_ratio=4.0,
+        out_chans=32,
+        window_size=7,
+        cubic_window_size=4,
+        num_slice=16,
+        prompt_depth=2,
+        prompt_heads=4,
+        prompt_mlp_dim=64,
+        num_pos_feats=16,
+        mlahead_channels=16,
     ),
 }
 
@@ -100,14 +128,25 @@ class Sam3dAdapterNet(nn.Module):
         c = config
         self.config = c
         self.image_encoder = ImageEncoderViT3d(
-            img_size=c.img_size, upsample_size=c.upsample_size, patch_size=c.vit_patch_size,
-            embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
-            out_chans=c.out_chans, window_size=c.window_size, cubic_window_size=c.cubic_window_size,
-            global_attn_indexes=c.global_attn_indexes, num_slice=c.num_slice, feature_blocks=c.feature_blocks,
+            img_size=c.img_size,
+            upsample_size=c.upsample_size,
+            patch_size=c.vit_patch_size,
+            embed_dim=c.embed_dim,
+            depth=c.depth,
+            num_heads=c.num_heads,
+            mlp_ratio=c.mlp_ratio,
+            out_chans=c.out_chans,
+            window_size=c.window_size,
+            cubic_window_size=c.cubic_window_size,
+            global_attn_indexes=c.global_attn_indexes,
+            num_slice=c.num_slice,
+            feature_blocks=c.feature_blocks,
         )
         self.prompt_encoders = nn.ModuleList(
-            PromptEncoder(transformer=TwoWayTransformer(c.prompt_depth, c.out_chans, c.prompt_heads, c.prompt_mlp_dim),
-                          num_pos_feats=c.num_pos_feats)
+            PromptEncoder(
+                transformer=TwoWayTransformer(c.prompt_depth, c.out_chans, c.prompt_heads, c.prompt_mlp_dim),
+                num_pos_feats=c.num_pos_feats,
+            )
             for _ in range(N_PROMPT_ENCODERS)
         )
         self.mask_decoder = VitMlaHeadH(c.out_chans, c.mlahead_channels, c.num_classes)
@@ -131,8 +170,9 @@ class Sam3dAdapterNet(nn.Module):
         features.append(deepest)
         features[PROMPTED_LEVEL] = self.prompt_encoders[PROMPTED_LEVEL](features[PROMPTED_LEVEL], points_dwh, (p, p, p))
         dec = 2 * self.config.grid
-        image_small = F.interpolate(patch[0, 0].permute(1, 2, 0).unsqueeze(0).unsqueeze(0), scale_factor=dec / p,
-                                    mode="trilinear")
+        image_small = F.interpolate(
+            patch[0, 0].permute(1, 2, 0).unsqueeze(0).unsqueeze(0), scale_factor=dec / p, mode="trilinear"
+        )
         features.append(image_small)
         logits = self.mask_decoder(features, 2, p // dec)
         return logits.permute(0, 1, 4, 2, 3)
@@ -150,9 +190,11 @@ def build_net(variant: str) -> Sam3dAdapterNet:
 # ---------------------------------------------------------------- published checkpoint layout
 def _prefixes() -> list[tuple[str, str]]:
     """(published part, module prefix) pairs; feature_dict parts are ``feature_dict.<i>``."""
-    return ([("encoder_dict", "image_encoder.")]
-            + [(f"feature_dict.{i}", f"prompt_encoders.{i}.") for i in range(N_PROMPT_ENCODERS)]
-            + [("decoder_dict", "mask_decoder.")])
+    return (
+        [("encoder_dict", "image_encoder.")]
+        + [(f"feature_dict.{i}", f"prompt_encoders.{i}.") for i in range(N_PROMPT_ENCODERS)]
+        + [("decoder_dict", "mask_decoder.")]
+    )
 
 
 def published_parts(obj: Mapping) -> dict[str, Mapping[str, torch.Tensor]]:
@@ -163,8 +205,10 @@ def published_parts(obj: Mapping) -> dict[str, Mapping[str, torch.Tensor]]:
         raise ValueError(f"no {', '.join(missing)} entr{'y' if len(missing) == 1 else 'ies'}")
     features = obj["feature_dict"]
     if not isinstance(features, Sequence) or len(features) != N_PROMPT_ENCODERS:
-        raise ValueError(f"feature_dict must be a list of {N_PROMPT_ENCODERS} state dicts, "
-                         f"found {type(features).__name__} of length {len(features) if isinstance(features, Sequence) else '?'}")
+        raise ValueError(
+            f"feature_dict must be a list of {N_PROMPT_ENCODERS} state dicts, "
+            f"found {type(features).__name__} of length {len(features) if isinstance(features, Sequence) else '?'}"
+        )
     parts = {"encoder_dict": obj["encoder_dict"], "decoder_dict": obj["decoder_dict"]}
     for i, sd in enumerate(features):
         parts[f"feature_dict.{i}"] = sd
@@ -189,7 +233,7 @@ def published_name(module_key: str) -> str:
     """``image_encoder.blocks.0.norm1.weight`` -> ``encoder_dict.blocks.0.norm1.weight`` (for messages)."""
     for part, prefix in _prefixes():
         if module_key.startswith(prefix):
-            return f"{part}.{module_key[len(prefix):]}"
+            return f"{part}.{module_key[len(prefix) :]}"
     return module_key
 
 
@@ -199,7 +243,7 @@ def state_dict_to_published(state: Mapping[str, torch.Tensor]) -> dict:
     for k, v in state.items():
         for part, prefix in _prefixes():
             if k.startswith(prefix):
-                sub = k[len(prefix):]
+                sub = k[len(prefix) :]
                 if part.startswith("feature_dict."):
                     out["feature_dict"][int(part.split(".")[1])][sub] = v
                 else:

@@ -19,9 +19,11 @@ class MLAHead(nn.Module):
         def head() -> nn.Sequential:
             return nn.Sequential(
                 nn.Conv3d(mla_channels, mlahead_channels, 3, padding=1, bias=False),
-                nn.InstanceNorm3d(mlahead_channels), nn.ReLU(),
+                nn.InstanceNorm3d(mlahead_channels),
+                nn.ReLU(),
                 nn.Conv3d(mlahead_channels, mlahead_channels, 3, padding=1, bias=False),
-                nn.InstanceNorm3d(mlahead_channels), nn.ReLU(),
+                nn.InstanceNorm3d(mlahead_channels),
+                nn.ReLU(),
             )
 
         self.head2, self.head3, self.head4, self.head5 = head(), head(), head(), head()
@@ -41,7 +43,8 @@ class VitMlaHeadH(nn.Module):
         self.mlahead = MLAHead(mla_channels, mlahead_channels)
         self.cls = nn.Sequential(
             nn.Conv3d(4 * mlahead_channels + 1, mlahead_channels, 3, padding=1, bias=False),
-            nn.InstanceNorm3d(mlahead_channels), nn.ReLU(),
+            nn.InstanceNorm3d(mlahead_channels),
+            nn.ReLU(),
             nn.Conv3d(mlahead_channels, num_classes, 3, padding=1, bias=False),
         )
 

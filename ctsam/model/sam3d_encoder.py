@@ -91,8 +91,9 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
     return windows, (hp, wp, dp)
 
 
-def window_unpartition(windows: torch.Tensor, window_size: int, pad_hwd: tuple[int, int, int],
-                       hwd: tuple[int, int, int]) -> torch.Tensor:
+def window_unpartition(
+    windows: torch.Tensor, window_size: int, pad_hwd: tuple[int, int, int], hwd: tuple[int, int, int]
+) -> torch.Tensor:
     """Inverse of :func:`window_partition` (published axis order, padding removed)."""
     hp, wp, dp = pad_hwd
     h, w, d = hwd
@@ -109,8 +110,9 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     """Relative-position rows for every (query, key) pair, the table linearly resized when needed (SAM)."""
     max_rel_dist = int(2 * max(q_size, k_size) - 1)
     if rel_pos.shape[0] != max_rel_dist:
-        resized = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist,
-                                mode="linear")
+        resized = F.interpolate(
+            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear"
+        )
         resized = resized.reshape(-1, max_rel_dist).permute(1, 0)
     else:
         resized = rel_pos
@@ -128,7 +130,7 @@ class Attention3d(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         head_dim = dim // num_heads
-        self.scale = head_dim ** -0.5
+        self.scale = head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size - 1, head_dim))
@@ -153,10 +155,12 @@ class Attention3d(nn.Module):
         rel_h = torch.einsum("bhwdc,hkc->bhwdk", r_q, rh)
         rel_w = torch.einsum("bhwdc,wkc->bhwdk", r_q, rw)
         rel_d = torch.einsum("bhwdc,dkc->bhwdk", r_q, rd)
-        attn = (attn.view(b * self.num_heads, h, w, d, h, w, d)
-                + self.lr * rel_h[:, :, :, :, :, None, None]
-                + self.lr * rel_w[:, :, :, :, None, :, None]
-                + self.lr * rel_d[:, :, :, :, None, None, :]).view(b, self.num_heads, n, n)
+        attn = (
+            attn.view(b * self.num_heads, h, w, d, h, w, d)
+            + self.lr * rel_h[:, :, :, :, :, None, None]
+            + self.lr * rel_w[:, :, :, :, None, :, None]
+            + self.lr * rel_d[:, :, :, :, None, None, :]
+        ).view(b, self.num_heads, n, n)
         del rel_h, rel_w, rel_d
         if mask is not None:
             n_win = mask.shape[0]
@@ -177,7 +181,7 @@ def shifted_window_mask(grid: int, window_size: int, shift: int) -> torch.Tensor
             for ds in cuts:
                 img_mask[:, hs, ws_, ds, :] = cnt
                 cnt += 1
-    windows = window_partition(img_mask, window_size)[0].view(-1, window_size ** 3)
+    windows = window_partition(img_mask, window_size)[0].view(-1, window_size**3)
     mask = windows.unsqueeze(1) - windows.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
@@ -185,8 +189,19 @@ def shifted_window_mask(grid: int, window_size: int, shift: int) -> torch.Tensor
 class Block3d(nn.Module):
     """Adapter, then (shifted) cubic-window attention, then MLP (published ``Block_3d``)."""
 
-    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, window_size: int,
-                 rel_pos_size: int, shift: int, grid: int, norm_eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        window_size: int,
+        rel_pos_size: int,
+        shift: int,
+        grid: int,
+        norm_eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention3d(dim, num_heads, qkv_bias, rel_pos_size)
@@ -208,7 +223,7 @@ class Block3d(nn.Module):
         windows, pad_hwd = window_partition(x, self.window_size)
         del x
         step = ATTENTION_WINDOW_CHUNK
-        out = torch.cat([self.attn(windows[i:i + step], self.attn_mask, i) for i in range(0, windows.shape[0], step)])
+        out = torch.cat([self.attn(windows[i : i + step], self.attn_mask, i) for i in range(0, windows.shape[0], step)])
         del windows
         x = window_unpartition(out, self.window_size, pad_hwd, (h, w, d))
         if s > 0:
@@ -232,10 +247,24 @@ class ImageEncoderViT3d(nn.Module):
             last neck always takes the final block.
     """
 
-    def __init__(self, *, img_size: int, upsample_size: int, patch_size: int, embed_dim: int, depth: int,
-                 num_heads: int, mlp_ratio: float, out_chans: int, window_size: int, cubic_window_size: int,
-                 global_attn_indexes: tuple[int, ...], num_slice: int, feature_blocks: tuple[int, int, int],
-                 qkv_bias: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        upsample_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        out_chans: int,
+        window_size: int,
+        cubic_window_size: int,
+        global_attn_indexes: tuple[int, ...],
+        num_slice: int,
+        feature_blocks: tuple[int, int, int],
+        qkv_bias: bool = True,
+    ) -> None:
         super().__init__()
         self.grid = upsample_size // patch_size
         self.token_depth = upsample_size // num_slice
@@ -244,16 +273,23 @@ class ImageEncoderViT3d(nn.Module):
         self.upsample_size = upsample_size
         self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
         self.num_slice = num_slice
-        self.slice_embed = nn.Conv3d(embed_dim, embed_dim, kernel_size=(1, 1, num_slice), stride=(1, 1, num_slice),
-                                     groups=embed_dim)
+        self.slice_embed = nn.Conv3d(
+            embed_dim, embed_dim, kernel_size=(1, 1, num_slice), stride=(1, 1, num_slice), groups=embed_dim
+        )
         self.pos_embed = nn.Parameter(torch.zeros(1, img_size // patch_size, img_size // patch_size, embed_dim))
         self.depth_embed = nn.Parameter(torch.ones(1, self.token_depth, embed_dim))
         self.pos_pool = (img_size // patch_size) // self.grid
         self.blocks = nn.ModuleList(
-            Block3d(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                    window_size=cubic_window_size,
-                    rel_pos_size=window_size if i not in global_attn_indexes else img_size // patch_size,
-                    shift=cubic_window_size // 2 if i % 2 == 0 else 0, grid=self.grid)
+            Block3d(
+                dim=embed_dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                window_size=cubic_window_size,
+                rel_pos_size=window_size if i not in global_attn_indexes else img_size // patch_size,
+                shift=cubic_window_size // 2 if i % 2 == 0 else 0,
+                grid=self.grid,
+            )
             for i in range(depth)
         )
         self.neck_3d = nn.ModuleList(
@@ -293,7 +329,7 @@ class ImageEncoderViT3d(nn.Module):
             a = max(0, o0 // s - 1)
             b = min(p, -(-o1 // s) + 1)
             up = F.interpolate(image[:, :, a:b].float(), scale_factor=scale, mode="trilinear")
-            local = up[0, :, o0 - a * s:o1 - a * s]  # (1, ns, U, U)
+            local = up[0, :, o0 - a * s : o1 - a * s]  # (1, ns, U, U)
             del up
             slices = local.expand(3, -1, -1, -1).transpose(0, 1)  # (ns, 3, U, U)
             with torch.no_grad():
@@ -322,4 +358,3 @@ class ImageEncoderViT3d(nn.Module):
     def forward(self, slices: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Published signature: (D, 3, U, U) upsampled slices."""
         return self.forward_tokens(self.embed_slices(slices))
-

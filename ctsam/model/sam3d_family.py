@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 FAMILY = "sam3d_adapter"
 FORMAT_VERSION = 1
-LICENCE_NOTE = ("Architecture: 3DSAM-adapter (med-air/3DSAM-adapter; no licence file in the repository, so "
-                "unspecified) on SAM ViT-B (Apache-2.0). Check the weights' terms before redistribution.")
+LICENCE_NOTE = (
+    "Architecture: 3DSAM-adapter (med-air/3DSAM-adapter; no licence file in the repository, so "
+    "unspecified) on SAM ViT-B (Apache-2.0). Check the weights' terms before redistribution."
+)
 
 
 def default_input_spec(variant: str) -> InputSpec:
@@ -57,9 +59,16 @@ class Sam3dAdapterModel(OneClickSegmenter):
 
     family = FAMILY
 
-    def __init__(self, net: Sam3dAdapterNet, *, variant: str, input_spec: InputSpec | None = None,
-                 output_classes: tuple[str, ...] | None = None, metadata: Mapping[str, Any] | None = None,
-                 sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        net: Sam3dAdapterNet,
+        *,
+        variant: str,
+        input_spec: InputSpec | None = None,
+        output_classes: tuple[str, ...] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        sha256: str | None = None,
+    ) -> None:
         self._net = net
         self.variant = variant
         self._spec = input_spec or default_input_spec(variant)
@@ -101,6 +110,18 @@ class Sam3dAdapterModel(OneClickSegmenter):
             "sha256": self._sha256,
             "licence": self._extra.get("licence", LICENCE_NOTE),
         }
+
+    def update_metadata(self, **fields: Any) -> Sam3dAdapterModel:
+        """Set extra metadata keys (provenance, training record); the input spec, family and variant are
+        changed only through :meth:`with_input_spec`."""
+        reserved = {"family", "variant", "format_version", "input_spec", "preset", "output_classes"}
+        bad = sorted(reserved & set(fields))
+        if bad:
+            raise ValueError(f"metadata keys {bad} are set by the model itself")
+        if "sha256" in fields:
+            self._sha256 = fields.pop("sha256")
+        self._extra.update(fields)
+        return self
 
     def with_input_spec(self, spec: InputSpec, output_classes: tuple[str, ...] | None = None) -> Sam3dAdapterModel:
         """Set the input convention (e.g. a preset's); returns self."""
@@ -146,7 +167,7 @@ class Sam3dAdapterModel(OneClickSegmenter):
             pts = points_zyx[i][keep.to(points_zyx.device)].to(device=dev, dtype=torch.float32)
             pts_dwh = pts[:, [0, 2, 1]].unsqueeze(0)
             with self._autocast():
-                out.append(self._net(patch[i:i + 1].to(device=dev, dtype=torch.float32), pts_dwh).float())
+                out.append(self._net(patch[i : i + 1].to(device=dev, dtype=torch.float32), pts_dwh).float())
         return torch.cat(out)
 
 
@@ -168,8 +189,9 @@ def _best_variant(state: Mapping[str, torch.Tensor]) -> str:
     return max(scores, key=lambda v: scores[v])
 
 
-def check_layout(state: Mapping[str, torch.Tensor], variant: str, *, path: str | os.PathLike[str],
-                 name=published_name) -> None:
+def check_layout(
+    state: Mapping[str, torch.Tensor], variant: str, *, path: str | os.PathLike[str], name=published_name
+) -> None:
     """CheckpointError naming the first missing, unexpected and mis-shaped entries (``name`` shows keys)."""
     expected = expected_shapes(variant)
     missing = [k for k in expected if k not in state]
@@ -186,15 +208,18 @@ def check_layout(state: Mapping[str, torch.Tensor], variant: str, *, path: str |
         k = misshaped[0]
         parts.append(f"{len(misshaped)} mis-shaped (first: {name(k)} {tuple(state[k].shape)}, expected {expected[k]})")
     raise CheckpointError(
-        f"checkpoint does not fit the 3DSAM-adapter {variant} layout; nothing was loaded", path=path,
-        expected=f"{len(expected)} entries of the {variant} state dicts", found="; ".join(parts),
+        f"checkpoint does not fit the 3DSAM-adapter {variant} layout; nothing was loaded",
+        path=path,
+        expected=f"{len(expected)} entries of the {variant} state dicts",
+        found="; ".join(parts),
         fix="use a published 3DSAM-adapter checkpoint (encoder_dict / feature_dict / decoder_dict) or a file "
-            "written by 'ctsam model convert'; a partial or edited checkpoint would give wrong masks",
+        "written by 'ctsam model convert'; a partial or edited checkpoint would give wrong masks",
     )
 
 
-def materialise(variant: str, state: Mapping[str, torch.Tensor], *, path: str | os.PathLike[str],
-                name=published_name) -> Sam3dAdapterNet:
+def materialise(
+    variant: str, state: Mapping[str, torch.Tensor], *, path: str | os.PathLike[str], name=published_name
+) -> Sam3dAdapterNet:
     """Checked state dict -> network (built on the meta device, tensors assigned, nothing copied twice)."""
     check_layout(state, variant, path=path, name=name)
     check_finite(state, path=path, name=name)
@@ -212,15 +237,20 @@ def is_published(obj: object) -> bool:
     return isinstance(obj, Mapping) and "encoder_dict" in obj
 
 
-def from_published(obj: Mapping, *, path: str | os.PathLike[str], preset: str | None,
-                   sha256: str | None) -> Sam3dAdapterModel:
+def from_published(
+    obj: Mapping, *, path: str | os.PathLike[str], preset: str | None, sha256: str | None
+) -> Sam3dAdapterModel:
     """Model from a loaded published checkpoint dict (see the module docstring)."""
     try:
         state = published_to_state_dict(obj)
     except ValueError as err:
-        raise CheckpointError("not a 3DSAM-adapter checkpoint", path=path,
-                              expected="a dict with encoder_dict, feature_dict (list of 4) and decoder_dict",
-                              found=str(err), fix="pass the published checkpoint file unchanged") from err
+        raise CheckpointError(
+            "not a 3DSAM-adapter checkpoint",
+            path=path,
+            expected="a dict with encoder_dict, feature_dict (list of 4) and decoder_dict",
+            found=str(err),
+            fix="pass the published checkpoint file unchanged",
+        ) from err
     variant = _best_variant(state)
     net = materialise(variant, state, path=path)
     others = sorted(k for k in obj if k not in ("encoder_dict", "feature_dict", "decoder_dict"))
@@ -237,25 +267,48 @@ def to_published(model: Sam3dAdapterModel) -> dict:
     return state_dict_to_published({k: v.detach().cpu() for k, v in model.module.state_dict().items()})
 
 
-def from_safetensors(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *, path: str | os.PathLike[str],
-                     sha256: str | None) -> Sam3dAdapterModel:
+def from_safetensors(
+    state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *, path: str | os.PathLike[str], sha256: str | None
+) -> Sam3dAdapterModel:
     variant = meta.get("variant")
     if variant not in VARIANTS:
-        raise CheckpointError("unknown sam3d_adapter variant in checkpoint", path=path,
-                              expected=", ".join(sorted(VARIANTS)), found=str(variant))
+        raise CheckpointError(
+            "unknown sam3d_adapter variant in checkpoint",
+            path=path,
+            expected=", ".join(sorted(VARIANTS)),
+            found=str(variant),
+        )
     if int(meta.get("format_version", 1)) > FORMAT_VERSION:
-        raise CheckpointError("checkpoint written by a newer ctsam", path=path,
-                              expected=f"format version <= {FORMAT_VERSION}", found=str(meta.get("format_version")),
-                              fix="upgrade ctsam")
+        raise CheckpointError(
+            "checkpoint written by a newer ctsam",
+            path=path,
+            expected=f"format version <= {FORMAT_VERSION}",
+            found=str(meta.get("format_version")),
+            fix="upgrade ctsam",
+        )
     net = materialise(variant, state, path=path, name=str)
     spec = InputSpec.from_dict(meta["input_spec"]) if meta.get("input_spec") else None
     classes = tuple(meta["output_classes"]) if meta.get("output_classes") else None
-    extra = {k: v for k, v in meta.items()
-             if k not in ("family", "variant", "format_version", "input_spec", "preset", "output_classes", "sha256")}
-    return Sam3dAdapterModel(net, variant=variant, input_spec=spec, output_classes=classes, metadata=extra,
-                             sha256=meta.get("sha256") or sha256)
+    extra = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("family", "variant", "format_version", "input_spec", "preset", "output_classes", "sha256")
+    }
+    model = Sam3dAdapterModel(net, variant=variant, metadata=extra, sha256=meta.get("sha256") or sha256)
+    if spec is not None:
+        try:
+            model.with_input_spec(spec, classes)
+        except ValueError as err:
+            raise CheckpointError(
+                "checkpoint metadata contradicts its weights",
+                path=path,
+                found=str(err),
+                fix="write the file again with ctsam.model.save_model",
+            ) from err
+    elif classes:
+        model._classes = classes
+    return model
 
 
 def header_json(model: Sam3dAdapterModel, extra: Mapping[str, Any] | None) -> str:
     return json.dumps({**model.metadata, **dict(extra or {})}, sort_keys=True)
-

@@ -14,8 +14,8 @@ Both follow the published ``train.py`` (med-air/3DSAM-adapter):
   ``load_state_dict`` raises too).
 * :func:`apply_finetune_recipe` ``"adapters"`` -- image encoder frozen except the depth embedding, the
   slice embedding, each block's ``norm1``, ``adapter``, ``norm2`` and ``rel_pos_d``, and the 3D necks;
-  all 4 prompt encoders and the decoder train. ``"full"`` trains everything, ``"decoder"`` only the
-  prompt encoders and the decoder.
+  all 4 prompt encoders and the decoder train. ``"full"`` (alias ``"all"``) trains everything,
+  ``"decoder"`` only the prompt encoders and the decoder.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ctsam.model.api import PromptableModel
 from ctsam.model.sam3d_adapter import Sam3dAdapterNet
 from ctsam.model.sam3d_encoder import Block3d
 
-RECIPES = ("adapters", "decoder", "full")
+RECIPES = ("adapters", "decoder", "full", "all")
 
 SAM_PREFIX = "image_encoder."
 #: Meta SAM image-encoder keys the 3D encoder does not use, with the reason.
@@ -57,7 +57,7 @@ def apply_finetune_recipe(model: PromptableModel | nn.Module, recipe: str = "ada
     if recipe not in RECIPES:
         raise ValueError(f"unknown fine-tuning recipe {recipe!r}; known: {', '.join(RECIPES)}")
     net = _net(model)
-    net.requires_grad_(recipe == "full")
+    net.requires_grad_(recipe in ("full", "all"))
     if recipe == "adapters":
         enc = net.image_encoder
         enc.depth_embed.requires_grad_(True)
@@ -85,10 +85,18 @@ class SamMappingReport:
     initialised: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"loaded": self.loaded, "unused": self.unused, "derived": self.derived,
-                "initialised": self.initialised,
-                "counts": {"loaded": len(self.loaded), "unused": len(self.unused), "derived": len(self.derived),
-                           "initialised": len(self.initialised)}}
+        return {
+            "loaded": self.loaded,
+            "unused": self.unused,
+            "derived": self.derived,
+            "initialised": self.initialised,
+            "counts": {
+                "loaded": len(self.loaded),
+                "unused": len(self.unused),
+                "derived": len(self.derived),
+                "initialised": len(self.initialised),
+            },
+        }
 
 
 def load_sam_image_encoder(model: PromptableModel | nn.Module, sam_state_dict: Mapping[str, torch.Tensor]) -> dict:
@@ -102,7 +110,7 @@ def load_sam_image_encoder(model: PromptableModel | nn.Module, sam_state_dict: M
     """
     enc = _net(model).image_encoder
     if any(k.startswith(SAM_PREFIX) for k in sam_state_dict):
-        source = {k[len(SAM_PREFIX):]: v for k, v in sam_state_dict.items() if k.startswith(SAM_PREFIX)}
+        source = {k[len(SAM_PREFIX) :]: v for k, v in sam_state_dict.items() if k.startswith(SAM_PREFIX)}
         others = {k: _NOT_ENCODER for k in sam_state_dict if not k.startswith(SAM_PREFIX)}
         shown = lambda k: SAM_PREFIX + k
     else:
@@ -116,40 +124,57 @@ def load_sam_image_encoder(model: PromptableModel | nn.Module, sam_state_dict: M
             report.unused[shown(k)] = reason
             continue
         if k not in target:
-            raise CheckpointError("SAM weights do not fit the 3D encoder", path=shown(k),
-                                  expected="SAM ViT image-encoder keys (patch_embed, pos_embed, blocks.N.*, neck.*)",
-                                  found=f"{shown(k)} has no place in the 3D encoder",
-                                  fix="pass Meta's sam_vit_b_01ec64.pth for the vit_b variant")
+            raise CheckpointError(
+                "SAM weights do not fit the 3D encoder",
+                path=shown(k),
+                expected="SAM ViT image-encoder keys (patch_embed, pos_embed, blocks.N.*, neck.*)",
+                found=f"{shown(k)} has no place in the 3D encoder",
+                fix="pass Meta's sam_vit_b_01ec64.pth for the vit_b variant",
+            )
         if tuple(v.shape) != tuple(target[k].shape):
-            raise CheckpointError("SAM weights do not fit the 3D encoder", path=shown(k),
-                                  expected=f"{tuple(target[k].shape)}", found=f"{tuple(v.shape)}",
-                                  fix="SAM ViT-B weights fit the vit_b variant only")
+            raise CheckpointError(
+                "SAM weights do not fit the 3D encoder",
+                path=shown(k),
+                expected=f"{tuple(target[k].shape)}",
+                found=f"{tuple(v.shape)}",
+                fix="SAM ViT-B weights fit the vit_b variant only",
+            )
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError("SAM weights hold non-finite values", path=shown(k),
-                                  found="NaN/inf", fix="use an intact sam_vit_b_01ec64.pth")
+            raise CheckpointError(
+                "SAM weights hold non-finite values",
+                path=shown(k),
+                found="NaN/inf",
+                fix="use an intact sam_vit_b_01ec64.pth",
+            )
         plan[k] = v
     needed = [k for k in target if _sam_has(k) and k not in plan]
     if needed:
-        raise CheckpointError("SAM image-encoder weights are incomplete", path=shown(needed[0]),
-                              expected=f"{sum(1 for k in target if _sam_has(k))} SAM image-encoder tensors",
-                              found=f"{len(needed)} missing (first: {shown(needed[0])})",
-                              fix="pass Meta's complete sam_vit_b_01ec64.pth")
+        raise CheckpointError(
+            "SAM image-encoder weights are incomplete",
+            path=shown(needed[0]),
+            expected=f"{sum(1 for k in target if _sam_has(k))} SAM image-encoder tensors",
+            found=f"{len(needed)} missing (first: {shown(needed[0])})",
+            fix="pass Meta's complete sam_vit_b_01ec64.pth",
+        )
     with torch.no_grad():
         for k, v in plan.items():
             target[k].copy_(v.to(dtype=target[k].dtype))
         report.loaded = sorted(plan, key=list(target).index)
         for i, blk in enumerate(_blocks(_net(model))):
             attn = blk.attn
-            attn.rel_pos_d = nn.Parameter(0.5 * (attn.rel_pos_h + attn.rel_pos_w),
-                                          requires_grad=attn.rel_pos_d.requires_grad)
+            attn.rel_pos_d = nn.Parameter(
+                0.5 * (attn.rel_pos_h + attn.rel_pos_w), requires_grad=attn.rel_pos_d.requires_grad
+            )
             report.derived[f"blocks.{i}.attn.rel_pos_d"] = "0.5 * (rel_pos_h + rel_pos_w), as published"
     report.initialised = [k for k in target if k not in plan and k not in report.derived]
     return report.to_dict()
 
 
-_SAM_KEYS = re.compile(r"(patch_embed\.proj\.(weight|bias)|pos_embed|blocks\.\d+\.(norm1|norm2)\.(weight|bias)"
-                       r"|blocks\.\d+\.attn\.(qkv|proj)\.(weight|bias)|blocks\.\d+\.attn\.rel_pos_[hw]"
-                       r"|blocks\.\d+\.mlp\.lin[12]\.(weight|bias))$")
+_SAM_KEYS = re.compile(
+    r"(patch_embed\.proj\.(weight|bias)|pos_embed|blocks\.\d+\.(norm1|norm2)\.(weight|bias)"
+    r"|blocks\.\d+\.attn\.(qkv|proj)\.(weight|bias)|blocks\.\d+\.attn\.rel_pos_[hw]"
+    r"|blocks\.\d+\.mlp\.lin[12]\.(weight|bias))$"
+)
 
 
 def _sam_has(key: str) -> bool:

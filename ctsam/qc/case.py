@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ctsam.masks import DEFINITIONS, box_union, compare_masks, padded_crop
 from ctsam.qc import flags as qcflags
 from ctsam.qc.case_flags import case_level_flags
 from ctsam.qc.measures import COMPONENT_CONNECTIVITY, border_contact, centroid_world_lps, component_stats, hu_stats
-from ctsam.masks import DEFINITIONS, box_union, compare_masks, padded_crop
 from ctsam.refine.refined_file import RefinedCase
 from ctsam.volume import CTVolume, LabelMap, check_same_space
 

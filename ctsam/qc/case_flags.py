@@ -24,8 +24,10 @@ def empty_labelmap_flag(final: LabelMap, config: dict) -> dict | None:
     threshold = float(config.get("min_labelled_fraction", 0.001))
     if labelled and fraction >= threshold:
         return None
-    what = "the label map is empty" if not labelled else (
-        f"the label map is nearly empty: {labelled} labelled voxels ({100 * fraction:.3g}% of the image)"
+    what = (
+        "the label map is empty"
+        if not labelled
+        else (f"the label map is nearly empty: {labelled} labelled voxels ({100 * fraction:.3g}% of the image)")
     )
     severity = (config.get("flag_severity") or {}).get("empty_labelmap", "error")
     return {"flag": "empty_labelmap", "severity": severity, "message": what, "value": fraction, "threshold": threshold}

@@ -125,12 +125,21 @@ def missing_partner_records(records: list[dict], config: dict, index_of: dict[st
     out = []
     for name, r in sorted(present.items()):
         partner = partner_of(name)
-        if (partner is None or partner in known or not matches(name, config["paired_structures"])
-                or r["volume_ml"] < config["missing_partner_min_ml"]):
+        if (
+            partner is None
+            or partner in known
+            or not matches(name, config["paired_structures"])
+            or r["volume_ml"] < config["missing_partner_min_ml"]
+        ):
             continue
-        rec = {"name": partner, "index": index_of.get(partner), "voxels": 0, "volume_ml": 0.0, "flags": []}
-        rec["flags"].append(flag(config, "missing", f"absent, while {name} holds {r['volume_ml']:.1f} ml",
-                                 0.0, config["missing_partner_min_ml"]))
+        missing = flag(
+            config,
+            "missing",
+            f"absent, while {name} holds {r['volume_ml']:.1f} ml",
+            0.0,
+            config["missing_partner_min_ml"],
+        )
+        rec: dict = {"name": partner, "index": index_of.get(partner), "voxels": 0, "volume_ml": 0.0, "flags": [missing]}
         known.add(partner)
         out.append(rec)
     return out
@@ -145,23 +154,44 @@ def structure_flags(r: dict, config: dict) -> None:
         # Dice of a thin structure (esophagus, a 4-voxel tube) drops below min_dice with a one-voxel shift
         # of its boundary; flag it only when the boundaries also disagree (NSD below min_nsd)
         nsd = ag.get("nsd")
-        if (ag["dice"] is not None and ag["status"] == "ok" and ag["dice"] < config["min_dice"]
-                and (nsd is None or nsd < config["min_nsd"])):
+        if (
+            ag["dice"] is not None
+            and ag["status"] == "ok"
+            and ag["dice"] < config["min_dice"]
+            and (nsd is None or nsd < config["min_nsd"])
+        ):
             nsd_text = f", NSD {nsd:.3f} < {config['min_nsd']}" if nsd is not None else ""
             r["flags"].append(
-                flag(config, "low_dice", f"coarse-vs-final Dice {ag['dice']:.3f} < {config['min_dice']}{nsd_text}",
-                     ag["dice"], config["min_dice"])
+                flag(
+                    config,
+                    "low_dice",
+                    f"coarse-vs-final Dice {ag['dice']:.3f} < {config['min_dice']}{nsd_text}",
+                    ag["dice"],
+                    config["min_dice"],
+                )
             )
         if ag["hd95_mm"] is not None and ag["hd95_mm"] > config["max_hd95_mm"]:
             r["flags"].append(
-                flag(config, "high_hd95", f"coarse-vs-final HD95 {ag['hd95_mm']:.1f} mm > {config['max_hd95_mm']} mm", ag["hd95_mm"], config["max_hd95_mm"])
+                flag(
+                    config,
+                    "high_hd95",
+                    f"coarse-vs-final HD95 {ag['hd95_mm']:.1f} mm > {config['max_hd95_mm']} mm",
+                    ag["hd95_mm"],
+                    config["max_hd95_mm"],
+                )
             )
         lo, hi = config["volume_ratio_bounds"]
         if ag["voxels_reference"] and ag["voxels_final"]:
             ratio = ag["voxels_final"] / ag["voxels_reference"]
             if not lo <= ratio <= hi:
                 r["flags"].append(
-                    flag(config, "volume_change", f"final/coarse volume ratio {ratio:.2f} outside [{lo}, {hi}]", ratio, [lo, hi])
+                    flag(
+                        config,
+                        "volume_change",
+                        f"final/coarse volume ratio {ratio:.2f} outside [{lo}, {hi}]",
+                        ratio,
+                        [lo, hi],
+                    )
                 )
     frac = r.get("largest_component_fraction")
     stray_ml = (1.0 - frac) * float(r.get("volume_ml") or 0.0) if frac is not None else 0.0
@@ -183,12 +213,21 @@ def structure_flags(r: dict, config: dict) -> None:
     border = r.get("border_voxels") or {}
     through = matches(r["name"], config["through_structures"])
     touching = {
-        f: n for f, n in border.items()
+        f: n
+        for f, n in border.items()
         if n >= config["truncation_min_voxels"] and not (through and f in SLICE_AXIS_FACES)
     }
     if touching:
         faces = ", ".join(f"{f} ({n} voxels)" for f, n in sorted(touching.items()))
-        r["flags"].append(flag(config, "truncated", f"touches the image border: {faces}", sum(touching.values()), config["truncation_min_voxels"]))
+        r["flags"].append(
+            flag(
+                config,
+                "truncated",
+                f"touches the image border: {faces}",
+                sum(touching.values()),
+                config["truncation_min_voxels"],
+            )
+        )
     hu = r.get("hu") or {}
     group = hu_group(r["name"], config["hu_groups"])
     if group is not None and hu.get("mean") is not None:
@@ -199,8 +238,13 @@ def structure_flags(r: dict, config: dict) -> None:
             lo, hi = group[key]
             if not lo <= hu[stat] <= hi:
                 r["flags"].append(
-                    flag(config, "hu_implausible", f"{stat} {hu[stat]:.0f} HU outside [{lo}, {hi}] for group {group['name']}",
-                         hu[stat], [lo, hi])
+                    flag(
+                        config,
+                        "hu_implausible",
+                        f"{stat} {hu[stat]:.0f} HU outside [{lo}, {hi}] for group {group['name']}",
+                        hu[stat],
+                        [lo, hi],
+                    )
                 )
                 break
     conf = r.get("confidence")
@@ -208,11 +252,25 @@ def structure_flags(r: dict, config: dict) -> None:
         mp = conf.get("mean_probability")
         if mp is not None and mp < config["min_mean_probability"]:
             r["flags"].append(
-                flag(config, "low_confidence", f"mean refined probability {mp:.2f} < {config['min_mean_probability']}", mp, config["min_mean_probability"])
+                flag(
+                    config,
+                    "low_confidence",
+                    f"mean refined probability {mp:.2f} < {config['min_mean_probability']}",
+                    mp,
+                    config["min_mean_probability"],
+                )
             )
         q = conf.get("quality")
         if q is not None and q < config["min_quality"]:
-            r["flags"].append(flag(config, "low_quality", f"quality-head score {q:.2f} < {config['min_quality']}", q, config["min_quality"]))
+            r["flags"].append(
+                flag(
+                    config,
+                    "low_quality",
+                    f"quality-head score {q:.2f} < {config['min_quality']}",
+                    q,
+                    config["min_quality"],
+                )
+            )
 
 
 def severity_score(flags: list[dict]) -> int:

@@ -19,8 +19,13 @@ import numpy as np
 
 from ctsam.volume import CTVolume, LabelMap
 
-SEVERITY = {"lesion_empty": "error", "lesion_patch_border": "warning", "lesion_low_confidence": "warning",
-            "lesion_click_outside": "warning", "lesion_outside_structures": "info"}
+SEVERITY = {
+    "lesion_empty": "error",
+    "lesion_patch_border": "warning",
+    "lesion_low_confidence": "warning",
+    "lesion_click_outside": "warning",
+    "lesion_outside_structures": "info",
+}
 
 
 def _flag(name: str, message: str) -> dict:
@@ -42,8 +47,9 @@ def _containing(mask: np.ndarray, labels_crop: np.ndarray, names: dict[int, str]
     return names.get(best, f"label_{best}"), float(counts[best]) / int(mask.sum())
 
 
-def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: dict | None,
-              config: dict) -> dict[str, Any]:
+def lesion_qc(
+    ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: dict | None, config: dict
+) -> dict[str, Any]:
     """``{"lesions": [records], "summary": {...}}`` for a lesion map (and its sidecar, when present)."""
     from scipy import ndimage
 
@@ -56,8 +62,11 @@ def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: 
     for lid in ids:
         box = boxes[lid - 1] if 0 < lid <= len(boxes) else None
         side = from_sidecar.get(lid, {})
-        rec: dict[str, Any] = {"lesion_id": lid, "name": lesions.labels.get(lid, side.get("name", f"lesion_{lid}")),
-                               "label": side.get("label")}
+        rec: dict[str, Any] = {
+            "lesion_id": lid,
+            "name": lesions.labels.get(lid, side.get("name", f"lesion_{lid}")),
+            "label": side.get("label"),
+        }
         flags = []
         if box is None:
             rec.update(voxels=0, volume_ml=0.0, hu=None, centroid_lps_mm=None, containing_structure=None)
@@ -66,11 +75,18 @@ def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: 
             mask = lesions.array[box] == lid
             hu = ct.array[box][mask].astype(np.float64)
             start = tuple(s.start for s in box)
-            rec.update(voxels=int(mask.sum()), volume_ml=round(float(mask.sum()) * voxel_ml, 4),
-                       hu={"mean": round(float(hu.mean()), 2), "sd": round(float(hu.std()), 2),
-                           "p05": round(float(np.percentile(hu, 5)), 2), "p50": round(float(np.percentile(hu, 50)), 2),
-                           "p95": round(float(np.percentile(hu, 95)), 2)},
-                       centroid_lps_mm=_centroid_mm(mask, lesions, start))
+            rec.update(
+                voxels=int(mask.sum()),
+                volume_ml=round(float(mask.sum()) * voxel_ml, 4),
+                hu={
+                    "mean": round(float(hu.mean()), 2),
+                    "sd": round(float(hu.std()), 2),
+                    "p05": round(float(np.percentile(hu, 5)), 2),
+                    "p50": round(float(np.percentile(hu, 50)), 2),
+                    "p95": round(float(np.percentile(hu, 95)), 2),
+                },
+                centroid_lps_mm=_centroid_mm(mask, lesions, start),
+            )
             name = None
             if final is not None:
                 name, fraction = _containing(mask, final.array[box], final.labels)
@@ -78,16 +94,28 @@ def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: 
                 rec["containing_fraction"] = round(fraction, 4)
                 if name is None:
                     flags.append(_flag("lesion_outside_structures", "no labelled structure holds any of this lesion"))
-        for key in ("recist_long_axis_mm", "recist_short_axis_mm", "longest_diameter_3d_mm", "mean_probability",
-                    "max_probability", "touches_patch_border"):
+        for key in (
+            "recist_long_axis_mm",
+            "recist_short_axis_mm",
+            "longest_diameter_3d_mm",
+            "mean_probability",
+            "max_probability",
+            "touches_patch_border",
+        ):
             rec[key] = side.get(key)
         if side.get("touches_patch_border"):
-            flags.append(_flag("lesion_patch_border", "the lesion reaches the border of the model's patch: "
-                                                      "probably larger than one patch and cut off"))
+            flags.append(
+                _flag(
+                    "lesion_patch_border",
+                    "the lesion reaches the border of the model's patch: probably larger than one patch and cut off",
+                )
+            )
         mp = side.get("mean_probability")
         if mp is not None and mp < min_prob:
-            flags.append(_flag("lesion_low_confidence", f"mean probability {mp:.3f} < {min_prob}")
-                         | {"value": mp, "threshold": min_prob})
+            flags.append(
+                _flag("lesion_low_confidence", f"mean probability {mp:.3f} < {min_prob}")
+                | {"value": mp, "threshold": min_prob}
+            )
         if side and rec["voxels"] and not (side.get("click") or {}).get("inside_lesion", True):
             flags.append(_flag("lesion_click_outside", "the click is not inside the lesion it produced"))
         rec["flags"] = flags
@@ -96,6 +124,12 @@ def lesion_qc(ct: CTVolume, lesions: LabelMap, final: LabelMap | None, sidecar: 
     for r in records:
         for f in r["flags"]:
             counts[f["flag"]] = counts.get(f["flag"], 0) + 1
-    return {"lesions": records,
-            "summary": {"n_lesions": len(records), "n_flags": sum(counts.values()), "flag_counts": dict(sorted(counts.items())),
-                        "volume_ml": round(sum(r["volume_ml"] for r in records), 4)}}
+    return {
+        "lesions": records,
+        "summary": {
+            "n_lesions": len(records),
+            "n_flags": sum(counts.values()),
+            "flag_counts": dict(sorted(counts.items())),
+            "volume_ml": round(sum(r["volume_ml"] for r in records), 4),
+        },
+    }

@@ -58,7 +58,10 @@ def border_contact(mask: np.ndarray, offset_zyx: tuple[int, int, int], shape_zyx
     out: dict[str, int] = {}
     for axis in range(3):
         lo, hi = offset_zyx[axis], offset_zyx[axis] + mask.shape[axis]
-        for face, at_border, index in ((f"{'zyx'[axis]}_min", lo == 0, 0), (f"{'zyx'[axis]}_max", hi == shape_zyx[axis], -1)):
+        for face, at_border, index in (
+            (f"{'zyx'[axis]}_min", lo == 0, 0),
+            (f"{'zyx'[axis]}_max", hi == shape_zyx[axis], -1),
+        ):
             if at_border:
                 count = int(np.count_nonzero(np.take(mask, index, axis=axis)))
                 if count:

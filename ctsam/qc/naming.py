@@ -14,7 +14,7 @@ def final_name_map(final_labels: dict[int, str], *, keep_unmapped: bool = True) 
     """
     final_names = set(final_labels.values())
     cache: dict[str, str | None] = {}
-    vocab = []
+    vocab: list = []
 
     def name_map(name: str) -> str | None:
         if name in final_names:

@@ -94,25 +94,43 @@ def read_case(ct_path: str | Path, labels_path: str | Path, *, case: str | None 
     for path, what in ((Path(ct_path), "CT"), (Path(labels_path), "label map")):
         if not path.is_file():
             raise InputDataError(
-                f"{what} not found", case=case, path=path, expected=f"an existing {what} file", found="no such file",
+                f"{what} not found",
+                case=case,
+                path=path,
+                expected=f"an existing {what} file",
+                found="no such file",
                 fix="check the path and that the previous stage finished",
             )
         try:
             img = sitk.ReadImage(str(path))
         except RuntimeError as err:
-            raise InputDataError(f"{what} could not be read", case=case, path=path, found=str(err).strip()[:300],
-                                 fix="check that the file is complete and a NIfTI/NRRD/MHA image") from err
+            raise InputDataError(
+                f"{what} could not be read",
+                case=case,
+                path=path,
+                found=str(err).strip()[:300],
+                fix="check that the file is complete and a NIfTI/NRRD/MHA image",
+            ) from err
         if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-            raise InputDataError(f"{what} is not a scalar 3-D image", case=case, path=path,
-                                 found=f"{img.GetDimension()}-D, {img.GetNumberOfComponentsPerPixel()} components")
+            raise InputDataError(
+                f"{what} is not a scalar 3-D image",
+                case=case,
+                path=path,
+                found=f"{img.GetDimension()}-D, {img.GetNumberOfComponentsPerPixel()} components",
+            )
         images.append(img)
     ct, labels = images
     if labels.GetPixelID() not in _INTEGER_PIXEL_IDS():
         arr = sitk.GetArrayViewFromImage(labels)
         if not np.array_equal(arr, np.rint(arr)):
-            raise InputDataError("label map holds non-integer values", case=case, path=labels_path,
-                                 expected="integer labels", found=labels.GetPixelIDTypeAsString(),
-                                 fix="pass a label map, not a probability map")
+            raise InputDataError(
+                "label map holds non-integer values",
+                case=case,
+                path=labels_path,
+                expected="integer labels",
+                found=labels.GetPixelIDTypeAsString(),
+                fix="pass a label map, not a probability map",
+            )
         labels = sitk.Cast(labels, sitk.sitkUInt16)
     check_same_space(_geometry(ct), _geometry(labels), name_a="CT", name_b="label map", case=case)
     return CaseImages(ct=ct, labels=labels, names=label_names(labels_path))
@@ -121,8 +139,16 @@ def read_case(ct_path: str | Path, labels_path: str | Path, *, case: str | None 
 def _INTEGER_PIXEL_IDS() -> set[int]:
     import SimpleITK as sitk
 
-    return {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
-            sitk.sitkUInt64, sitk.sitkInt64}
+    return {
+        sitk.sitkUInt8,
+        sitk.sitkInt8,
+        sitk.sitkUInt16,
+        sitk.sitkInt16,
+        sitk.sitkUInt32,
+        sitk.sitkInt32,
+        sitk.sitkUInt64,
+        sitk.sitkInt64,
+    }
 
 
 def _geometry(img):
@@ -207,8 +233,7 @@ def plan_tasks(
     present = [(lab, name) for lab, name in selected if lab in extents]
     for label, name in sorted(present, key=lambda p: (-extents[p[0]].n_voxels, p[0])):
         ext = extents[label]
-        common = dict(label=label, name=name, n_voxels=ext.n_voxels, params=params.params,
-                      params_sha256=params.sha256)
+        common = dict(label=label, name=name, n_voxels=ext.n_voxels, params=params.params, params_sha256=params.sha256)
         try:
             yield _plan_one(images, ct, ct_arr, lab_arr, ext, common, params, rs, pad, margin, base_overrides)
         except Exception as err:  # noqa: BLE001 - one structure that cannot be cropped is a failed structure
@@ -264,8 +289,9 @@ def _resample_labels_nearest(labels, grid):
 
 
 def _crashed(task: StructureTask, err: BaseException) -> StructureResult:
-    return StructureResult(task.label, task.name, task.n_voxels, STATUS_FAILED,
-                           f"worker process died ({type(err).__name__}: {err})"[:500])
+    return StructureResult(
+        task.label, task.name, task.n_voxels, STATUS_FAILED, f"worker process died ({type(err).__name__}: {err})"[:500]
+    )
 
 
 def extract_case(
@@ -308,14 +334,21 @@ def extract_case(
         if label not in extents
     ]
     n_present = len(selected) - len(results)
-    log.info("%s: %d structure(s) to extract, %d absent, %d worker(s), params %s",
-             case, n_present, len(results), workers, params.path.name)
+    log.info(
+        "%s: %d structure(s) to extract, %d absent, %d worker(s), params %s",
+        case,
+        n_present,
+        len(results),
+        workers,
+        params.path.name,
+    )
     progress = Progress(n_present, f"radiomics {case}")
     tasks = plan_tasks(images, selected, extents, params, margin_mm=margin_mm, ct=ct)
     for result in _run(tasks, workers):
         if result.status != "ok":
-            log.warning("%s: structure '%s' (label %d) %s: %s", case, result.name, result.label, result.status,
-                        result.reason)
+            log.warning(
+                "%s: structure '%s' (label %d) %s: %s", case, result.name, result.label, result.status, result.reason
+            )
         results.append(result)
         progress.update(item=result.name)
     t_end = time.perf_counter()

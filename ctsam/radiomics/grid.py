@@ -46,7 +46,7 @@ class Box:
     def slices(self) -> tuple[slice, slice, slice]:
         return tuple(slice(a, b) for a, b in zip(self.start_zyx, self.stop_zyx))  # type: ignore[return-value]
 
-    def grow(self, margin_zyx: tuple[int, int, int], shape_zyx: tuple[int, int, int]) -> "Box":
+    def grow(self, margin_zyx: tuple[int, int, int], shape_zyx: tuple[int, int, int]) -> Box:
         """The box enlarged by ``margin_zyx`` voxels per side, clipped to an array of ``shape_zyx``."""
         start = tuple(max(0, a - m) for a, m in zip(self.start_zyx, margin_zyx))
         stop = tuple(min(s, b + m) for b, m, s in zip(self.stop_zyx, margin_zyx, shape_zyx))
@@ -100,9 +100,7 @@ class ResampleGrid:
         return np.asarray(self.origin_xyz_mm) + (corners * np.asarray(self.spacing_xyz_mm)) @ d.T
 
 
-def effective_resampled_spacing(
-    resampled_spacing_xyz_mm, mask_spacing_xyz_mm, bbox_size_xyz
-) -> np.ndarray:
+def effective_resampled_spacing(resampled_spacing_xyz_mm, mask_spacing_xyz_mm, bbox_size_xyz) -> np.ndarray:
     """pyradiomics' target spacing: 0 means "keep the mask's spacing", as does a 1-voxel-thin bbox axis."""
     mask_spacing = np.array(mask_spacing_xyz_mm, dtype=float)
     rs = np.array(resampled_spacing_xyz_mm)

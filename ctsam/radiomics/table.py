@@ -56,8 +56,12 @@ def software_versions() -> dict:
 
     versions = package_versions(("pyarrow",))
     versions.update(
-        {"ctsam": __version__, "pyradiomics": str(radiomics.__version__), "SimpleITK": SimpleITK.Version_VersionString(),
-         "numpy": numpy.__version__}
+        {
+            "ctsam": __version__,
+            "pyradiomics": str(radiomics.__version__),
+            "SimpleITK": SimpleITK.Version_VersionString(),
+            "numpy": numpy.__version__,
+        }
     )
     return dict(sorted(versions.items()))
 
@@ -78,9 +82,15 @@ def case_metadata(features) -> dict:
         "ct_geometry": features.geometry,
         "counts": dict(sorted(features.counts().items())),
         "structures": [
-            {"label": r.label, "structure": r.name, "status": r.status, "reason": r.reason, "n_voxels": r.n_voxels,
-             "n_features": len(r.features), **({"kind": "lesion", **features.lesions[r.name]}
-                                               if r.name in features.lesions else {})}
+            {
+                "label": r.label,
+                "structure": r.name,
+                "status": r.status,
+                "reason": r.reason,
+                "n_voxels": r.n_voxels,
+                "n_features": len(r.features),
+                **({"kind": "lesion", **features.lesions[r.name]} if r.name in features.lesions else {}),
+            }
             for r in features.results
         ],
     }
@@ -159,13 +169,18 @@ def cohort_table(paths: list[str | os.PathLike[str]]):
         df, meta = read_case_features(path)
         case = meta["case"]
         if case in metas:
-            raise InputDataError(f"case '{case}' appears twice", path=path,
-                                 fix="pass each case's feature table once")
+            raise InputDataError(f"case '{case}' appears twice", path=path, fix="pass each case's feature table once")
         metas[case] = meta
         frames.append(df)
-        status_rows += [{"case": case, **{k: s[k] for k in ("structure", "label", "status", "reason", "n_voxels")},
-                         "containing_structure": s.get("containing_structure"), "_lesion": s.get("kind") == "lesion"}
-                        for s in meta["structures"]]
+        status_rows += [
+            {
+                "case": case,
+                **{k: s[k] for k in ("structure", "label", "status", "reason", "n_voxels")},
+                "containing_structure": s.get("containing_structure"),
+                "_lesion": s.get("kind") == "lesion",
+            }
+            for s in meta["structures"]
+        ]
     digests = {m["params_sha256"] for m in metas.values()}
     if len(digests) > 1:
         by_digest = {d: sorted(c for c, m in metas.items() if m["params_sha256"] == d) for d in digests}
@@ -180,8 +195,10 @@ def cohort_table(paths: list[str | os.PathLike[str]]):
     # rows are keyed by structure name: a lesion's label (its id in the lesion map) may equal an organ's
     wide = long.pivot(index=["case", "structure"], columns="feature", values="value").reindex(columns=feature_order)
     wide.columns.name = None
-    status = pd.DataFrame(status_rows, columns=["case", "structure", "label", "status", "reason", "n_voxels",
-                                                "containing_structure", "_lesion"])
+    status = pd.DataFrame(
+        status_rows,
+        columns=["case", "structure", "label", "status", "reason", "n_voxels", "containing_structure", "_lesion"],
+    )
     status["label"] = status["label"].astype("int32")
     status["n_voxels"] = status["n_voxels"].astype("int64")
     out = status.merge(wide.reset_index(), on=["case", "structure"], how="left")

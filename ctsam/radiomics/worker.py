@@ -188,9 +188,11 @@ def mask_too_small(mask_zyx, params: dict, *, resampled: bool, spacing_xyz_mm: t
     grid = "x".join(f"{v:g}" for v in spacing_xyz_mm) + " mm"
     where = f"on the {'resampled ' if resampled else ''}{grid} grid"
     if dims < min_dims:
-        return (f"mask spans {dims} axis/axes {where} (extent z,y,x = {extent[0]},{extent[1]},{extent[2]} voxels, "
-                f"{n} voxels); minimumROIDimensions is {min_dims}: a single slice, line or voxel has no 3-D texture "
-                "(use a finer resampledPixelSpacing for thin structures)")
+        return (
+            f"mask spans {dims} axis/axes {where} (extent z,y,x = {extent[0]},{extent[1]},{extent[2]} voxels, "
+            f"{n} voxels); minimumROIDimensions is {min_dims}: a single slice, line or voxel has no 3-D texture "
+            "(use a finer resampledPixelSpacing for thin structures)"
+        )
     if min_size is not None and n < int(min_size):
         return f"mask holds {n} voxels {where}; minimumROISize is {int(min_size)}"
     return ""
@@ -208,11 +210,13 @@ def extract_structure(task: StructureTask) -> StructureResult:
         mask = to_sitk(task.mask_zyx, task.mask_geometry)
         if task.grid is not None:
             image = resample_onto_grid(image, task.grid, task.interpolator)
-        too_small = mask_too_small(task.mask_zyx, task.params, resampled=task.grid is not None,
-                                   spacing_xyz_mm=tuple(task.mask_geometry.spacing_xyz_mm))
+        too_small = mask_too_small(
+            task.mask_zyx, task.params, resampled=task.grid is not None, spacing_xyz_mm=tuple(mask.GetSpacing())
+        )
         if too_small:
-            return StructureResult(task.label, task.name, task.n_voxels, STATUS_TOO_SMALL, too_small, (),
-                                   time.perf_counter() - t0)
+            return StructureResult(
+                task.label, task.name, task.n_voxels, STATUS_TOO_SMALL, too_small, (), time.perf_counter() - t0
+            )
         raw = _extractor(task).execute(image, mask, label=1)
         features = tuple(
             (str(k), float(np.asarray(v, dtype=float))) for k, v in raw.items() if not str(k).startswith("diagnostics_")
@@ -222,4 +226,6 @@ def extract_structure(task: StructureTask) -> StructureResult:
         return StructureResult(task.label, task.name, task.n_voxels, STATUS_OK, "", features, time.perf_counter() - t0)
     except Exception as err:  # noqa: BLE001 - one structure's failure is data, not a crash
         reason = f"{type(err).__name__}: {err}".strip().replace("\n", " ")[:500]
-        return StructureResult(task.label, task.name, task.n_voxels, STATUS_FAILED, reason, (), time.perf_counter() - t0)
+        return StructureResult(
+            task.label, task.name, task.n_voxels, STATUS_FAILED, reason, (), time.perf_counter() - t0
+        )

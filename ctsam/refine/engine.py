@@ -50,6 +50,7 @@ from scipy import ndimage
 
 from ctsam.errors import ConfigError
 from ctsam.masks import dice
+from ctsam.progress import Progress
 from ctsam.refine.patching import (
     PatchBox,
     blend_weights,
@@ -64,9 +65,8 @@ from ctsam.refine.patching import (
     world_to_frame_zyx,
 )
 from ctsam.refine.predictor import DecodeRequest, VolumeSession
-from ctsam.progress import Progress
-from ctsam.seed.prompts import CORRECTION_COMPONENT, CasePrompts
 from ctsam.refine.refined_file import RefinedCase, StructureProbability, probs_to_u8
+from ctsam.seed.prompts import CORRECTION_COMPONENT, CasePrompts
 from ctsam.volume import CTVolume, Geometry, LabelMap
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class RefineSettings:
     feature_cache_patches: int = 256
 
     @classmethod
-    def from_config(cls, section: dict) -> "RefineSettings":
+    def from_config(cls, section: dict) -> RefineSettings:
         keys = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in section.items() if k in keys})
 
@@ -165,15 +165,19 @@ class RefineEngine:
         """Whether the first round's mask prompt is the coarse mask (see ``coarse_mask_prompt``)."""
         mode = self.s.coarse_mask_prompt
         if mode == "on" and not coarse_given:
-            raise ConfigError("refine.coarse_mask_prompt is 'on' but no coarse labels were given", case=case,
-                              expected="the coarse label map (ctsam refine --coarse COARSE.nii.gz)",
-                              fix="pass --coarse, or set refine.coarse_mask_prompt to auto or off")
+            raise ConfigError(
+                "refine.coarse_mask_prompt is 'on' but no coarse labels were given",
+                case=case,
+                expected="the coarse label map (ctsam refine --coarse COARSE.nii.gz)",
+                fix="pass --coarse, or set refine.coarse_mask_prompt to auto or off",
+            )
         trained = bool(self.model_metadata.get("coarse_prompt_trained", False))
         return coarse_given and (mode == "on" or (mode == "auto" and trained))
 
     # ================================================================ public
-    def run(self, ct: CTVolume, prompts: CasePrompts, *, case: str | None = None,
-            coarse: LabelMap | None = None) -> tuple[RefinedCase, dict]:
+    def run(
+        self, ct: CTVolume, prompts: CasePrompts, *, case: str | None = None, coarse: LabelMap | None = None
+    ) -> tuple[RefinedCase, dict]:
         """Refine every structure with prompt sets. Returns the result and a timing dict (not deterministic).
 
         ``coarse``: the coarse label map the prompts were seeded from (on the CT grid), used as the
@@ -194,8 +198,12 @@ class RefineEngine:
             self._frame_coarse = resample(coarse.array, coarse.geometry, frame, linear=False, default=0, dtype=dtype)
             self._coarse_label = {name: info.label for name, info in prompts.structures.items()}
         timing["resample_s"] = time.perf_counter() - t0
-        log.info("model frame %s (%.1f M voxels) in %.2f s", frame.describe(), np.prod(frame.shape_zyx) / 1e6,
-                 timing["resample_s"])
+        log.info(
+            "model frame %s (%.1f M voxels) in %.2f s",
+            frame.describe(),
+            np.prod(frame.shape_zyx) / 1e6,
+            timing["resample_s"],
+        )
 
         t0 = time.perf_counter()
         states = self._plan(prompts, frame, size)
@@ -203,12 +211,15 @@ class RefineEngine:
         self._weights = blend_weights(size, self.s.blend_ramp_voxels)
 
         use_cpp = self.s.propagation_clicks == "cpp" or (
-            self.s.propagation_clicks == "auto" and bool(self.model_metadata.get("cpp_trained", False)))
+            self.s.propagation_clicks == "auto" and bool(self.model_metadata.get("cpp_trained", False))
+        )
         timing["propagation_s"] = 0.0
         iteration = 0
         max_iterations = self.s.rounds + self.s.max_propagation_steps * self.s.rounds + 1
         while iteration < max_iterations:
-            active = [j for st in states.values() for j in st.jobs if not j.settled and j.rounds_done < self._max_rounds(j)]
+            active = [
+                j for st in states.values() for j in st.jobs if not j.settled and j.rounds_done < self._max_rounds(j)
+            ]
             self._skip_covered(states, active)
             active = [j for j in active if not j.settled]
             if not active:
@@ -227,8 +238,14 @@ class RefineEngine:
                 timing["propagation_s"] += time.perf_counter() - t0
             else:
                 n_new = 0
-            log.info("round %d: %d decodes (%d patches encoded so far), %d settled, %d new propagated patches",
-                     iteration, len(active), session.stats.n_encodes, sum(j.settled for j in active), n_new)
+            log.info(
+                "round %d: %d decodes (%d patches encoded so far), %d settled, %d new propagated patches",
+                iteration,
+                len(active),
+                session.stats.n_encodes,
+                sum(j.settled for j in active),
+                n_new,
+            )
 
         t0 = time.perf_counter()
         structures, skipped = self._assemble(states, frame, ct.geometry, case)
@@ -236,13 +253,18 @@ class RefineEngine:
         timing["assemble_s"] = time.perf_counter() - t0
         skipped = {**prompts.skipped, **skipped}
         st = session.stats
-        timing.update(encode_s=st.encode_s, decode_s=st.decode_s, heatmap_s=st.heatmap_s,
-                      total_s=time.perf_counter() - t_all)
+        timing.update(
+            encode_s=st.encode_s, decode_s=st.decode_s, heatmap_s=st.heatmap_s, total_s=time.perf_counter() - t_all
+        )
         timing["decodes_per_s"] = st.n_decodes / st.decode_s if st.decode_s > 0 else float("nan")
         meta = {
             "engine": "ctsam.refine",
-            "model": {"variant": self.predictor.model.variant, "sha256": self.predictor.model.sha256,
-                      "hu_window": list(self.predictor.hu_window), "spacing_mm": self.predictor.spacing_mm},
+            "model": {
+                "variant": self.predictor.model.variant,
+                "sha256": self.predictor.model.sha256,
+                "hu_window": list(self.predictor.hu_window),
+                "spacing_mm": self.predictor.spacing_mm,
+            },
             "settings": {k: v for k, v in self.s.to_dict().items() if k not in ("device",)},
             "propagation_clicks_used": "cpp" if use_cpp else "mask",
             "coarse_mask_prompt_used": use_coarse,
@@ -259,8 +281,11 @@ class RefineEngine:
                 "heatmaps": st.n_heatmaps,
             },
             "structures": {
-                name: {"decodes": sum(j.n_decodes for j in s.jobs), "patches": len(s.jobs),
-                       "stop_reasons": sorted({j.stop_reason for j in s.jobs})}
+                name: {
+                    "decodes": sum(j.n_decodes for j in s.jobs),
+                    "patches": len(s.jobs),
+                    "stop_reasons": sorted({j.stop_reason for j in s.jobs}),
+                }
                 for name, s in states.items()
             },
         }
@@ -283,9 +308,14 @@ class RefineEngine:
             pts = [world_to_frame_zyx(frame, c.world_xyz_mm) for ps in sets for c in ps.clicks if c.positive]
             info = prompts.structures.get(name)
             if info is not None:
-                corners = np.array([[x, y, z] for x in (info.bbox_min_xyz_mm[0], info.bbox_max_xyz_mm[0])
-                                    for y in (info.bbox_min_xyz_mm[1], info.bbox_max_xyz_mm[1])
-                                    for z in (info.bbox_min_xyz_mm[2], info.bbox_max_xyz_mm[2])])
+                corners = np.array(
+                    [
+                        [x, y, z]
+                        for x in (info.bbox_min_xyz_mm[0], info.bbox_max_xyz_mm[0])
+                        for y in (info.bbox_min_xyz_mm[1], info.bbox_max_xyz_mm[1])
+                        for z in (info.bbox_min_xyz_mm[2], info.bbox_max_xyz_mm[2])
+                    ]
+                )
                 pts += list(world_to_frame_zyx(frame, corners))
             if pts:
                 arr = np.asarray(pts, dtype=float)
@@ -294,16 +324,22 @@ class RefineEngine:
             for ps in sorted(sets, key=lambda p: p.component == CORRECTION_COMPONENT):
                 if ps.component == CORRECTION_COMPONENT:
                     for c in ps.positives:
-                        self._add_anchor_job(st, world_to_frame_zyx(frame, c.world_xyz_mm), size, "correction",
-                                             only_if_uncovered=True)
+                        self._add_anchor_job(
+                            st, world_to_frame_zyx(frame, c.world_xyz_mm), size, "correction", only_if_uncovered=True
+                        )
                 elif ps.center_xyz_mm is not None:
                     anchors = [world_to_frame_zyx(frame, c.world_xyz_mm) for c in ps.positives]
                     center = world_to_frame_zyx(frame, ps.center_xyz_mm)
                     box = box_around(center, size, s.patch_snap_voxels)
                     self._add_job(st, box, [tuple(float(v) for v in a) for a in anchors], "seed", 0)
         n_jobs = sum(len(st.jobs) for st in states.values())
-        log.info("%d structures, %d prompt sets -> %d patch jobs (%d distinct boxes)", len(states),
-                 len(prompts.prompt_sets), n_jobs, len({j.box for st in states.values() for j in st.jobs}))
+        log.info(
+            "%d structures, %d prompt sets -> %d patch jobs (%d distinct boxes)",
+            len(states),
+            len(prompts.prompt_sets),
+            n_jobs,
+            len({j.box for st in states.values() for j in st.jobs}),
+        )
         return states
 
     def _add_job(self, st: StructureState, box: PatchBox, anchors, source: str, generation: int) -> Job | None:
@@ -354,8 +390,12 @@ class RefineEngine:
             prev = (crop == self._coarse_label[st.name]).astype(np.float32)
         else:
             prev = None
-        return DecodeRequest(box=job.box, points_xyz=np.asarray(pts, dtype=np.int64).reshape(-1, 3),
-                             labels=np.asarray(labels, dtype=np.int64), prev_probs=prev)
+        return DecodeRequest(
+            box=job.box,
+            points_xyz=np.asarray(pts, dtype=np.int64).reshape(-1, 3),
+            labels=np.asarray(labels, dtype=np.int64),
+            prev_probs=prev,
+        )
 
     def _max_rounds(self, job: Job) -> int:
         return self.s.coarse_prompt_rounds if self._starts_from_coarse(job) else self.s.rounds
@@ -404,8 +444,11 @@ class RefineEngine:
             if job.rounds_done == 0 or job.probs_u8 is None:
                 continue
             st = states[job.structure]
-            others = [j.box for j in st.jobs if j is not job and j.settled and j.probs_u8 is not None
-                      and j.box.overlap_zyx(job.box) is not None]
+            others = [
+                j.box
+                for j in st.jobs
+                if j is not job and j.settled and j.probs_u8 is not None and j.box.overlap_zyx(job.box) is not None
+            ]
             if not others:
                 continue
             mask = job.probs_u8 >= 128
@@ -417,8 +460,9 @@ class RefineEngine:
                 job.settled, job.stop_reason = True, "covered"
 
     # ================================================================ propagation
-    def _propagate(self, states, decoded: list[Job], session: VolumeSession, frame: Geometry, size: int,
-                   use_cpp: bool) -> int:
+    def _propagate(
+        self, states, decoded: list[Job], session: VolumeSession, frame: Geometry, size: int, use_cpp: bool
+    ) -> int:
         s = self.s
         n_new = 0
         frame_hi = np.asarray(frame.shape_zyx, dtype=float) - 1
@@ -436,14 +480,18 @@ class RefineEngine:
             for _, axis, sign in sorted(faces):  # where the coarse box sticks out most, first
                 if len(st.jobs) >= s.max_patches_per_structure:
                     break
-                if int(mask[face_slab(size, axis, sign, s.propagation_border_voxels)].sum()) < \
-                        s.propagation_min_border_voxels:
+                if (
+                    int(mask[face_slab(size, axis, sign, s.propagation_border_voxels)].sum())
+                    < s.propagation_min_border_voxels
+                ):
                     continue
                 cand = job.box.shifted(axis, sign * s.propagation_stride_voxels)
                 if cand in st.boxes():
                     continue
                 # the current box must not already reach the frame's edge on that side
-                if (sign > 0 and job.box.stop_zyx[axis] > frame_hi[axis]) or (sign < 0 and job.box.start_zyx[axis] <= 0):
+                if (sign > 0 and job.box.stop_zyx[axis] > frame_hi[axis]) or (
+                    sign < 0 and job.box.start_zyx[axis] <= 0
+                ):
                     continue
                 others = [j.box for j in st.jobs if j.box.overlap_zyx(cand) is not None]
                 if others and self._coverage(cand, others).mean() >= s.coverage_skip_fraction:
@@ -465,8 +513,9 @@ class RefineEngine:
             return float(st.region_hi[axis] - (box.stop_zyx[axis] - 1))
         return float(box.start_zyx[axis] - st.region_lo[axis])
 
-    def _propagation_click(self, job: Job, cand: PatchBox, mask: np.ndarray, session: VolumeSession,
-                           use_cpp: bool) -> tuple[float, float, float] | None:
+    def _propagation_click(
+        self, job: Job, cand: PatchBox, mask: np.ndarray, session: VolumeSession, use_cpp: bool
+    ) -> tuple[float, float, float] | None:
         """Frame (z, y, x) of the positive click for neighbour ``cand`` (or None: nothing to propagate)."""
         s = self.s
         if use_cpp:
@@ -488,8 +537,9 @@ class RefineEngine:
         return tuple(float(ov[a].start + rel[a] - 1) for a in range(3))
 
     # ================================================================ output
-    def _assemble(self, states: dict[str, StructureState], frame: Geometry, ct_geometry: Geometry,
-                  case: str | None) -> tuple[list[StructureProbability], dict[str, str]]:
+    def _assemble(
+        self, states: dict[str, StructureState], frame: Geometry, ct_geometry: Geometry, case: str | None
+    ) -> tuple[list[StructureProbability], dict[str, str]]:
         structures: list[StructureProbability] = []
         skipped: dict[str, str] = {}
         progress = Progress(len(states), "refine: structures")
@@ -524,8 +574,9 @@ class RefineEngine:
                 continue
             start, stop = ct_box
             target = subgrid(ct_geometry, start, tuple(b - a for a, b in zip(start, stop)))
-            on_ct = probs_to_u8(resample(probs, subgrid(frame, tuple(int(v) for v in lo), shape), target,
-                                         linear=True, default=0.0))
+            on_ct = probs_to_u8(
+                resample(probs, subgrid(frame, tuple(int(v) for v in lo), shape), target, linear=True, default=0.0)
+            )
             nz = [np.nonzero(on_ct.any(axis=tuple(b for b in range(3) if b != a)))[0] for a in range(3)]
             if any(len(v) == 0 for v in nz):
                 skipped[name] = "refined mask vanished on the CT grid"
@@ -533,16 +584,18 @@ class RefineEngine:
                 continue
             tight = tuple(slice(int(v[0]), int(v[-1]) + 1) for v in nz)
             weights = [float((j.probs_u8 >= 128).sum()) for j in jobs]
-            quality = (float(np.average([j.quality for j in jobs], weights=weights)) if sum(weights) > 0
-                       else float("nan"))
-            structures.append(StructureProbability(
-                name=name,
-                bbox_start_zyx=tuple(int(start[a] + tight[a].start) for a in range(3)),
-                probs_u8=np.ascontiguousarray(on_ct[tight]),
-                quality=quality,
-                n_decodes=n_decodes,
-                n_patches=len(jobs),
-            ))
+            quality = (
+                float(np.average([j.quality for j in jobs], weights=weights)) if sum(weights) > 0 else float("nan")
+            )
+            structures.append(
+                StructureProbability(
+                    name=name,
+                    bbox_start_zyx=tuple(int(start[a] + tight[a].start) for a in range(3)),
+                    probs_u8=np.ascontiguousarray(on_ct[tight]),
+                    quality=quality,
+                    n_decodes=n_decodes,
+                    n_patches=len(jobs),
+                )
+            )
             progress.update(item=name)
         return structures, skipped
-

@@ -62,12 +62,12 @@ class PatchBox:
         """Whether a (continuous) frame index lies inside the box, at least ``margin`` voxels from its faces."""
         return all(a + margin <= v <= a + self.size - 1 - margin for a, v in zip(self.start_zyx, index_zyx))
 
-    def shifted(self, axis: int, voxels: int) -> "PatchBox":
+    def shifted(self, axis: int, voxels: int) -> PatchBox:
         start = list(self.start_zyx)
         start[axis] += voxels
         return PatchBox(tuple(start), self.size)  # type: ignore[arg-type]
 
-    def overlap_zyx(self, other: "PatchBox") -> tuple[slice, slice, slice] | None:
+    def overlap_zyx(self, other: PatchBox) -> tuple[slice, slice, slice] | None:
         """The overlap of two boxes as frame slices, or None."""
         lo = [max(a, b) for a, b in zip(self.start_zyx, other.start_zyx)]
         hi = [min(a, b) for a, b in zip(self.stop_zyx, other.stop_zyx)]
@@ -174,8 +174,12 @@ def frame_zyx_to_world(frame: Geometry, index_zyx) -> np.ndarray:
 def subgrid(geometry: Geometry, start_zyx, shape_zyx) -> Geometry:
     """The grid of ``array[start:start+shape]`` (same spacing and direction, shifted origin)."""
     origin = geometry.index_to_world(np.asarray(start_zyx, dtype=float)[::-1])
-    return Geometry(shape_zyx=tuple(shape_zyx), spacing_xyz_mm=geometry.spacing_xyz_mm, origin_xyz_mm=tuple(origin),
-                    direction=geometry.direction)
+    return Geometry(
+        shape_zyx=tuple(shape_zyx),
+        spacing_xyz_mm=geometry.spacing_xyz_mm,
+        origin_xyz_mm=tuple(origin),
+        direction=geometry.direction,
+    )
 
 
 def index_bbox_of_world_box(target: Geometry, source: Geometry, start_zyx, shape_zyx, pad: int = 1):
@@ -185,8 +189,10 @@ def index_bbox_of_world_box(target: Geometry, source: Geometry, start_zyx, shape
     voxels and clipped to ``target``'s shape. Returns None if the result is empty.
     """
     stop = [s + n - 1 for s, n in zip(start_zyx, shape_zyx)]
-    corners_zyx = np.array([[z, y, x] for z in (start_zyx[0], stop[0]) for y in (start_zyx[1], stop[1])
-                            for x in (start_zyx[2], stop[2])], dtype=float)
+    corners_zyx = np.array(
+        [[z, y, x] for z in (start_zyx[0], stop[0]) for y in (start_zyx[1], stop[1]) for x in (start_zyx[2], stop[2])],
+        dtype=float,
+    )
     world = source.index_to_world(corners_zyx[:, ::-1])
     idx_zyx = target.world_to_index(world)[:, ::-1]
     lo = np.floor(idx_zyx.min(axis=0)).astype(int) - pad
@@ -198,8 +204,15 @@ def index_bbox_of_world_box(target: Geometry, source: Geometry, start_zyx, shape
     return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
 
 
-def resample(array: np.ndarray, source: Geometry, target: Geometry, *, linear: bool = True,
-             default: float = 0.0, dtype=np.float32) -> np.ndarray:
+def resample(
+    array: np.ndarray,
+    source: Geometry,
+    target: Geometry,
+    *,
+    linear: bool = True,
+    default: float = 0.0,
+    dtype=np.float32,
+) -> np.ndarray:
     """Resample ``array`` (on ``source``, (z, y, x)) onto ``target`` in world space (SimpleITK).
 
     Linear interpolation (or nearest neighbour with ``linear=False``); voxels of ``target`` outside

@@ -66,9 +66,12 @@ def resolve_device(requested: str):
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ResourceError("CUDA was requested but no GPU is available", expected="a CUDA device",
-                            found=f"torch {torch.__version__}, cuda available: False",
-                            fix="run on a GPU node or pass --device cpu")
+        raise ResourceError(
+            "CUDA was requested but no GPU is available",
+            expected="a CUDA device",
+            found=f"torch {torch.__version__}, cuda available: False",
+            fix="run on a GPU node or pass --device cpu",
+        )
     return torch.device(requested)
 
 
@@ -95,8 +98,9 @@ class PatchPredictor:
         cache_patches: encoder feature sets kept (LRU).
     """
 
-    def __init__(self, model, *, device=None, amp_bf16: bool = True, batch_size: int = 8,
-                 cache_patches: int = 256) -> None:
+    def __init__(
+        self, model, *, device=None, amp_bf16: bool = True, batch_size: int = 8, cache_patches: int = 256
+    ) -> None:
         import torch
 
         from ctsam.model import MaskRefiner, wrap_module
@@ -122,7 +126,7 @@ class PatchPredictor:
         lo, hi = self.hu_window
         return ((np.clip(hu.astype(np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
 
-    def session(self, frame_hu: np.ndarray) -> "VolumeSession":
+    def session(self, frame_hu: np.ndarray) -> VolumeSession:
         """Start a session on one CT resampled to the model frame, (z, y, x) HU."""
         return VolumeSession(self, frame_hu)
 
@@ -170,7 +174,7 @@ class VolumeSession:
 
         missing = [b for b in dict.fromkeys(boxes) if b not in self._cache]
         for i in range(0, len(missing), self.p.batch_size):
-            chunk = missing[i: i + self.p.batch_size]
+            chunk = missing[i : i + self.p.batch_size]
             t0 = time.perf_counter()
             with torch.inference_mode(), self._autocast():
                 feats = self.p.model.encode(self._tensor([self.patch_image(b) for b in chunk]))
@@ -203,7 +207,7 @@ class VolumeSession:
         results: list[tuple[np.ndarray, float]] = []
         s = self.p.patch_size
         for i in range(0, len(requests), self.p.batch_size):
-            chunk = requests[i: i + self.p.batch_size]
+            chunk = requests[i : i + self.p.batch_size]
             feats = self.features([r.box for r in chunk])
             boxes = [r.box for r in chunk]
             if len(set(boxes)) == 1:
@@ -218,12 +222,17 @@ class VolumeSession:
                 lab[k, : len(r.labels)] = r.labels
             prev = None
             if any(r.prev_probs is not None for r in chunk):
-                prev = self._tensor([r.prev_probs.astype(np.float32) if r.prev_probs is not None
-                                     else np.zeros((s, s, s), np.float32) for r in chunk])
+                prev = self._tensor(
+                    [
+                        r.prev_probs.astype(np.float32) if r.prev_probs is not None else np.zeros((s, s, s), np.float32)
+                        for r in chunk
+                    ]
+                )
             t0 = time.perf_counter()
             with torch.inference_mode(), self._autocast():
-                out = self.p.model.decode(f, torch.from_numpy(pts).to(self.p.device),
-                                          torch.from_numpy(lab).to(self.p.device), prev)
+                out = self.p.model.decode(
+                    f, torch.from_numpy(pts).to(self.p.device), torch.from_numpy(lab).to(self.p.device), prev
+                )
             probs = out["probs"][:, 0].float().cpu().numpy()
             iou = out["iou"][:, 0].float().cpu().numpy()
             self.stats.decode_s += time.perf_counter() - t0
@@ -242,9 +251,11 @@ class VolumeSession:
 
         t0 = time.perf_counter()
         with torch.inference_mode(), self._autocast():
-            h = self.p.model.cross_patch_heatmap(self._tensor([self.patch_image(box_u)]),
-                                                 self._tensor([probs_u.astype(np.float32)]),
-                                                 self._tensor([self.patch_image(box_v)]))
+            h = self.p.model.cross_patch_heatmap(
+                self._tensor([self.patch_image(box_u)]),
+                self._tensor([probs_u.astype(np.float32)]),
+                self._tensor([self.patch_image(box_v)]),
+            )
         out = h[0, 0].float().cpu().numpy()
         self.stats.heatmap_s += time.perf_counter() - t0
         self.stats.n_heatmaps += 1

@@ -121,7 +121,9 @@ def load_refined(path: str | os.PathLike[str], *, case: str | None = None) -> Re
     """Read a file written by :func:`save_refined` (never unpickles)."""
     path = Path(path)
     if not path.exists():
-        raise InputDataError("refined result not found", case=case, path=path, fix="run 'ctsam refine' for this case first")
+        raise InputDataError(
+            "refined result not found", case=case, path=path, fix="run 'ctsam refine' for this case first"
+        )
     try:
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(zf.read("meta.json"))

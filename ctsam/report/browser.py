@@ -23,8 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--remote-debugging-pipe")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--remote-debugging-pipe",
+)
 
 _IMAGES_JS = """JSON.stringify(Array.from(document.images).map(i => ({
   alt: i.alt, complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})))"""
@@ -47,9 +56,12 @@ class PageReport:
 
     @property
     def problems(self) -> list[str]:
-        return ([f"console error: {m}" for m in self.console_errors] + [f"exception: {m}" for m in self.exceptions]
-                + [f"log error: {m}" for m in self.log_errors]
-                + [f"broken image: {i['alt'] or '(no alt)'}" for i in self.broken_images])
+        return (
+            [f"console error: {m}" for m in self.console_errors]
+            + [f"exception: {m}" for m in self.exceptions]
+            + [f"log error: {m}" for m in self.log_errors]
+            + [f"broken image: {i['alt'] or '(no alt)'}" for i in self.broken_images]
+        )
 
 
 def find_chromium() -> str | None:
@@ -69,7 +81,9 @@ class _Pipe:
         self.next_id = 0
         self.events: list[dict] = []
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout_s: float = 60.0) -> dict:
+    def send(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout_s: float = 60.0
+    ) -> dict:
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -112,8 +126,15 @@ class _Pipe:
         return json.loads(raw)
 
 
-def inspect_page(path: str | os.PathLike[str], *, chromium: str | None = None, width: int = 1400, height: int = 1000,
-                 full_page: bool = False, timeout_s: float = 60.0) -> PageReport:
+def inspect_page(
+    path: str | os.PathLike[str],
+    *,
+    chromium: str | None = None,
+    width: int = 1400,
+    height: int = 1000,
+    full_page: bool = False,
+    timeout_s: float = 60.0,
+) -> PageReport:
     """Load ``path`` (a local HTML file) in headless Chromium; return its :class:`PageReport`."""
     binary = chromium or find_chromium()
     if binary is None:
@@ -123,11 +144,20 @@ def inspect_page(path: str | os.PathLike[str], *, chromium: str | None = None, w
     from_r, from_w = os.pipe()
     with tempfile.TemporaryDirectory(prefix="ctsam-chromium-") as profile:
         # bash (not sh: dash refuses descriptors above 9) puts the pipe ends on the fds 3 and 4 Chromium expects
-        cmd = [shutil.which("bash") or "bash", "-c", f'exec "$0" "$@" 3<&{to_r} 4>&{from_w}', binary, *FLAGS, f"--user-data-dir={profile}",
-               f"--window-size={width},{height}", "about:blank"]
+        cmd = [
+            shutil.which("bash") or "bash",
+            "-c",
+            f'exec "$0" "$@" 3<&{to_r} 4>&{from_w}',
+            binary,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
         stderr = open(Path(profile) / "chromium.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(cmd, pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=stderr)
+        proc = subprocess.Popen(
+            cmd, pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+        )
         os.close(to_r)
         os.close(from_w)
         pipe = _Pipe(proc, to_w, from_r)
@@ -143,33 +173,43 @@ def inspect_page(path: str | os.PathLike[str], *, chromium: str | None = None, w
             session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Runtime", "Log"):
                 pipe.send(f"{domain}.enable", session=session)
-            pipe.send("Emulation.setDeviceMetricsOverride",
-                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
+            pipe.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                session=session,
+            )
             nav = pipe.send("Page.navigate", {"url": url}, session=session)
             if nav.get("errorText"):
                 report.log_errors.append(f"navigation failed: {nav['errorText']}")
             pipe.wait_event("Page.loadEventFired", timeout_s=timeout_s)
             value = pipe.send("Runtime.evaluate", {"expression": _IMAGES_JS, "returnByValue": True}, session=session)
             report.images = json.loads(value["result"]["value"])
-            report.title = pipe.send("Runtime.evaluate", {"expression": "document.title", "returnByValue": True},
-                                     session=session)["result"]["value"]
+            report.title = pipe.send(
+                "Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session=session
+            )["result"]["value"]
             shot: dict = {"format": "png"}
             if full_page:
                 metrics = pipe.send("Page.getLayoutMetrics", session=session)
                 size = metrics.get("cssContentSize") or metrics["contentSize"]
-                shot.update(captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": size["width"],
-                                                              "height": size["height"], "scale": 1})
+                shot.update(
+                    captureBeyondViewport=True,
+                    clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+                )
             report.screenshot_png = base64.b64decode(pipe.send("Page.captureScreenshot", shot, session=session)["data"])
             for e in pipe.events:
                 p = e.get("params", {})
                 if e.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                    report.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                    report.console_errors.append(
+                        " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                    )
                 elif e.get("method") == "Runtime.exceptionThrown":
                     d = p.get("exceptionDetails", {})
                     report.exceptions.append(str((d.get("exception") or {}).get("description") or d.get("text")))
                 elif e.get("method") == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                     entry = p["entry"]
-                    report.log_errors.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip())
+                    report.log_errors.append(
+                        f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip()
+                    )
             try:
                 pipe.send("Browser.close", timeout_s=10)
             except (RuntimeError, TimeoutError):

@@ -23,14 +23,19 @@ def read_failures(path: str | os.PathLike[str]) -> list[dict]:
     plain text with one case per line (optionally ``case<TAB>message``)."""
     p = Path(path)
     if not p.exists():
-        raise InputDataError("failure list not found", path=p, fix="pass the workflow's failure list or drop --failures")
+        raise InputDataError(
+            "failure list not found", path=p, fix="pass the workflow's failure list or drop --failures"
+        )
     text = p.read_text(encoding="utf-8")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
         return []
     delim = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
     if delim and "case" in [c.strip() for c in lines[0].split(delim)]:
-        return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(lines, delimiter=delim)]
+        return [
+            {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            for row in csv.DictReader(lines, delimiter=delim)
+        ]
     out = []
     for ln in lines:
         parts = ln.split("\t", 1)
@@ -68,7 +73,9 @@ def _find(case_dir: Path, name: str | None, pattern: str | None) -> Path | None:
     return None
 
 
-def snapshot_for(c: CaseQC, *, ct_pattern: str | None, labels_pattern: str | None) -> tuple[bytes | None, str | None, str | None]:
+def snapshot_for(
+    c: CaseQC, *, ct_pattern: str | None, labels_pattern: str | None
+) -> tuple[bytes | None, str | None, str | None]:
     """(png, note, focus structure) for one case; never raises for missing/broken images."""
     from ctsam.io.image import read_ct, read_labelmap
     from ctsam.report.snapshots import render_snapshot
@@ -114,9 +121,14 @@ def lesion_snapshot_for(c: CaseQC) -> bytes | None:
     try:
         ct = read_ct(ct_path, case=c.case)
         lm = read_labelmap(les_path, case=c.case)
-        return render_snapshot(ct.array, lm.array, lm.geometry, lm.labels,
-                               focus_world_xyz=np.asarray(largest["centroid_lps_mm"], dtype=float),
-                               title=f"{c.case} — lesions, through {largest['name']}")
+        return render_snapshot(
+            ct.array,
+            lm.array,
+            lm.geometry,
+            lm.labels,
+            focus_world_xyz=np.asarray(largest["centroid_lps_mm"], dtype=float),
+            title=f"{c.case} — lesions, through {largest['name']}",
+        )
     except (CtsamError, ValueError) as err:
         log.warning("no lesion snapshot for case %s: %s", c.case, err)
         return None
@@ -182,6 +194,7 @@ def structure_summary(df) -> list[dict]:
     if df.empty:
         return out
     for name, g in df.groupby("structure", sort=False):
+
         def med(col):
             v = g[col].dropna()
             return float(v.median()) if len(v) else None
@@ -288,7 +301,7 @@ def build_report(
         views[i].snapshot_png, views[i].snapshot_note, views[i].focus = png, note, focus
         if views[i].lesions:
             views[i].lesion_snapshot_png = lesion_snapshot_for(cases[i])
-    for i in order[len(shown):]:
+    for i in order[len(shown) :]:
         views[i].snapshot_note = "No snapshot (limit reached)."
     prov = provenance_summary(cases)
     failure_path = _failure_list(results, failures)
@@ -307,7 +320,13 @@ def build_report(
         n_snapshots_omitted=max(len(cases) - len(shown), 0),
     )
     atomic_write_text(out, render_html(data))
-    log.info("report: %d cases, %d rows, %d snapshots -> %s", len(cases), len(df), sum(v.snapshot_png is not None for v in views), out)
+    log.info(
+        "report: %d cases, %d rows, %d snapshots -> %s",
+        len(cases),
+        len(df),
+        sum(v.snapshot_png is not None for v in views),
+        out,
+    )
     return {
         "cases": len(cases),
         "rows": int(len(df)),

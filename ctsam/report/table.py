@@ -61,7 +61,9 @@ class UnreadableQC:
     error: str
 
 
-def load_qc_docs(results_dir: str | os.PathLike[str], *, qc_name: str = "qc.json") -> tuple[list[CaseQC], list[UnreadableQC]]:
+def load_qc_docs(
+    results_dir: str | os.PathLike[str], *, qc_name: str = "qc.json"
+) -> tuple[list[CaseQC], list[UnreadableQC]]:
     """Every ``<results_dir>/<case>/<qc_name>``, sorted by case. Unreadable files are returned
     separately (one bad case never stops the report)."""
     root = Path(results_dir)

@@ -20,7 +20,7 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
     text = str(spec)
     if not text.startswith(BUILTIN_PREFIX):
         return Path(spec)
-    name = text[len(BUILTIN_PREFIX):]
+    name = text[len(BUILTIN_PREFIX) :]
     folder = resource_path("models")
     path = folder / f"{name}.safetensors"
     if not path.is_file():

@@ -77,7 +77,7 @@ class Click:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Click":
+    def from_dict(cls, d: dict) -> Click:
         return cls(world_xyz_mm=d["xyz_mm"], positive=d["positive"], source=str(d.get("source", "")))
 
 
@@ -126,7 +126,7 @@ class PromptSet:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PromptSet":
+    def from_dict(cls, d: dict) -> PromptSet:
         return cls(
             structure=str(d["structure"]),
             component=int(d["component"]),
@@ -162,10 +162,15 @@ class StructureInfo:
         }
 
     @classmethod
-    def from_dict(cls, name: str, d: dict) -> "StructureInfo":
-        return cls(name=name, label=int(d["label"]), volume_ml=float(d["volume_ml"]),
-                   n_components=int(d["n_components"]), bbox_min_xyz_mm=d["bbox_min_xyz_mm"],
-                   bbox_max_xyz_mm=d["bbox_max_xyz_mm"])
+    def from_dict(cls, name: str, d: dict) -> StructureInfo:
+        return cls(
+            name=name,
+            label=int(d["label"]),
+            volume_ml=float(d["volume_ml"]),
+            n_components=int(d["n_components"]),
+            bbox_min_xyz_mm=d["bbox_min_xyz_mm"],
+            bbox_max_xyz_mm=d["bbox_max_xyz_mm"],
+        )
 
 
 @dataclass
@@ -197,7 +202,7 @@ class CasePrompts:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CasePrompts":
+    def from_dict(cls, d: dict) -> CasePrompts:
         return cls(
             ct_geometry=Geometry.from_dict(d["ct_geometry"]),
             prompt_sets=[PromptSet.from_dict(p) for p in d["prompt_sets"]],
@@ -224,7 +229,9 @@ def _read_json(path: Path, what: str, case: str | None, fix: str) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputDataError(f"{what} is not valid JSON", case=case, path=path, found=str(err), fix=fix) from err
     if not isinstance(data, dict):
-        raise InputDataError(f"{what} must hold a JSON object", case=case, path=path, found=type(data).__name__, fix=fix)
+        raise InputDataError(
+            f"{what} must hold a JSON object", case=case, path=path, found=type(data).__name__, fix=fix
+        )
     return data
 
 
@@ -245,37 +252,62 @@ def read_prompts(path: str | os.PathLike[str], *, case: str | None = None) -> Ca
     try:
         return CasePrompts.from_dict(data)
     except (KeyError, TypeError, ValueError) as err:
-        raise InputDataError("prompts file is malformed", case=case, path=path, found=f"{type(err).__name__}: {err}",
-                             fix=fix) from err
+        raise InputDataError(
+            "prompts file is malformed", case=case, path=path, found=f"{type(err).__name__}: {err}", fix=fix
+        ) from err
 
 
 def read_corrections(path: str | os.PathLike[str], *, case: str | None = None) -> dict[str, list[Click]]:
     """Read reviewer clicks: ``{structure: [Click, ...]}`` (format in the module docstring)."""
     path = Path(path)
-    fix = ('write {"format": "ctsam-corrections", "format_version": 1, "clicks": {"<structure>": '
-           '[{"xyz_mm": [x, y, z], "positive": true}]}} (LPS world mm)')
+    fix = (
+        'write {"format": "ctsam-corrections", "format_version": 1, "clicks": {"<structure>": '
+        '[{"xyz_mm": [x, y, z], "positive": true}]}} (LPS world mm)'
+    )
     data = _read_json(path, "corrections file", case, fix)
     if data.get("format", CORRECTIONS_FORMAT) != CORRECTIONS_FORMAT or data.get("format_version", 1) != FORMAT_VERSION:
-        raise InputDataError("corrections file has an unknown format", case=case, path=path,
-                             expected=f"format {CORRECTIONS_FORMAT!r} version {FORMAT_VERSION}",
-                             found=f"format {data.get('format')!r} version {data.get('format_version')!r}", fix=fix)
+        raise InputDataError(
+            "corrections file has an unknown format",
+            case=case,
+            path=path,
+            expected=f"format {CORRECTIONS_FORMAT!r} version {FORMAT_VERSION}",
+            found=f"format {data.get('format')!r} version {data.get('format_version')!r}",
+            fix=fix,
+        )
     clicks = data.get("clicks")
     if not isinstance(clicks, dict):
-        raise InputDataError("corrections file has no 'clicks' mapping", case=case, path=path,
-                             expected="'clicks': {structure: [click, ...]}", found=repr(clicks)[:80], fix=fix)
+        raise InputDataError(
+            "corrections file has no 'clicks' mapping",
+            case=case,
+            path=path,
+            expected="'clicks': {structure: [click, ...]}",
+            found=repr(clicks)[:80],
+            fix=fix,
+        )
     out: dict[str, list[Click]] = {}
     for name in sorted(clicks):
         items = clicks[name]
         if not isinstance(items, list):
-            raise InputDataError(f"corrections for {name!r} must be a list of clicks", case=case, path=path,
-                                 found=type(items).__name__, fix=fix)
+            raise InputDataError(
+                f"corrections for {name!r} must be a list of clicks",
+                case=case,
+                path=path,
+                found=type(items).__name__,
+                fix=fix,
+            )
         try:
-            out[str(name)] = [Click(world_xyz_mm=c["xyz_mm"], positive=c["positive"], source="correction")
-                              for c in items]
+            out[str(name)] = [
+                Click(world_xyz_mm=c["xyz_mm"], positive=c["positive"], source="correction") for c in items
+            ]
         except (KeyError, TypeError, ValueError) as err:
-            raise InputDataError(f"a correction click for {name!r} is malformed", case=case, path=path,
-                                 expected='{"xyz_mm": [x, y, z], "positive": true|false}',
-                                 found=f"{type(err).__name__}: {err}", fix=fix) from err
+            raise InputDataError(
+                f"a correction click for {name!r} is malformed",
+                case=case,
+                path=path,
+                expected='{"xyz_mm": [x, y, z], "positive": true|false}',
+                found=f"{type(err).__name__}: {err}",
+                fix=fix,
+            ) from err
     return out
 
 
@@ -284,8 +316,9 @@ def write_corrections(path: str | os.PathLike[str], clicks: dict[str, list[Click
     obj = {
         "format": CORRECTIONS_FORMAT,
         "format_version": FORMAT_VERSION,
-        "clicks": {k: [{"xyz_mm": list(c.world_xyz_mm), "positive": c.positive} for c in clicks[k]]
-                   for k in sorted(clicks)},
+        "clicks": {
+            k: [{"xyz_mm": list(c.world_xyz_mm), "positive": c.positive} for c in clicks[k]] for k in sorted(clicks)
+        },
     }
     atomic_write_text(path, _dumps(obj))
 
@@ -316,5 +349,10 @@ def merge_corrections(prompts: CasePrompts, corrections: dict[str, list[Click]])
     settings = dict(prompts.settings)
     if corrections:
         settings["corrections"] = {"structures": sorted(corrections), "ignored_negative_only": ignored}
-    return CasePrompts(ct_geometry=prompts.ct_geometry, prompt_sets=sets, structures=dict(prompts.structures),
-                       skipped=skipped, settings=settings)
+    return CasePrompts(
+        ct_geometry=prompts.ct_geometry,
+        prompt_sets=sets,
+        structures=dict(prompts.structures),
+        skipped=skipped,
+        settings=settings,
+    )

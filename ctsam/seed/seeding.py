@@ -52,7 +52,7 @@ class SeedSettings:
     max_prompt_sets: int | None = None  # None: SETS_PER_STRUCTURE per seeded structure
 
     @classmethod
-    def from_config(cls, config: dict) -> "SeedSettings":
+    def from_config(cls, config: dict) -> SeedSettings:
         """Settings from a full config: section ``seed`` for sizes, ``structures`` for which are refined."""
         from ctsam.labels import refined_structures
 
@@ -76,7 +76,7 @@ def interior_point(mask: np.ndarray, spacing_zyx_mm) -> tuple[int, int, int]:
     # the distance transform only needs the mask's own bounding box (plus a 1-voxel outside rim)
     lo = [int(np.nonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))[0][[0, -1]][0]) for a in range(3)]
     hi = [int(np.nonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))[0][-1]) + 1 for a in range(3)]
-    padded = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], 1)
+    padded = np.pad(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], 1)
     dist = ndimage.distance_transform_edt(padded, sampling=spacing_zyx_mm)
     z, y, x = np.unravel_index(int(np.argmax(dist)), padded.shape)
     return int(z) - 1 + lo[0], int(y) - 1 + lo[1], int(x) - 1 + lo[2]
@@ -95,8 +95,10 @@ def _world(geometry: Geometry, index_zyx) -> tuple[float, float, float]:
 
 def _world_bbox(geometry: Geometry, start_zyx, stop_zyx) -> tuple[tuple, tuple]:
     hi = [s - 1 for s in stop_zyx]
-    corners = np.array([[x, y, z] for z in (start_zyx[0], hi[0]) for y in (start_zyx[1], hi[1])
-                        for x in (start_zyx[2], hi[2])], dtype=float)
+    corners = np.array(
+        [[x, y, z] for z in (start_zyx[0], hi[0]) for y in (start_zyx[1], hi[1]) for x in (start_zyx[2], hi[2])],
+        dtype=float,
+    )
     w = geometry.index_to_world(corners)
     return tuple(w.min(axis=0)), tuple(w.max(axis=0))
 
@@ -113,8 +115,12 @@ def subsample_labelmap(labelmap: LabelMap, working_spacing_mm: float) -> LabelMa
     fx, fy, fz = factors_xyz
     array = np.ascontiguousarray(labelmap.array[::fz, ::fy, ::fx])
     g = labelmap.geometry
-    geometry = Geometry(shape_zyx=array.shape, spacing_xyz_mm=tuple(s * f for s, f in zip(g.spacing_xyz_mm, factors_xyz)),
-                        origin_xyz_mm=g.origin_xyz_mm, direction=g.direction)
+    geometry = Geometry(
+        shape_zyx=array.shape,
+        spacing_xyz_mm=tuple(s * f for s, f in zip(g.spacing_xyz_mm, factors_xyz)),
+        origin_xyz_mm=g.origin_xyz_mm,
+        direction=g.direction,
+    )
     return LabelMap(array=array, geometry=geometry, labels=labelmap.labels)
 
 
@@ -228,20 +234,39 @@ def seed_case(labelmap: LabelMap, settings: SeedSettings | None = None) -> CaseP
                         else:
                             center_idx = [t0[a] + (sub.shape[a] - 1) / 2 for a in range(3)]
                         clicks = [Click(_world(g, click_idx), True, "interior" if single else "tile")]
-                        clicks += _negatives(labels, label, sub, t0, margin_vox, spacing_zyx, voxel_ml, g,
-                                             labelmap.labels, settings)
-                        prompt_sets.append(PromptSet(structure=name, component=rank, tile=tile_index,
-                                                     clicks=tuple(clicks), center_xyz_mm=_world(g, center_idx)))
+                        clicks += _negatives(
+                            labels, label, sub, t0, margin_vox, spacing_zyx, voxel_ml, g, labelmap.labels, settings
+                        )
+                        prompt_sets.append(
+                            PromptSet(
+                                structure=name,
+                                component=rank,
+                                tile=tile_index,
+                                clicks=tuple(clicks),
+                                center_xyz_mm=_world(g, center_idx),
+                            )
+                        )
                         tile_index += 1
                         if len(prompt_sets) > cap:
                             raise _too_many_prompt_sets(cap, len(chosen), g, name)
         lo = tuple(min(v[a] for v in lo_all) for a in range(3))
         hi = tuple(max(v[a] for v in hi_all) for a in range(3))
-        infos[name] = StructureInfo(name=name, label=label, volume_ml=float(sizes.sum() * voxel_ml),
-                                    n_components=len(kept), bbox_min_xyz_mm=lo, bbox_max_xyz_mm=hi)
+        infos[name] = StructureInfo(
+            name=name,
+            label=label,
+            volume_ml=float(sizes.sum() * voxel_ml),
+            n_components=len(kept),
+            bbox_min_xyz_mm=lo,
+            bbox_max_xyz_mm=hi,
+        )
         log.debug("%s: %d component(s), %d prompt set(s)", name, len(kept), len(prompt_sets) - n_sets_before)
-    return CasePrompts(ct_geometry=ct_geometry, prompt_sets=prompt_sets, structures=infos, skipped=skipped,
-                       settings={"seed": settings.to_dict()})
+    return CasePrompts(
+        ct_geometry=ct_geometry,
+        prompt_sets=prompt_sets,
+        structures=infos,
+        skipped=skipped,
+        settings={"seed": settings.to_dict()},
+    )
 
 
 def _negatives(labels, label, sub, t0, margin_vox, spacing_zyx, voxel_ml, g, table, settings) -> list[Click]:
@@ -253,7 +278,9 @@ def _negatives(labels, label, sub, t0, margin_vox, spacing_zyx, voxel_ml, g, tab
     stop = [min(labels.shape[a], t0[a] + int(nz[a][-1]) + 1 + margin_vox[a]) for a in range(3)]
     region = labels[tuple(slice(a, b) for a, b in zip(start, stop))]
     counts = np.bincount(region.ravel())
-    cands = [(int(c), m) for m, c in enumerate(counts) if m not in (0, label) and c * voxel_ml >= settings.min_negative_ml]
+    cands = [
+        (int(c), m) for m, c in enumerate(counts) if m not in (0, label) and c * voxel_ml >= settings.min_negative_ml
+    ]
     cands.sort(key=lambda t: (-t[0], t[1]))
     out = []
     for _, m in cands[: settings.max_negatives]:

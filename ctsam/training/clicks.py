@@ -40,7 +40,7 @@ class ClickSequence:
         return len(self.points_zyx)
 
     @staticmethod
-    def tensors(seqs: list["ClickSequence"]):
+    def tensors(seqs: list[ClickSequence]):
         """(B, N, 3) int64 (x, y, z) clicks and (B, N) int64 labels (1, 0, -1 padding) for a batch."""
         import torch
 
@@ -91,8 +91,9 @@ def start_sequences(targets: list[np.ndarray]) -> list[ClickSequence]:
     return out
 
 
-def add_correction_clicks(seqs: list[ClickSequence], preds: list[np.ndarray], targets: list[np.ndarray], *,
-                          max_points: int = MAX_POINTS) -> int:
+def add_correction_clicks(
+    seqs: list[ClickSequence], preds: list[np.ndarray], targets: list[np.ndarray], *, max_points: int = MAX_POINTS
+) -> int:
     """Add one correction click per sequence (where an error exists and room is left); returns how many."""
     added = 0
     for s, p, t in zip(seqs, preds, targets):
@@ -113,8 +114,11 @@ def start_prompts(targets: list[np.ndarray], coarse: list[np.ndarray | None] | N
     seqs = start_sequences([c if c is not None else t for t, c in zip(targets, coarse)])
     if all(c is None for c in coarse):
         return seqs, None
-    prev = stack_patches([c.astype(np.float32) if c is not None else np.zeros(t.shape, np.float32)
-                   for t, c in zip(targets, coarse)], device, channels_last)
+    prev = stack_patches(
+        [c.astype(np.float32) if c is not None else np.zeros(t.shape, np.float32) for t, c in zip(targets, coarse)],
+        device,
+        channels_last,
+    )
     return seqs, prev
 
 

@@ -59,30 +59,50 @@ class CaseRow:
     coarse: Path | None = None
 
 
-def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path,
-          required: bool = True) -> str | None:
+def _pick(
+    header: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path, required: bool = True
+) -> str | None:
     if wanted:
         if wanted not in header:
-            raise InputDataError(f"column '{wanted}' not in the {what} table", path=path,
-                                 expected=f"a column named {wanted}", found=", ".join(header),
-                                 fix="fix the column name or the option")
+            raise InputDataError(
+                f"column '{wanted}' not in the {what} table",
+                path=path,
+                expected=f"a column named {wanted}",
+                found=", ".join(header),
+                fix="fix the column name or the option",
+            )
         return wanted
     for c in candidates:
         if c in header:
             return c
     if required:
-        raise InputDataError(f"no {what} column in the table", path=path, expected=" or ".join(candidates),
-                             found=", ".join(header), fix=f"add a column named {candidates[0]}")
+        raise InputDataError(
+            f"no {what} column in the table",
+            path=path,
+            expected=" or ".join(candidates),
+            found=", ".join(header),
+            fix=f"add a column named {candidates[0]}",
+        )
     return None
 
 
-def read_table(path: str | os.PathLike[str], *, ct_column: str | None = None, label_column: str | None = None,
-               coarse_column: str | None = None, need_coarse: bool = False) -> list[CaseRow]:
+def read_table(
+    path: str | os.PathLike[str],
+    *,
+    ct_column: str | None = None,
+    label_column: str | None = None,
+    coarse_column: str | None = None,
+    need_coarse: bool = False,
+) -> list[CaseRow]:
     """Rows of a TSV of cases (see the module docstring); paths resolved against the TSV's folder."""
     path = Path(path)
     if not path.is_file():
-        raise InputDataError("table of cases not found", path=path, expected="a tab-separated file",
-                             fix="pass --data TRAIN.tsv (columns ct, labels[, coarse, case_id])")
+        raise InputDataError(
+            "table of cases not found",
+            path=path,
+            expected="a tab-separated file",
+            fix="pass --data TRAIN.tsv (columns ct, labels[, coarse, case_id])",
+        )
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
         header = list(rows[0].keys()) if rows else []
@@ -99,11 +119,19 @@ def read_table(path: str | os.PathLike[str], *, ct_column: str | None = None, la
             q = Path(p.strip())
             return q if q.is_absolute() else (path.parent / q)
 
-        out.append(CaseRow(case_id=case, ct=res(r[ct_c]), labels=res(r[lab_c]),
-                           coarse=res(r[coarse_c]) if coarse_c and (r.get(coarse_c) or "").strip() else None))
+        out.append(
+            CaseRow(
+                case_id=case,
+                ct=res(r[ct_c]),
+                labels=res(r[lab_c]),
+                coarse=res(r[coarse_c]) if coarse_c and (r.get(coarse_c) or "").strip() else None,
+            )
+        )
     ids = [r.case_id for r in out]
     if len(set(ids)) != len(ids):
-        raise InputDataError("duplicate case ids in the table", path=path, found=str(sorted({i for i in ids if ids.count(i) > 1})))
+        raise InputDataError(
+            "duplicate case ids in the table", path=path, found=str(sorted({i for i in ids if ids.count(i) > 1}))
+        )
     return out
 
 
@@ -114,8 +142,12 @@ def read_ct_any(path: str | os.PathLike[str], *, case: str | None = None) -> CTV
         try:
             from ctsam.convert.study import convert_study
         except ImportError as err:  # pragma: no cover - convert stage absent from this build
-            raise InputDataError("CT is a DICOM folder but the convert stage is not installed", case=case,
-                                 path=path, fix="convert it first (ctsam convert) and list the NIfTI") from err
+            raise InputDataError(
+                "CT is a DICOM folder but the convert stage is not installed",
+                case=case,
+                path=path,
+                fix="convert it first (ctsam convert) and list the NIfTI",
+            ) from err
         return convert_study(path, None).volume
     from ctsam.io.image import read_ct
 
@@ -157,13 +189,22 @@ def _file_key(p: Path) -> str:
 
 
 def cache_key(row: CaseRow, spacing_mm: float, min_voxels: int) -> str:
-    text = "\n".join([str(CACHE_VERSION), str(row.ct.resolve()), _file_key(row.ct), _file_key(row.labels),
-                      f"{spacing_mm:.6f}", str(min_voxels)])
+    text = "\n".join(
+        [
+            str(CACHE_VERSION),
+            str(row.ct.resolve()),
+            _file_key(row.ct),
+            _file_key(row.labels),
+            f"{spacing_mm:.6f}",
+            str(min_voxels),
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def align_labels(labelmap: LabelMap, geometry: Geometry, *, case: str | None = None,
-                 what: str = "label map") -> LabelMap:
+def align_labels(
+    labelmap: LabelMap, geometry: Geometry, *, case: str | None = None, what: str = "label map"
+) -> LabelMap:
     """The label map on ``geometry``'s grid: unchanged when already there; resampled (nearest neighbour)
     when it covers the same world box on another grid (e.g. a DICOM conversion that flipped an axis);
     otherwise :class:`~ctsam.errors.SpaceMismatchError` printing both geometries."""
@@ -180,8 +221,9 @@ def align_labels(labelmap: LabelMap, geometry: Geometry, *, case: str | None = N
     return LabelMap(np.rint(arr).astype(labelmap.array.dtype), geometry, dict(labelmap.labels))
 
 
-def to_model_frame(ct: CTVolume, labelmap: LabelMap, spacing_mm: float, *,
-                   case: str | None = None) -> tuple[Geometry, np.ndarray, np.ndarray]:
+def to_model_frame(
+    ct: CTVolume, labelmap: LabelMap, spacing_mm: float, *, case: str | None = None
+) -> tuple[Geometry, np.ndarray, np.ndarray]:
     """Resample a CT (linear, pad -1024) and its label map (nearest, pad 0) onto the model frame."""
     from ctsam.refine.patching import model_frame_for, resample
 
@@ -216,8 +258,9 @@ def _centres(labels: np.ndarray, min_voxels: int, case_id: str) -> dict[int, np.
     return out
 
 
-def prepare_case(row: CaseRow, *, spacing_mm: float = 1.5, cache_dir: str | os.PathLike[str] | None = None,
-                 min_voxels: int = 20) -> PreparedCase:
+def prepare_case(
+    row: CaseRow, *, spacing_mm: float = 1.5, cache_dir: str | os.PathLike[str] | None = None, min_voxels: int = 20
+) -> PreparedCase:
     """Read, resample to the model frame and index one case, using/writing the cache when given.
 
     Structures with fewer than ``min_voxels`` model-frame voxels are not sampled.
@@ -234,11 +277,13 @@ def prepare_case(row: CaseRow, *, spacing_mm: float = 1.5, cache_dir: str | os.P
             with np.load(cache_path, allow_pickle=False) as z:
                 names = {int(k): v for k, v in json.loads(str(z["names"])).items()}
                 centres = {int(k[2:]): z[k] for k in z.files if k.startswith("c_")}
-                return PreparedCase(row.case_id, Geometry.from_dict(json.loads(str(z["frame"]))), z["hu"],
-                                    z["labels"], names, centres)
+                return PreparedCase(
+                    row.case_id, Geometry.from_dict(json.loads(str(z["frame"]))), z["hu"], z["labels"], names, centres
+                )
     if not row.labels.exists():
-        raise InputDataError("label map not found", case=row.case_id, path=row.labels,
-                             fix="fix the labels column of the table")
+        raise InputDataError(
+            "label map not found", case=row.case_id, path=row.labels, fix="fix the labels column of the table"
+        )
     ct = read_ct_any(row.ct, case=row.case_id)
     labelmap = read_labelmap(row.labels, case=row.case_id)
     frame, hu, lab = to_model_frame(ct, labelmap, spacing_mm, case=row.case_id)
@@ -248,9 +293,14 @@ def prepare_case(row: CaseRow, *, spacing_mm: float = 1.5, cache_dir: str | os.P
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache_path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, hu=hu, labels=lab, frame=json.dumps(frame.to_dict()),
-                         names=json.dumps({str(k): v for k, v in names.items()}),
-                         **{f"c_{k}": v for k, v in centres.items()})
+                np.savez(
+                    fh,
+                    hu=hu,
+                    labels=lab,
+                    frame=json.dumps(frame.to_dict()),
+                    names=json.dumps({str(k): v for k, v in names.items()}),
+                    **{f"c_{k}": v for k, v in centres.items()},
+                )
     log.info("%s: model frame %s, %d structures", row.case_id, frame.describe(), len(centres))
     return PreparedCase(row.case_id, frame, hu, lab, names, centres)
 
@@ -342,13 +392,24 @@ class PatchSampler:
         coarse_prompt_probability: share of items that carry a simulated coarse mask prompt.
     """
 
-    def __init__(self, cases: list[PreparedCase], *, hu_window: tuple[float, float], seed: int,
-                 patch_size: int = 64, augment: AugmentSettings | None = None, neighbour_stride: int = 0,
-                 coarse_prompt_probability: float = 0.0) -> None:
+    def __init__(
+        self,
+        cases: list[PreparedCase],
+        *,
+        hu_window: tuple[float, float],
+        seed: int,
+        patch_size: int = 64,
+        augment: AugmentSettings | None = None,
+        neighbour_stride: int = 0,
+        coarse_prompt_probability: float = 0.0,
+    ) -> None:
         self.cases = [c for c in cases if c.centres]
         if not self.cases:
-            raise InputDataError("no case has a structure to train on", expected="label maps with labelled voxels",
-                                 found=f"{len(cases)} case(s) without usable labels")
+            raise InputDataError(
+                "no case has a structure to train on",
+                expected="label maps with labelled voxels",
+                found=f"{len(cases)} case(s) without usable labels",
+            )
         self.hu_window = hu_window
         self.seed = int(seed)
         self.size = int(patch_size)
@@ -412,10 +473,17 @@ class PatchSampler:
             crng = np.random.default_rng([self.seed, int(step), int(index), 11])
             if crng.random() < self.coarse_prompt_probability:
                 coarse = simulate_coarse(target, crng)
-        return PatchSample(image=window(hu, self.hu_window), target=target, case_id=case.case_id, label=int(label),
-                           name=case.names.get(int(label), f"label_{label}"),
-                           centre_zyx=tuple(int(v) for v in centre_zyx), neighbour_image=nb_img,
-                           neighbour_target=nb_tgt, coarse=coarse)
+        return PatchSample(
+            image=window(hu, self.hu_window),
+            target=target,
+            case_id=case.case_id,
+            label=int(label),
+            name=case.names.get(int(label), f"label_{label}"),
+            centre_zyx=tuple(int(v) for v in centre_zyx),
+            neighbour_image=nb_img,
+            neighbour_target=nb_tgt,
+            coarse=coarse,
+        )
 
     def batch(self, step: int, global_batch: int, rank: int = 0, world_size: int = 1) -> list[PatchSample]:
         """This rank's share of the global batch of ``step`` (items ``rank * B/W ... (rank+1) * B/W - 1``)."""

@@ -63,8 +63,14 @@ def write_phantom_cases(folder: Path, *, seed: int, indices: list[int]) -> Path:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -74,16 +80,45 @@ def demo_settings(steps: int, max_minutes: float, threads: int):
     """Training settings of the demo model (CT-SAM3D recipe, scaled to a few hundred CPU steps)."""
     from ctsam.training.loop import TrainSettings
 
-    return TrainSettings(variant="micro", steps=steps, batch_size=2, lr=2e-3, weight_decay=1e-4, warmup_steps=10,
-                         lr_decay_at=0.8, lr_decay_factor=0.1, rounds=3, seed=42, quality_weight=0.1, cpp=False,
-                         coarse_prompt_probability=0.75,
-                         checkpoint_every=50, keep_checkpoints=2, val_every=100, val_samples=8, log_every=10,
-                         device="cpu", threads=threads, max_minutes=max_minutes)
+    return TrainSettings(
+        variant="micro",
+        steps=steps,
+        batch_size=2,
+        lr=2e-3,
+        weight_decay=1e-4,
+        warmup_steps=10,
+        lr_decay_at=0.8,
+        lr_decay_factor=0.1,
+        rounds=3,
+        seed=42,
+        quality_weight=0.1,
+        cpp=False,
+        coarse_prompt_probability=0.75,
+        checkpoint_every=50,
+        keep_checkpoints=2,
+        val_every=100,
+        val_samples=8,
+        log_every=10,
+        device="cpu",
+        threads=threads,
+        max_minutes=max_minutes,
+    )
 
 
-def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1, heldout_cases: int = 2,
-               steps: int = 1200, max_minutes: float = 27.0, threads: int = 0, install: bool = False,
-               evaluate_heldout: bool = True, eval_only: bool = False, config: dict | None = None) -> dict:
+def train_demo(
+    out_dir: str | os.PathLike[str],
+    *,
+    train_cases: int = 8,
+    train_seed: int = 1,
+    heldout_cases: int = 2,
+    steps: int = 1200,
+    max_minutes: float = 27.0,
+    threads: int = 0,
+    install: bool = False,
+    evaluate_heldout: bool = True,
+    eval_only: bool = False,
+    config: dict | None = None,
+) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo model."""
     from ctsam.training.data import PatchSampler, prepare_case, read_table
     from ctsam.training.loop import Trainer
@@ -105,15 +140,27 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
 
     with torch.device("meta"):
         hu_window = build_model("ctsam3d", "micro").input_spec.hu_window
-    sampler = PatchSampler(cases, hu_window=hu_window, seed=settings.seed, augment=settings.augment,
-                           coarse_prompt_probability=settings.coarse_prompt_probability)
+    assert hu_window is not None  # CT-SAM3D always has a window
+    sampler = PatchSampler(
+        cases,
+        hu_window=hu_window,
+        seed=settings.seed,
+        augment=settings.augment,
+        coarse_prompt_probability=settings.coarse_prompt_probability,
+    )
     val_sampler = PatchSampler(val_cases, hu_window=hu_window, seed=settings.seed + 1, augment=None)
     provenance = {
-        "command": " ".join(["ctsam", *sys.argv[1:]]) if sys.argv and "ctsam" in Path(sys.argv[0]).name
+        "command": " ".join(["ctsam", *sys.argv[1:]])
+        if sys.argv and "ctsam" in Path(sys.argv[0]).name
         else f"ctsam train-demo --out {out} --steps {steps} --max-minutes {max_minutes}",
-        "data": {"generator": "ctsam.demo.phantom (ctsam demo-cohort phantoms)", "train_seed": train_seed,
-                 "train_cases": train_cases, "val": f"seed {train_seed} case {train_cases + 1}",
-                 "heldout_seed": HELDOUT_SEED, "heldout_cases": heldout_cases},
+        "data": {
+            "generator": "ctsam.demo.phantom (ctsam demo-cohort phantoms)",
+            "train_seed": train_seed,
+            "train_cases": train_cases,
+            "val": f"seed {train_seed} case {train_cases + 1}",
+            "heldout_seed": HELDOUT_SEED,
+            "heldout_cases": heldout_cases,
+        },
         "git_commit": git_commit(),
     }
     model_path = out / "model.safetensors"
@@ -124,14 +171,27 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
         trainer = Trainer(settings, sampler, out, val_sampler=val_sampler, provenance=provenance)
         summary = trainer.run()
         final = _final_losses(out / "metrics.jsonl")
-        extra = {"wall_s_train": summary["wall_s"], "stopped_early": summary["stopped_early"], "final_losses": final,
-                 "wall_s_data": round(t_data, 1), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        extra = {
+            "wall_s_train": summary["wall_s"],
+            "stopped_early": summary["stopped_early"],
+            "final_losses": final,
+            "wall_s_data": round(t_data, 1),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
         trainer.export(model_path, extra)
         trainer.close()
         result["train"] = summary
     if evaluate_heldout:
-        result["eval"] = evaluate_and_record(model_path, heldout_tsv, out / "eval", config=config, cache_dir=cache,
-                                             val_sampler=val_sampler, seed=settings.seed)
+        result["eval"] = evaluate_and_record(
+            model_path,
+            heldout_tsv,
+            out / "eval",
+            config=config,
+            cache_dir=cache,
+            val_sampler=val_sampler,
+            seed=settings.seed,
+        )
     if install:
         dest = builtin_models_dir()
         dest.mkdir(parents=True, exist_ok=True)
@@ -141,8 +201,16 @@ def train_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_s
     return result
 
 
-def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config: dict | None,
-                        cache_dir: Path | None, val_sampler=None, seed: int = 0) -> dict:
+def evaluate_and_record(
+    model_path: Path,
+    table: Path,
+    eval_dir: Path,
+    *,
+    config: dict | None,
+    cache_dir: Path | None,
+    val_sampler=None,
+    seed: int = 0,
+) -> dict:
     """Evaluate a model file on held-out cases and add the figures to its training provenance.
 
     A model without a measured quality head (``meta.quality_r`` None) is first measured on
@@ -164,10 +232,26 @@ def evaluate_and_record(model_path: Path, table: Path, eval_dir: Path, *, config
         log.info("quality head on %d validation patches: r = %.3f", cal["n"], cal["r"])
     ev = evaluate(model, read_table(table, need_coarse=True), eval_dir, config=config, cache_dir=cache_dir)
     log.info("held-out evaluation:\n%s", format_summary(ev))
-    training["heldout_eval"] = {k: ev[k] for k in (
-        "dice_by_clicks", "noc85_mean", "noc90_mean", "reached85_fraction", "reached90_fraction", "coarse_dice_mean",
-        "fused_dice_mean", "fused_refined_fraction", "structures_refined", "coarse_dice_mean_refined",
-        "refined_dice_mean", "refined_better_fraction", "structures_automatic", "structures_interactive", "cases")}
+    training["heldout_eval"] = {
+        k: ev[k]
+        for k in (
+            "dice_by_clicks",
+            "noc85_mean",
+            "noc90_mean",
+            "reached85_fraction",
+            "reached90_fraction",
+            "coarse_dice_mean",
+            "fused_dice_mean",
+            "fused_refined_fraction",
+            "structures_refined",
+            "coarse_dice_mean_refined",
+            "refined_dice_mean",
+            "refined_better_fraction",
+            "structures_automatic",
+            "structures_interactive",
+            "cases",
+        )
+    }
     training["heldout_eval"]["wall_s"] = round(time.perf_counter() - t0, 1)
     save_model(loaded, model_path, metadata={"training": training})
     atomic_write_json(model_path.parent / "provenance.json", training)
@@ -183,9 +267,12 @@ def _final_losses(metrics_path: Path) -> dict:
     if train:
         last = train[-1]
         tail = train[-5:]
-        out.update(step=last["step"], loss_mean_last_logs=round(float(np.mean([t["loss_mean"] for t in tail])), 4),
-                   first_loss_mean=round(float(train[0]["loss_mean"]), 4),
-                   train_dice_last=round(float(last["train_dice"]), 4))
+        out.update(
+            step=last["step"],
+            loss_mean_last_logs=round(float(np.mean([t["loss_mean"] for t in tail])), 4),
+            first_loss_mean=round(float(train[0]["loss_mean"]), 4),
+            train_dice_last=round(float(last["train_dice"]), 4),
+        )
     if val:
         out["val"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in val[-1].items() if k != "kind"}
     return out

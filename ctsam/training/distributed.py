@@ -54,15 +54,31 @@ def detect(env: dict | None = None) -> DistInfo:
     """The process's place in the job, from ``env`` (default ``os.environ``)."""
     env = dict(os.environ if env is None else env)
     if "RANK" in env and "WORLD_SIZE" in env:
-        return DistInfo(rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
-                        local_rank=int(env.get("LOCAL_RANK", 0)), master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                        master_port=int(env.get("MASTER_PORT", 29500)), launcher="torchrun")
+        return DistInfo(
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", 29500)),
+            launcher="torchrun",
+        )
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        port = env.get("CTSAM_MASTER_PORT") or env.get("MASTER_PORT") or str(29500 + int(env.get("SLURM_JOB_ID", "0")) % 1000)
-        addr = env.get("MASTER_ADDR") or first_host(env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1")
-        return DistInfo(rank=int(env["SLURM_PROCID"]), world_size=int(env["SLURM_NTASKS"]),
-                        local_rank=int(env.get("SLURM_LOCALID", 0)), master_addr=addr, master_port=int(port),
-                        launcher="slurm")
+        port = (
+            env.get("CTSAM_MASTER_PORT")
+            or env.get("MASTER_PORT")
+            or str(29500 + int(env.get("SLURM_JOB_ID", "0")) % 1000)
+        )
+        addr = env.get("MASTER_ADDR") or first_host(
+            env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
+        )
+        return DistInfo(
+            rank=int(env["SLURM_PROCID"]),
+            world_size=int(env["SLURM_NTASKS"]),
+            local_rank=int(env.get("SLURM_LOCALID", 0)),
+            master_addr=addr,
+            master_port=int(port),
+            launcher="slurm",
+        )
     return DistInfo()
 
 
@@ -78,8 +94,16 @@ def init(info: DistInfo, *, device_type: str) -> None:
     os.environ.setdefault("MASTER_PORT", str(info.master_port))
     backend = "nccl" if device_type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
-    log.info("rank %d/%d (local %d) joined via %s, backend %s, master %s:%s", info.rank, info.world_size,
-             info.local_rank, info.launcher, backend, os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
+    log.info(
+        "rank %d/%d (local %d) joined via %s, backend %s, master %s:%s",
+        info.rank,
+        info.world_size,
+        info.local_rank,
+        info.launcher,
+        backend,
+        os.environ["MASTER_ADDR"],
+        os.environ["MASTER_PORT"],
+    )
 
 
 def barrier(info: DistInfo) -> None:

@@ -9,9 +9,8 @@ NoC@85 / NoC@90 = the first k with Dice >= 0.85 / 0.90, or K when never reached 
 the table also tells whether it was reached).
 
 **Automatic pipeline** (when the table has coarse labels): the real ``seed -> refine -> fuse`` path
-(:func:`ctsam.seed.seeding.seed_case`, :class:`ctsam.refine.engine.RefineEngine` given the coarse labels, as the
-workflow's refine rule is, and :func:`ctsam.fuse.fusion.fuse`, with the config's ``seed``, ``refine`` and
-``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
+(:func:`ctsam.seed_prompts`, :func:`ctsam.refine_structures` given the coarse labels, as the workflow's refine rule is,
+and :func:`ctsam.fuse_labels`, with the config's ``seed``, ``refine`` and ``fuse`` sections) on the CT grid. Per ground-truth structure (Dice on the CT grid, whole structure):
 
 * ``coarse_dice``: the coarse mask (0 when the coarse labels miss the structure);
 * ``refined_dice``: the refined mask (probability >= 0.5), empty when the structure was not refined
@@ -48,13 +47,22 @@ def _seam(model):
     return wrap_module(model)
 
 
-def click_curve(model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24) -> list[float]:
+def click_curve(
+    model, image: np.ndarray, target: np.ndarray, *, n_clicks: int = 10, max_points: int = 24
+) -> list[float]:
     """Dice after 1..n_clicks simulated clicks on one patch (see :func:`click_curves`)."""
     return click_curves(model, [image], [target], n_clicks=n_clicks, max_points=max_points)[0]
 
 
-def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, n_clicks: int = 10,
-                 max_points: int = 24, batch_size: int = 8) -> list[list[float]]:
+def click_curves(
+    model,
+    images: list[np.ndarray],
+    targets: list[np.ndarray],
+    *,
+    n_clicks: int = 10,
+    max_points: int = 24,
+    batch_size: int = 8,
+) -> list[list[float]]:
     """Dice after 1..n_clicks simulated clicks for each patch, ``batch_size`` patches per network call.
 
     Args:
@@ -77,7 +85,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
     try:
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):
-                imgs, tgts = images[i: i + batch_size], targets[i: i + batch_size]
+                imgs, tgts = images[i : i + batch_size], targets[i : i + batch_size]
                 progress.update(len(imgs))
                 x = torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32)).to(dev)
                 if cl:
@@ -85,7 +93,7 @@ def click_curves(model, images: list[np.ndarray], targets: list[np.ndarray], *, 
                 feats = model.encode(x)
                 seqs = start_sequences(tgts)
                 prev = None
-                chunk = [[] for _ in tgts]
+                chunk: list[list[float]] = [[] for _ in tgts]
                 for k in range(n_clicks):
                     pts, lab = ClickSequence.tensors(seqs)
                     prev = model.decode(feats, pts, lab, prev)["probs"].float()
@@ -117,8 +125,8 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
     """
     import torch
 
-    from ctsam.training.data import simulate_coarse
     from ctsam.training.clicks import stack_patches, start_prompts
+    from ctsam.training.data import simulate_coarse
 
     cl = next(model.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     was_training = model.training
@@ -128,17 +136,24 @@ def first_decodes(model, sampler, n_samples: int, *, seed: int, coarse_every: in
         with torch.inference_mode():
             for i in range(n_samples):
                 smp = sampler.sample(0, i)
-                coarse = (simulate_coarse(smp.target, np.random.default_rng([seed, i, stream]))
-                          if i % coarse_every == coarse_every - 1 else None)
+                coarse = (
+                    simulate_coarse(smp.target, np.random.default_rng([seed, i, stream]))
+                    if i % coarse_every == coarse_every - 1
+                    else None
+                )
                 seqs, prev = start_prompts([smp.target], [coarse], model.device, cl)
                 pts, lab = ClickSequence.tensors(seqs)
                 out = model.decode(model.encode(stack_patches([smp.image], model.device, cl)), pts, lab, prev)
                 pred = (out["probs"][0, 0] > 0.5).cpu().numpy()
                 union = int((pred | smp.target).sum())
-                records.append({"coarse_dice": None if coarse is None else dice(coarse, smp.target),
-                                "dice": dice(pred, smp.target),
-                                "iou": int((pred & smp.target).sum()) / union if union else 1.0,
-                                "score": float(out["iou"][0, 0])})
+                records.append(
+                    {
+                        "coarse_dice": None if coarse is None else dice(coarse, smp.target),
+                        "dice": dice(pred, smp.target),
+                        "iou": int((pred & smp.target).sum()) / union if union else 1.0,
+                        "score": float(out["iou"][0, 0]),
+                    }
+                )
     finally:
         model.train(was_training)
     return records
@@ -154,8 +169,12 @@ def quality_calibration(model, sampler, n_samples: int = QUALITY_CALIBRATION_PAT
     recs = first_decodes(model, sampler, n_samples, seed=seed, coarse_every=2, stream=17)
     s_arr, i_arr = np.array([r["score"] for r in recs]), np.array([r["iou"] for r in recs])
     r = float(np.corrcoef(s_arr, i_arr)[0, 1]) if s_arr.std() > 1e-6 and i_arr.std() > 1e-6 else 0.0
-    return {"r": round(r, 4), "n": len(recs), "mean_score": round(float(s_arr.mean()), 4),
-            "mean_iou": round(float(i_arr.mean()), 4)}
+    return {
+        "r": round(r, 4),
+        "n": len(recs),
+        "mean_score": round(float(s_arr.mean()), 4),
+        "mean_iou": round(float(i_arr.mean()), 4),
+    }
 
 
 def noc(curve: list[float], threshold: float) -> tuple[int, bool]:
@@ -191,20 +210,21 @@ def interactive_case(model, case, settings: EvalSettings) -> list[dict]:
         images.append(window(hu, spec.hu_window))
         targets.append(crop_padded(case.labels, start, (s, s, s), pad_value=0) == label)
     curves = click_curves(model, images, targets, n_clicks=settings.n_clicks)
-    return [{"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label, "curve": c}
-            for label, c in zip(labels, curves)]
+    return [
+        {"case": case.case_id, "structure": case.names.get(label, f"label_{label}"), "label": label, "curve": c}
+        for label, c in zip(labels, curves)
+    ]
 
 
 def automatic_case(model, row, config: dict) -> list[dict]:
     """Coarse, refined and fused Dice per structure for one table row through seed -> refine -> fuse."""
     import copy
 
+    from ctsam import api
     from ctsam.config import fill_defaults, load_schema
-    from ctsam.fuse.fusion import default_vocabulary, fuse, threshold_u8
+    from ctsam.fuse.fusion import threshold_u8
     from ctsam.io.image import read_labelmap
-    from ctsam.refine.predictor import PatchPredictor
-    from ctsam.refine.engine import RefineEngine, RefineSettings
-    from ctsam.seed.seeding import SeedSettings, seed_case
+    from ctsam.labels import default_vocabulary
     from ctsam.training.data import align_labels, read_ct_any
 
     ct = read_ct_any(row.ct, case=row.case_id)
@@ -213,14 +233,14 @@ def automatic_case(model, row, config: dict) -> list[dict]:
     truth = align_labels(truth, ct.geometry, case=row.case_id, what="ground truth")
     coarse = align_labels(coarse, ct.geometry, case=row.case_id, what="coarse labels")
     config = fill_defaults(copy.deepcopy(dict(config)), load_schema())  # a partial config gets the defaults
-    prompts = seed_case(coarse, SeedSettings.from_config(config))
-    rs = RefineSettings.from_config(config.get("refine") or {})
-    predictor = PatchPredictor(model, device=model.device, amp_bf16=rs.amp_bf16, batch_size=rs.batch_size,
-                               cache_patches=rs.feature_cache_patches)
-    refined, timing = RefineEngine(predictor, rs).run(ct, prompts, case=row.case_id, coarse=coarse)
+    prompts = api.seed_prompts(coarse, config=config, case=row.case_id)
+    run = api.refine_structures(
+        ct, prompts, coarse=coarse, model=model, config=config, case=row.case_id, deterministic=False
+    )
+    refined, timing = run.refined, run.timing_s
     fuse_cfg = config["fuse"]
     vocabulary = default_vocabulary(keep_unmapped=bool(fuse_cfg["keep_unmapped_coarse"]))
-    fused = fuse(coarse, refined, vocabulary, fuse_cfg, case=row.case_id)
+    fused = api.fuse_labels(coarse, refined, config=config, case=row.case_id)
     source = {f.name: f.source for f in fused.structures}
     by_name = {sp.name: sp for sp in refined.structures}
     coarse_idx = {n: i for i, n in coarse.labels.items()}
@@ -238,11 +258,18 @@ def automatic_case(model, row, config: dict) -> list[dict]:
             refined_dice = dice_from_counts(inter, int(vs_coarse[idx].sum()), int(np.count_nonzero(ref)))
         out_name = vocabulary.output_name(name)
         out_idx = vocabulary.output_index(out_name) if out_name is not None else None
-        rows.append({"case": row.case_id, "structure": name,
-                     "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name)),
-                     "refined_dice": refined_dice,
-                     "fused_dice": _overlap_dice(vs_fused, idx, out_idx), "fused_source": source.get(out_name, "none"),
-                     "truth_ml": float(vs_coarse[idx].sum() * ct.geometry.voxel_volume_ml), "refined": sp is not None})
+        rows.append(
+            {
+                "case": row.case_id,
+                "structure": name,
+                "coarse_dice": _overlap_dice(vs_coarse, idx, coarse_idx.get(name) if name else None),
+                "refined_dice": refined_dice,
+                "fused_dice": _overlap_dice(vs_fused, idx, out_idx),
+                "fused_source": source.get(out_name, "none"),
+                "truth_ml": float(vs_coarse[idx].sum() * ct.geometry.voxel_volume_ml),
+                "refined": sp is not None,
+            }
+        )
     log.info("%s: automatic pipeline on %d structures in %.1f s", row.case_id, len(rows), timing.get("total_s", 0.0))
     return rows
 
@@ -299,9 +326,16 @@ def _plot(curve_mean: np.ndarray, coarse: float | None, refined: float | None, p
     plt.close(fig)
 
 
-def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | None = None,
-             settings: EvalSettings | None = None, cache_dir: str | os.PathLike[str] | None = None,
-             automatic: bool = True) -> dict:
+def evaluate(
+    model,
+    rows,
+    out_dir: str | os.PathLike[str],
+    *,
+    config: dict | None = None,
+    settings: EvalSettings | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    automatic: bool = True,
+) -> dict:
     """Run both protocols on table rows and write the outputs (see the module docstring); returns the summary."""
     import pandas as pd
 
@@ -318,8 +352,12 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     progress = Progress(len(rows), "evaluate: cases")
     for row in rows:
         try:
-            case = prepare_case(row, spacing_mm=float(_seam(model).input_spec.spacing_zyx_mm[0]), cache_dir=cache_dir,
-                                min_voxels=settings.min_voxels)
+            case = prepare_case(
+                row,
+                spacing_mm=float(_seam(model).input_spec.spacing_zyx_mm[0]),
+                cache_dir=cache_dir,
+                min_voxels=settings.min_voxels,
+            )
             inter_rows += interactive_case(model, case, settings)
             if automatic and row.coarse is not None:
                 auto_rows += automatic_case(model, row, config)
@@ -327,9 +365,14 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
             log.error("%s: evaluation failed: %s", row.case_id, err)
             failed[row.case_id] = f"{type(err).__name__}: {err}"
         progress.update(item=row.case_id)
-    long = pd.DataFrame([{"case": r["case"], "structure": r["structure"], "clicks": k + 1, "dice": d}
-                         for r in inter_rows for k, d in enumerate(r["curve"])],
-                        columns=["case", "structure", "clicks", "dice"])
+    long = pd.DataFrame(
+        [
+            {"case": r["case"], "structure": r["structure"], "clicks": k + 1, "dice": d}
+            for r in inter_rows
+            for k, d in enumerate(r["curve"])
+        ],
+        columns=["case", "structure", "clicks", "dice"],
+    )
     noc_rows = []
     for r in inter_rows:
         rec = {"case": r["case"], "structure": r["structure"], "dice_1": r["curve"][0], "dice_last": r["curve"][-1]}
@@ -339,13 +382,24 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
             rec[f"reached{int(round(t * 100))}"] = ok
         noc_rows.append(rec)
     noc_df = pd.DataFrame(noc_rows)
-    auto_df = pd.DataFrame(auto_rows, columns=["case", "structure", "coarse_dice", "refined_dice", "fused_dice",
-                                               "fused_source", "truth_ml", "refined"])
+    auto_df = pd.DataFrame(
+        auto_rows,
+        columns=[
+            "case",
+            "structure",
+            "coarse_dice",
+            "refined_dice",
+            "fused_dice",
+            "fused_source",
+            "truth_ml",
+            "refined",
+        ],
+    )
     ref_df = auto_df[auto_df["refined"].astype(bool)]
     for name, df in (("interactive.csv", long), ("noc.csv", noc_df), ("automatic.csv", auto_df)):
         with atomic_path(out / name) as tmp:
             df.to_csv(tmp, index=False, float_format="%.4f")
-    curve_mean = (long.groupby("clicks")["dice"].mean().to_numpy() if len(long) else np.zeros(0))
+    curve_mean = long.groupby("clicks")["dice"].mean().to_numpy() if len(long) else np.zeros(0)
     summary = {
         "cases": len(rows),
         "failed": failed,
@@ -367,8 +421,13 @@ def evaluate(model, rows, out_dir: str | os.PathLike[str], *, config: dict | Non
     }
     atomic_write_json(out / "summary.json", summary)
     if len(curve_mean):
-        _plot(curve_mean, summary["coarse_dice_mean"], summary["fused_dice_mean"], out / "curve.png",
-              f"{_seam(model).variant}: {len(inter_rows)} structures, {len(rows)} cases")
+        _plot(
+            curve_mean,
+            _mean(auto_df["coarse_dice"]),
+            _mean(auto_df["fused_dice"]),
+            out / "curve.png",
+            f"{_seam(model).variant}: {len(inter_rows)} structures, {len(rows)} cases",
+        )
     return summary
 
 
@@ -378,17 +437,23 @@ def format_summary(summary: dict) -> str:
     curve = summary.get("dice_by_clicks") or []
     if curve:
         lines.append("interactive mean Dice by clicks: " + "  ".join(f"{k}:{d:.3f}" for k, d in enumerate(curve, 1)))
-        lines.append(f"NoC@85 {summary['noc85_mean']:.2f} (reached {summary['reached85_fraction']:.0%}), "
-                     f"NoC@90 {summary['noc90_mean']:.2f} (reached {summary['reached90_fraction']:.0%}) "
-                     f"over {summary['structures_interactive']} structures")
+        lines.append(
+            f"NoC@85 {summary['noc85_mean']:.2f} (reached {summary['reached85_fraction']:.0%}), "
+            f"NoC@90 {summary['noc90_mean']:.2f} (reached {summary['reached90_fraction']:.0%}) "
+            f"over {summary['structures_interactive']} structures"
+        )
     if summary.get("coarse_dice_mean") is not None:
-        lines.append(f"automatic pipeline (seed -> refine -> fuse) mean Dice over {summary['structures_automatic']} "
-                     f"structures: coarse {summary['coarse_dice_mean']:.3f} -> pipeline {summary['fused_dice_mean']:.3f} "
-                     f"(refinement accepted for {summary['fused_refined_fraction']:.0%})")
+        lines.append(
+            f"automatic pipeline (seed -> refine -> fuse) mean Dice over {summary['structures_automatic']} "
+            f"structures: coarse {summary['coarse_dice_mean']:.3f} -> pipeline {summary['fused_dice_mean']:.3f} "
+            f"(refinement accepted for {summary['fused_refined_fraction']:.0%})"
+        )
         if summary.get("structures_refined"):
-            lines.append(f"refined structures only ({summary['structures_refined']}): coarse "
-                         f"{summary['coarse_dice_mean_refined']:.3f} -> refined {summary['refined_dice_mean']:.3f} "
-                         f"(refined better for {summary['refined_better_fraction']:.0%})")
+            lines.append(
+                f"refined structures only ({summary['structures_refined']}): coarse "
+                f"{summary['coarse_dice_mean_refined']:.3f} -> refined {summary['refined_dice_mean']:.3f} "
+                f"(refined better for {summary['refined_better_fraction']:.0%})"
+            )
     if summary.get("failed"):
         lines.append(f"failed cases: {', '.join(sorted(summary['failed']))}")
     return "\n".join(lines)

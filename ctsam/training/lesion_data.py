@@ -92,13 +92,25 @@ def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _cache_key(row: CaseRow, spacing_mm: float) -> str:
-    text = "\n".join(["lesion", str(CACHE_VERSION), str(row.ct.resolve()), _file_key(row.ct), _file_key(row.labels),
-                      f"{spacing_mm:.6f}"])
+    text = "\n".join(
+        [
+            "lesion",
+            str(CACHE_VERSION),
+            str(row.ct.resolve()),
+            _file_key(row.ct),
+            _file_key(row.labels),
+            f"{spacing_mm:.6f}",
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def prepare_lesion_case(row: CaseRow, *, spacing_mm: float, cache_dir: str | os.PathLike[str] | None = None,
-                        ) -> LesionCase:
+def prepare_lesion_case(
+    row: CaseRow,
+    *,
+    spacing_mm: float,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> LesionCase:
     """Read a case, resample it to the model frame and find its lesions (cached when ``cache_dir``)."""
     from ctsam.io.atomic import atomic_path
     from ctsam.io.image import read_labelmap
@@ -110,11 +122,18 @@ def prepare_lesion_case(row: CaseRow, *, spacing_mm: float, cache_dir: str | os.
         cache_path = Path(cache_dir) / f"{row.case_id}-lesion-{_cache_key(row, spacing_mm)}.npz"
         if cache_path.is_file():
             with np.load(cache_path, allow_pickle=False) as z:
-                return LesionCase(row.case_id, Geometry.from_dict(json.loads(str(z["frame"]))), z["hu"],
-                                  z["components"], z["lesion_voxels"], z["body_voxels"])
+                return LesionCase(
+                    row.case_id,
+                    Geometry.from_dict(json.loads(str(z["frame"]))),
+                    z["hu"],
+                    z["components"],
+                    z["lesion_voxels"],
+                    z["body_voxels"],
+                )
     if not row.labels.exists():
-        raise InputDataError("lesion label map not found", case=row.case_id, path=row.labels,
-                             fix="fix the labels column of the table")
+        raise InputDataError(
+            "lesion label map not found", case=row.case_id, path=row.labels, fix="fix the labels column of the table"
+        )
     ct = read_ct_any(row.ct, case=row.case_id)
     labelmap = read_labelmap(row.labels, case=row.case_id)
     frame, hu, lab = to_model_frame(ct, labelmap, spacing_mm, case=row.case_id)
@@ -128,14 +147,24 @@ def prepare_lesion_case(row: CaseRow, *, spacing_mm: float, cache_dir: str | os.
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache_path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, hu=hu, components=comps, lesion_voxels=case.lesion_voxels, body_voxels=case.body_voxels,
-                     frame=json.dumps(frame.to_dict()))
+            np.savez(
+                fh,
+                hu=hu,
+                components=comps,
+                lesion_voxels=case.lesion_voxels,
+                body_voxels=case.body_voxels,
+                frame=json.dumps(frame.to_dict()),
+            )
     log.info("%s: model frame %s, %d lesion(s)", row.case_id, frame.describe(), n)
     return case
 
 
-def sample_points(target: np.ndarray, rng: np.random.Generator, n_positive: int, n_random: int,
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def sample_points(
+    target: np.ndarray,
+    rng: np.random.Generator,
+    n_positive: int,
+    n_random: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Published training clicks: ``n_positive`` lesion voxels (label 1) then ``n_random`` patch voxels (label 0)."""
     pos = np.argwhere(target)
     pts = []
@@ -161,11 +190,22 @@ class LesionPatchSampler:
         settings: sampling and augmentation.
     """
 
-    def __init__(self, cases: list[LesionCase], *, normalise, zscore_sd: float | None,
-                 patch_size_zyx: tuple[int, int, int], seed: int, settings: SamplingSettings | None = None) -> None:
+    def __init__(
+        self,
+        cases: list[LesionCase],
+        *,
+        normalise,
+        zscore_sd: float | None,
+        patch_size_zyx: tuple[int, int, int],
+        seed: int,
+        settings: SamplingSettings | None = None,
+    ) -> None:
         if not any(c.n_lesions for c in cases):
-            raise InputDataError("no case has a lesion to train on", expected="label maps with lesion voxels",
-                                 found=f"{len(cases)} case(s) without lesions")
+            raise InputDataError(
+                "no case has a lesion to train on",
+                expected="label maps with lesion voxels",
+                found=f"{len(cases)} case(s) without lesions",
+            )
         self.cases = cases
         self.normalise = normalise
         self.zscore_sd = zscore_sd

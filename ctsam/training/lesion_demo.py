@@ -46,8 +46,12 @@ DEMO_HU_WINDOW = (-54.0, 247.0)
 DEMO_ZSCORE = (59.53867, 55.457336)
 DEMO_CLASSES = ("background", "lesion")
 #: the published single-click Dice figures quoted for context (docs: ctsam3d.md section 3.2)
-PUBLISHED_ONE_CLICK_DICE = {"kits21_kidney_tumour": 0.738, "msd_pancreas_tumour": 0.575, "lits17_liver_tumour": 0.566,
-                            "msd_colon_cancer": 0.500}
+PUBLISHED_ONE_CLICK_DICE = {
+    "kits21_kidney_tumour": 0.738,
+    "msd_pancreas_tumour": 0.575,
+    "lits17_liver_tumour": 0.566,
+    "msd_colon_cancer": 0.500,
+}
 
 
 def write_lesion_phantoms(folder: Path, *, seed: int, indices: list[int]) -> Path:
@@ -80,18 +84,39 @@ def write_lesion_phantoms(folder: Path, *, seed: int, indices: list[int]) -> Pat
 def demo_input_spec(patch_size_zyx):
     from ctsam.model import InputSpec
 
-    return InputSpec(patch_size_zyx=tuple(patch_size_zyx), spacing_zyx_mm=(1.0, 1.0, 1.0), hu_window=DEMO_HU_WINDOW,
-                     zscore_mean_std=DEMO_ZSCORE, preset=None)
+    return InputSpec(
+        patch_size_zyx=tuple(patch_size_zyx),
+        spacing_zyx_mm=(1.0, 1.0, 1.0),
+        hu_window=DEMO_HU_WINDOW,
+        zscore_mean_std=DEMO_ZSCORE,
+        preset=None,
+    )
 
 
 def demo_settings(steps: int, max_minutes: float, threads: int, lambda_ce: float = 0.5):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
-    return LesionTrainSettings(model="sam3d_adapter", variant="tiny", recipe="full", steps=steps, batch_size=1,
-                               lr=2e-3, warmup_steps=10, lr_end_factor=0.01, positive_fraction=0.85, seed=42,
-                               lambda_dice=1.0 - lambda_ce, lambda_ce=lambda_ce,
-                               checkpoint_every=25, keep_checkpoints=2, val_every=50, log_every=10, device="cpu",
-                               threads=threads, max_minutes=max_minutes)
+    return LesionTrainSettings(
+        model="sam3d_adapter",
+        variant="tiny",
+        recipe="full",
+        steps=steps,
+        batch_size=1,
+        lr=2e-3,
+        warmup_steps=10,
+        lr_end_factor=0.01,
+        positive_fraction=0.85,
+        seed=42,
+        lambda_dice=1.0 - lambda_ce,
+        lambda_ce=lambda_ce,
+        checkpoint_every=25,
+        keep_checkpoints=2,
+        val_every=50,
+        log_every=10,
+        device="cpu",
+        threads=threads,
+        max_minutes=max_minutes,
+    )
 
 
 def clicks_from_table(case, tsv: Path) -> list[tuple[int, tuple[int, ...]]]:
@@ -136,16 +161,31 @@ def evaluate_heldout(model, table: Path, *, cache_dir: Path | None, seed: int) -
         case = prepare_lesion_case(row, spacing_mm=spacing, cache_dir=cache_dir)
         rows_tsv += one_click_case(model, case, clicks_from_table(case, clicks_col[row.case_id]))
         rows_rand += one_click_case(model, case, random_clicks(case, seed))
-    return {"table_click": summarise(rows_tsv), "random_click": summarise(rows_rand),
-            "per_lesion_table_click": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                                       for r in rows_tsv],
-            "cases": len(clicks_col), "wall_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "table_click": summarise(rows_tsv),
+        "random_click": summarise(rows_rand),
+        "per_lesion_table_click": [
+            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows_tsv
+        ],
+        "cases": len(clicks_col),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
-def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, train_seed: int = 1,
-                      heldout_cases: int = 3, steps: int = 250, max_minutes: float = 15.0, threads: int = 0,
-                      install: bool = False, eval_only: bool = False, init: str | None = None,
-                      lambda_ce: float = 0.5) -> dict:
+def train_lesion_demo(
+    out_dir: str | os.PathLike[str],
+    *,
+    train_cases: int = 8,
+    train_seed: int = 1,
+    heldout_cases: int = 3,
+    steps: int = 250,
+    max_minutes: float = 15.0,
+    threads: int = 0,
+    install: bool = False,
+    eval_only: bool = False,
+    init: str | None = None,
+    lambda_ce: float = 0.5,
+) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model.
 
     ``init``: continue from an earlier stage's model file (e.g. ``RUN0/checkpoints/step_000050/model.safetensors``)
@@ -181,39 +221,58 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
             model = load_model(init)
             origin = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
             prev = dict(model.metadata.get("training") or {})
-            previous = {k: prev.get(k) for k in ("settings", "steps_done", "parameters", "data", "origin", "final_losses",
-                                                  "previous_stage")}
+            previous = {
+                k: prev.get(k)
+                for k in ("settings", "steps_done", "parameters", "data", "origin", "final_losses", "previous_stage")
+            }
             previous["trained_from"] = model.metadata.get("trained_from")
         else:
             model = build_model(settings.model, settings.variant)
             origin = {"source": "random", "trained_from": None}
         model.with_input_spec(  # type: ignore[attr-defined]  # one-click (sam3d_adapter) models
-            demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES)
+            demo_input_spec(model.input_spec.patch_size_zyx), output_classes=DEMO_CLASSES
+        )
         spec = model.input_spec
         spacing = float(spec.spacing_zyx_mm[0])
         cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(train_tsv)]
         val_cases = [prepare_lesion_case(r, spacing_mm=spacing, cache_dir=cache) for r in read_table(val_tsv)]
-        sampler = LesionPatchSampler(cases, normalise=spec.normalise, zscore_sd=DEMO_ZSCORE[1],
-                                     patch_size_zyx=spec.patch_size_zyx, seed=settings.seed,
-                                     settings=settings.sampling)
+        sampler = LesionPatchSampler(
+            cases,
+            normalise=spec.normalise,
+            zscore_sd=DEMO_ZSCORE[1],
+            patch_size_zyx=spec.patch_size_zyx,
+            seed=settings.seed,
+            settings=settings.sampling,
+        )
         provenance = {
-            "command": " ".join(["ctsam", *sys.argv[1:]]) if sys.argv and "ctsam" in Path(sys.argv[0]).name
+            "command": " ".join(["ctsam", *sys.argv[1:]])
+            if sys.argv and "ctsam" in Path(sys.argv[0]).name
             else f"ctsam train-demo --model sam3d_adapter --out {out.name} --steps {steps} --max-minutes {max_minutes}",
-            "data": {"generator": "ctsam.demo.phantom + ctsam.demo.lesions (ctsam demo-cohort phantoms)",
-                     "train_seed": train_seed, "train_cases": train_cases,
-                     "train_lesions": int(sum(c.n_lesions for c in cases)),
-                     "val": f"seed {train_seed} case {train_cases + 1}", "heldout_seed": HELDOUT_SEED,
-                     "heldout_cases": heldout_cases},
+            "data": {
+                "generator": "ctsam.demo.phantom + ctsam.demo.lesions (ctsam demo-cohort phantoms)",
+                "train_seed": train_seed,
+                "train_cases": train_cases,
+                "train_lesions": int(sum(c.n_lesions for c in cases)),
+                "val": f"seed {train_seed} case {train_cases + 1}",
+                "heldout_seed": HELDOUT_SEED,
+                "heldout_cases": heldout_cases,
+            },
             "git_commit": git_commit(),
         }
         if previous is not None:
             provenance["previous_stage"] = previous
-        trainer = LesionTrainer(settings, sampler, out, val_cases=val_cases, provenance=provenance, model=model,
-                                origin=origin)
+        trainer = LesionTrainer(
+            settings, sampler, out, val_cases=val_cases, provenance=provenance, model=model, origin=origin
+        )
         summary = trainer.run()
-        extra = {"wall_s_train": summary["wall_s"], "stopped_early": summary["stopped_early"],
-                 "final_losses": _final_losses(out / "metrics.jsonl"), "wall_s_data": round(t_data, 1),
-                 "torch": torch.__version__, "threads": torch.get_num_threads()}
+        extra = {
+            "wall_s_train": summary["wall_s"],
+            "stopped_early": summary["stopped_early"],
+            "final_losses": _final_losses(out / "metrics.jsonl"),
+            "wall_s_data": round(t_data, 1),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
         trainer.export(model_path, extra)
         trainer.close()
         result["train"] = summary
@@ -223,12 +282,19 @@ def train_lesion_demo(out_dir: str | os.PathLike[str], *, train_cases: int = 8, 
     meta = dict(model.metadata)
     training = dict(meta.get("training") or {})
     training["heldout_eval"] = ev
-    save_model(model, model_path, metadata={"source": meta.get("source"), "trained_from": meta.get("trained_from"),
-                                            "training": training})
+    save_model(
+        model,
+        model_path,
+        metadata={"source": meta.get("source"), "trained_from": meta.get("trained_from"), "training": training},
+    )
     atomic_write_json(out / "provenance.json", training)
     result["eval"] = ev
-    log.info("held-out one-click Dice (lesions.tsv click): model %.3f, region growing %.3f on %d lesions",
-             ev["table_click"]["dice_mean"], ev["table_click"]["baseline_dice_mean"], ev["table_click"]["lesions"])
+    log.info(
+        "held-out one-click Dice (lesions.tsv click): model %.3f, region growing %.3f on %d lesions",
+        ev["table_click"]["dice_mean"],
+        ev["table_click"]["baseline_dice_mean"],
+        ev["table_click"]["lesions"],
+    )
     if install:
         from ctsam.training.demo import builtin_models_dir
 
@@ -244,8 +310,10 @@ def format_lesion_summary(ev: dict) -> str:
     lines = ["one-click lesion Dice on held-out phantoms (mean / median over lesions):"]
     for key, what in (("table_click", "click of lesions.tsv"), ("random_click", "random click in the lesion")):
         s = ev[key]
-        lines.append(f"  {what:28s} model {s['dice_mean']:.3f} / {s['dice_median']:.3f}   region growing "
-                     f"{s['baseline_dice_mean']:.3f} / {s['baseline_dice_median']:.3f}   ({s['lesions']} lesions)")
+        lines.append(
+            f"  {what:28s} model {s['dice_mean']:.3f} / {s['dice_median']:.3f}   region growing "
+            f"{s['baseline_dice_mean']:.3f} / {s['baseline_dice_median']:.3f}   ({s['lesions']} lesions)"
+        )
     return "\n".join(lines)
 
 
@@ -257,9 +325,12 @@ def _final_losses(metrics_path: Path) -> dict:
     val = [r for r in recs if r.get("kind") == "val"]
     out: dict = {}
     if train:
-        out.update(step=train[-1]["step"], first_loss_mean=round(float(train[0]["loss_mean"]), 4),
-                   loss_mean_last_logs=round(float(np.mean([t["loss_mean"] for t in train[-5:]])), 4),
-                   train_dice_last_logs=round(float(np.mean([t["train_dice"] for t in train[-5:]])), 4))
+        out.update(
+            step=train[-1]["step"],
+            first_loss_mean=round(float(train[0]["loss_mean"]), 4),
+            loss_mean_last_logs=round(float(np.mean([t["loss_mean"] for t in train[-5:]])), 4),
+            train_dice_last_logs=round(float(np.mean([t["train_dice"] for t in train[-5:]])), 4),
+        )
     if val:
         out["val"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in val[-1].items() if k != "kind"}
     return out

@@ -68,8 +68,9 @@ def random_clicks(case, seed: int) -> list[tuple[int, tuple[int, ...]]]:
     return out
 
 
-def one_click_case(model, case, clicks: list[tuple[int, tuple[int, ...]]], *, baseline: bool = True,
-                   device=None) -> list[dict]:
+def one_click_case(
+    model, case, clicks: list[tuple[int, tuple[int, ...]]], *, baseline: bool = True, device=None
+) -> list[dict]:
     """Per-lesion one-click Dice of ``model`` (and of the baseline) on a prepared :class:`LesionCase`."""
     import torch
 
@@ -108,6 +109,9 @@ def summarise(rows: list[dict]) -> dict:
     out = {"lesions": len(rows), "dice_mean": float(d.mean()), "dice_median": float(np.median(d))}
     if "baseline_dice" in rows[0]:
         b = np.array([r["baseline_dice"] for r in rows])
-        out.update(baseline_dice_mean=float(b.mean()), baseline_dice_median=float(np.median(b)),
-                   model_better_fraction=float(np.mean(d > b)))
+        out.update(
+            baseline_dice_mean=float(b.mean()),
+            baseline_dice_median=float(np.median(b)),
+            model_better_fraction=float(np.mean(d > b)),
+        )
     return out

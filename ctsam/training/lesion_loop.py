@@ -92,17 +92,29 @@ class LesionTrainSettings:
 
     def __post_init__(self) -> None:
         if self.model not in LESION_FAMILIES:
-            raise ConfigError("unknown lesion model family", expected=" or ".join(LESION_FAMILIES),
-                              found=repr(self.model), fix="pass --model sam3d_adapter")
+            raise ConfigError(
+                "unknown lesion model family",
+                expected=" or ".join(LESION_FAMILIES),
+                found=repr(self.model),
+                fix="pass --model sam3d_adapter",
+            )
         if self.recipe not in RECIPES:
-            raise ConfigError("unknown fine-tuning recipe", expected=" or ".join(RECIPES), found=repr(self.recipe),
-                              fix="pass --recipe adapters (published), decoder or full")
+            raise ConfigError(
+                "unknown fine-tuning recipe",
+                expected=" or ".join(RECIPES),
+                found=repr(self.recipe),
+                fix="pass --recipe adapters (published), decoder or full",
+            )
         if self.batch_size < 1 or self.steps < 1:
-            raise ConfigError("batch_size and steps must be >= 1",
-                              found=f"batch_size {self.batch_size}, steps {self.steps}")
+            raise ConfigError(
+                "batch_size and steps must be >= 1", found=f"batch_size {self.batch_size}, steps {self.steps}"
+            )
         if self.init and self.sam_checkpoint:
-            raise ConfigError("--init and --sam-checkpoint are exclusive", found=f"{self.init} and {self.sam_checkpoint}",
-                              fix="fine-tune a 3DSAM-adapter checkpoint (--init) or start from SAM (--sam-checkpoint)")
+            raise ConfigError(
+                "--init and --sam-checkpoint are exclusive",
+                found=f"{self.init} and {self.sam_checkpoint}",
+                fix="fine-tune a 3DSAM-adapter checkpoint (--init) or start from SAM (--sam-checkpoint)",
+            )
         if self.optimizer not in ("adamw", "sgd"):
             raise ConfigError("unknown optimiser", expected="adamw (published) or sgd", found=repr(self.optimizer))
         if self.amp not in ("auto", "off", "bf16"):
@@ -120,8 +132,12 @@ class LesionTrainSettings:
 
     @property
     def sampling(self) -> SamplingSettings:
-        return SamplingSettings(positive_fraction=self.positive_fraction, positive_points=self.positive_points,
-                                random_points=self.random_points, augment=self.augment)
+        return SamplingSettings(
+            positive_fraction=self.positive_fraction,
+            positive_points=self.positive_points,
+            random_points=self.random_points,
+            augment=self.augment,
+        )
 
 
 def lr_factor(step: int, s: LesionTrainSettings) -> float:
@@ -153,16 +169,28 @@ def read_sam_state_dict(path: str | os.PathLike[str]):
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError("SAM checkpoint not found", path=path, expected="sam_vit_b_01ec64.pth (Meta's SAM ViT-B)",
-                              fix="download it from the segment-anything release and pass its path")
+        raise CheckpointError(
+            "SAM checkpoint not found",
+            path=path,
+            expected="sam_vit_b_01ec64.pth (Meta's SAM ViT-B)",
+            fix="download it from the segment-anything release and pass its path",
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError("SAM checkpoint is unreadable", path=path, found=f"{type(err).__name__}: {str(err)[:200]}",
-                              fix="pass Meta's sam_vit_b_01ec64.pth (a torch state dict)") from err
+        raise CheckpointError(
+            "SAM checkpoint is unreadable",
+            path=path,
+            found=f"{type(err).__name__}: {str(err)[:200]}",
+            fix="pass Meta's sam_vit_b_01ec64.pth (a torch state dict)",
+        ) from err
     if not isinstance(state, dict) or not any(str(k).startswith("image_encoder.") for k in state):
-        raise CheckpointError("not a SAM state dict", path=path, expected="keys image_encoder.*",
-                              found=f"{type(state).__name__} with {len(state) if hasattr(state, '__len__') else '?'} entries")
+        raise CheckpointError(
+            "not a SAM state dict",
+            path=path,
+            expected="keys image_encoder.*",
+            found=f"{type(state).__name__} with {len(state) if hasattr(state, '__len__') else '?'} entries",
+        )
     return state
 
 
@@ -183,8 +211,12 @@ def build_lesion_model(s: LesionTrainSettings) -> tuple[PromptableModel, dict]:
         model.with_preset(s.preset)  # type: ignore[attr-defined]  # one-click (sam3d_adapter) models
     if s.sam_checkpoint:
         report = load_sam_image_encoder(model, read_sam_state_dict(s.sam_checkpoint))
-        return model, {"source": "sam_checkpoint", "sam_checkpoint": Path(s.sam_checkpoint).name,
-                       "trained_from": file_sha256(s.sam_checkpoint), "sam_report": _jsonable(report)}
+        return model, {
+            "source": "sam_checkpoint",
+            "sam_checkpoint": Path(s.sam_checkpoint).name,
+            "trained_from": file_sha256(s.sam_checkpoint),
+            "sam_report": _jsonable(report),
+        }
     return model, {"source": "random", "trained_from": None}
 
 
@@ -253,9 +285,18 @@ class LesionTrainer:
         provenance: extra facts stored with the final model.
     """
 
-    def __init__(self, settings: LesionTrainSettings, sampler: LesionPatchSampler, out_dir: str | os.PathLike[str], *,
-                 val_cases: list | None = None, dist_info: distributed.DistInfo | None = None,
-                 provenance: dict | None = None, model=None, origin: dict | None = None) -> None:
+    def __init__(
+        self,
+        settings: LesionTrainSettings,
+        sampler: LesionPatchSampler,
+        out_dir: str | os.PathLike[str],
+        *,
+        val_cases: list | None = None,
+        dist_info: distributed.DistInfo | None = None,
+        provenance: dict | None = None,
+        model=None,
+        origin: dict | None = None,
+    ) -> None:
         import torch
 
         from ctsam.refine.predictor import resolve_device
@@ -280,16 +321,22 @@ class LesionTrainer:
         self.origin = dict(origin or {"source": "given", "trained_from": getattr(model, "sha256", None)})
         self.model.to(device)
         self.trainable, self.total = set_trainable(self.model, settings.recipe)
-        log.info("trainable parameters: %d of %d (%.2f %%), recipe %s", self.trainable, self.total,
-                 100.0 * self.trainable / max(1, self.total), settings.recipe)
+        log.info(
+            "trainable parameters: %d of %d (%.2f %%), recipe %s",
+            self.trainable,
+            self.total,
+            100.0 * self.trainable / max(1, self.total),
+            settings.recipe,
+        )
         self.params = [p for p in self.model.module.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError("the fine-tuning recipe leaves nothing to train", found=settings.recipe)
         self.clip_groups = self._clip_groups()
         self.optimizer: torch.optim.Optimizer
         if settings.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.params, lr=settings.lr, momentum=0.9,
-                                             weight_decay=settings.weight_decay)
+            self.optimizer = torch.optim.SGD(
+                self.params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
+            )
         else:
             self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, settings))
@@ -297,8 +344,9 @@ class LesionTrainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.forward = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None,
-                               find_unused_parameters=True)
+            self.forward = DDP(
+                fwd, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+            )
         else:
             self.forward = fwd
         self.amp_dtype = torch.bfloat16 if device.type == "cuda" and settings.amp in ("auto", "bf16") else None
@@ -332,8 +380,11 @@ class LesionTrainer:
         pts_np, lab_np = stack_points(batch)
         pts = torch.from_numpy(pts_np).to(self.device)
         lab = torch.from_numpy(lab_np).to(self.device)
-        autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
         self.optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = self.forward(image, pts, lab)
@@ -347,9 +398,13 @@ class LesionTrainer:
             inter = (pred & target).flatten(1).sum(1).float()
             size = pred.flatten(1).sum(1).float() + target.flatten(1).sum(1).float()
             dice = torch.where(size > 0, 2 * inter / size.clamp_min(1), torch.ones_like(size))
-        return {"loss": float(loss.detach()), "train_dice": float(dice.mean()), "grad_norm": float(max(norms)),
-                "lr": float(self.optimizer.param_groups[0]["lr"]),
-                "positive_patches": int(sum(bool(b.target.any()) for b in batch))}
+        return {
+            "loss": float(loss.detach()),
+            "train_dice": float(dice.mean()),
+            "grad_norm": float(max(norms)),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "positive_patches": int(sum(bool(b.target.any()) for b in batch)),
+        }
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> dict:
@@ -363,8 +418,11 @@ class LesionTrainer:
         for case in self.val_cases:
             rows += one_click_case(self.model, case, random_clicks(case, self.s.seed), device=self.device)
         summ = summarise(rows)
-        return {"val_dice_1click": summ.get("dice_mean"), "val_baseline_dice": summ.get("baseline_dice_mean"),
-                "val_lesions": summ.get("lesions")}
+        return {
+            "val_dice_1click": summ.get("dice_mean"),
+            "val_baseline_dice": summ.get("baseline_dice_mean"),
+            "val_lesions": summ.get("lesions"),
+        }
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -372,11 +430,18 @@ class LesionTrainer:
         return self.out / "checkpoints"
 
     def _metadata(self, extra: dict | None = None) -> dict:
-        return {"source": "ctsam train --model sam3d_adapter", "trained_from": self.origin.get("trained_from"),
-                "training": {**self.provenance, **(extra or {}), "origin": self.origin, "settings": self.s.to_dict(),
-                             "steps_done": self.step,
-                             "parameters": {"trainable": self.trainable, "total": self.total,
-                                            "recipe": self.s.recipe}}}
+        return {
+            "source": "ctsam train --model sam3d_adapter",
+            "trained_from": self.origin.get("trained_from"),
+            "training": {
+                **self.provenance,
+                **(extra or {}),
+                "origin": self.origin,
+                "settings": self.s.to_dict(),
+                "steps_done": self.step,
+                "parameters": {"trainable": self.trainable, "total": self.total, "recipe": self.s.recipe},
+            },
+        }
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step_NNNNNN/`` atomically (rank 0); keep the last ``keep_checkpoints``."""
@@ -392,8 +457,13 @@ class LesionTrainer:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         save_model(self.model, tmp / "model.safetensors", metadata=self._metadata(), sidecar=False)
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "settings_json": json.dumps(self.s.to_dict(), sort_keys=True)}
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "settings_json": json.dumps(self.s.to_dict(), sort_keys=True),
+        }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, tmp / "state.pt")
@@ -420,21 +490,29 @@ class LesionTrainer:
         try:
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         except Exception as err:
-            raise CheckpointError("training checkpoint is unreadable", path=path / "state.pt",
-                                  found=f"{type(err).__name__}: {str(err)[:200]}",
-                                  fix="delete this checkpoint folder to resume from the previous one") from err
+            raise CheckpointError(
+                "training checkpoint is unreadable",
+                path=path / "state.pt",
+                found=f"{type(err).__name__}: {str(err)[:200]}",
+                fix="delete this checkpoint folder to resume from the previous one",
+            ) from err
         saved = json.loads(state["settings_json"])
         for key in ("model", "variant", "init", "sam_checkpoint", "recipe", "batch_size", "steps", "seed", "optimizer"):
             if saved.get(key) != self.s.to_dict().get(key):
-                raise CheckpointError("training checkpoint was written with other settings", path=path,
-                                      expected=f"{key} = {self.s.to_dict().get(key)!r}", found=repr(saved.get(key)),
-                                      fix="resume with the same settings, or start a new --out folder")
+                raise CheckpointError(
+                    "training checkpoint was written with other settings",
+                    path=path,
+                    expected=f"{key} = {self.s.to_dict().get(key)!r}",
+                    found=repr(saved.get(key)),
+                    fix="resume with the same settings, or start a new --out folder",
+                )
         loaded = load_model(path / "model.safetensors")
         mine = self.model.module.state_dict()
         theirs = loaded.module.state_dict()
         if list(mine) != list(theirs):
-            raise CheckpointError("checkpoint keys do not match the model", path=path,
-                                  found=f"{len(theirs)} keys vs {len(mine)}")
+            raise CheckpointError(
+                "checkpoint keys do not match the model", path=path, found=f"{len(theirs)} keys vs {len(mine)}"
+            )
         with torch.no_grad():
             for k, p in mine.items():
                 p.copy_(theirs[k])
@@ -462,8 +540,9 @@ class LesionTrainer:
             self.load_checkpoint(ck)
         elif self.dist.is_main:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
-            self._log_metrics({"kind": "parameters", "trainable": self.trainable, "total": self.total,
-                               "recipe": self.s.recipe})
+            self._log_metrics(
+                {"kind": "parameters", "trainable": self.trainable, "total": self.total, "recipe": self.s.recipe}
+            )
         if self.dist.is_main:
             doc = {**self.s.to_dict(), "parameters": {"trainable": self.trainable, "total": self.total}}
             (self.out / "settings.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -481,18 +560,36 @@ class LesionTrainer:
             if self.step % max(1, self.s.log_every) == 0 or self.step == stop:
                 dt = time.perf_counter() - t_log
                 t_log = time.perf_counter()
-                rec = {"kind": "train", "step": self.step, **metrics, "loss_mean": float(np.mean(recent)),
-                       "s_per_step": dt / max(1, len(recent))}
+                rec = {
+                    "kind": "train",
+                    "step": self.step,
+                    **metrics,
+                    "loss_mean": float(np.mean(recent)),
+                    "s_per_step": dt / max(1, len(recent)),
+                }
                 self._log_metrics(rec)
-                log.info("step %d/%d loss %.4f (mean %.4f) dice %.3f lr %.2e %.2f s/step", self.step, self.s.steps,
-                         metrics["loss"], rec["loss_mean"], metrics["train_dice"], metrics["lr"], rec["s_per_step"])
+                log.info(
+                    "step %d/%d loss %.4f (mean %.4f) dice %.3f lr %.2e %.2f s/step",
+                    self.step,
+                    self.s.steps,
+                    metrics["loss"],
+                    rec["loss_mean"],
+                    metrics["train_dice"],
+                    metrics["lr"],
+                    rec["s_per_step"],
+                )
                 recent = []
             if self.s.val_every > 0 and self.step % self.s.val_every == 0 and self.dist.is_main:
                 val = self.validate()
                 if val:
                     self._log_metrics({"kind": "val", "step": self.step, **val})
-                    log.info("step %d validation: one-click Dice %.3f (baseline %.3f) on %d lesions", self.step,
-                             val["val_dice_1click"], val["val_baseline_dice"], val["val_lesions"])
+                    log.info(
+                        "step %d validation: one-click Dice %.3f (baseline %.3f) on %d lesions",
+                        self.step,
+                        val["val_dice_1click"],
+                        val["val_baseline_dice"],
+                        val["val_lesions"],
+                    )
             out_of_time = self.s.max_minutes > 0 and (time.perf_counter() - t_start) / 60 >= self.s.max_minutes
             if self.step % max(1, self.s.checkpoint_every) == 0 or self.step == stop or out_of_time:
                 self.save_checkpoint()
@@ -501,9 +598,13 @@ class LesionTrainer:
                 log.warning("stopping at step %d: max_minutes %.1f reached", self.step, self.s.max_minutes)
                 stopped_early = True
                 break
-        return {"steps_done": self.step, "wall_s": round(time.perf_counter() - t_start, 1),
-                "stopped_early": stopped_early, "final_metrics": self.last_metrics,
-                "parameters": {"trainable": self.trainable, "total": self.total}}
+        return {
+            "steps_done": self.step,
+            "wall_s": round(time.perf_counter() - t_start, 1),
+            "stopped_early": stopped_early,
+            "final_metrics": self.last_metrics,
+            "parameters": {"trainable": self.trainable, "total": self.total},
+        }
 
     def export(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
         """Write the current weights as a ctsam safetensors model with training provenance (rank 0)."""

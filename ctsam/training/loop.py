@@ -99,18 +99,24 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
-            raise ConfigError("unknown fine-tuning mode", expected=" or ".join(FINETUNE_MODES), found=repr(self.finetune),
-                              fix="pass --finetune all|decoder")
+            raise ConfigError(
+                "unknown fine-tuning mode",
+                expected=" or ".join(FINETUNE_MODES),
+                found=repr(self.finetune),
+                fix="pass --finetune all|decoder",
+            )
         if self.batch_size < 1 or self.steps < 1 or self.rounds < 1:
-            raise ConfigError("batch_size, steps and rounds must be >= 1",
-                              found=f"batch_size {self.batch_size}, steps {self.steps}, rounds {self.rounds}")
+            raise ConfigError(
+                "batch_size, steps and rounds must be >= 1",
+                found=f"batch_size {self.batch_size}, steps {self.steps}, rounds {self.rounds}",
+            )
         if self.optimizer not in ("adamw", "sgd"):
             raise ConfigError("unknown optimiser", expected="adamw or sgd", found=repr(self.optimizer))
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError("unknown mixed-precision mode", expected="auto, off, bf16 or fp16", found=repr(self.amp))
 
     @classmethod
-    def from_config(cls, section: dict, **overrides) -> "TrainSettings":
+    def from_config(cls, section: dict, **overrides) -> TrainSettings:
         keys = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in (section or {}).items() if k in keys}
         values.update({k: v for k, v in overrides.items() if v is not None and k in keys})
@@ -123,8 +129,12 @@ class TrainSettings:
     def augment(self) -> AugmentSettings | None:
         if self.augment_probability <= 0:
             return None
-        return AugmentSettings(probability=self.augment_probability, translate_mm=self.translate_mm,
-                               scale_range=(self.scale_min, self.scale_max), rotate_deg=self.rotate_deg)
+        return AugmentSettings(
+            probability=self.augment_probability,
+            translate_mm=self.translate_mm,
+            scale_range=(self.scale_min, self.scale_max),
+            rotate_deg=self.rotate_deg,
+        )
 
 
 def lr_factor(step: int, settings: TrainSettings) -> float:
@@ -146,11 +156,17 @@ def build_or_load_model(settings: TrainSettings):
     if settings.init:
         loaded = load_model(settings.init)
         if loaded.family != "ctsam3d":
-            raise CheckpointError("ctsam train starts from a CT-SAM3D model", path=settings.init,
-                                  found=f"a {loaded.family} model", fix="pass a CT-SAM3D checkpoint as --init")
+            raise CheckpointError(
+                "ctsam train starts from a CT-SAM3D model",
+                path=settings.init,
+                found=f"a {loaded.family} model",
+                fix="pass a CT-SAM3D checkpoint as --init",
+            )
         model = loaded.module
         if settings.variant and model.variant != settings.variant:
-            log.warning("--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant)
+            log.warning(
+                "--variant %s ignored: the initial checkpoint holds a %s model", settings.variant, model.variant
+            )
     else:
         torch.manual_seed(settings.seed)
         model = build_model("ctsam3d", settings.variant).module
@@ -235,9 +251,17 @@ class Trainer:
         provenance: extra facts stored with the final model (command, data...).
     """
 
-    def __init__(self, settings: TrainSettings, sampler: PatchSampler, out_dir: str | os.PathLike[str], *,
-                 val_sampler: PatchSampler | None = None, dist_info: distributed.DistInfo | None = None,
-                 provenance: dict | None = None, model=None) -> None:
+    def __init__(
+        self,
+        settings: TrainSettings,
+        sampler: PatchSampler,
+        out_dir: str | os.PathLike[str],
+        *,
+        val_sampler: PatchSampler | None = None,
+        dist_info: distributed.DistInfo | None = None,
+        provenance: dict | None = None,
+        model=None,
+    ) -> None:
         import torch
 
         self.s = settings
@@ -265,7 +289,9 @@ class Trainer:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if settings.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
+            self.optimizer = torch.optim.SGD(
+                self.params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
+            )
         else:
             self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, settings))
@@ -273,8 +299,9 @@ class Trainer:
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.forward = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None,
-                               find_unused_parameters=False)
+            self.forward = DDP(
+                fwd, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
+            )
         else:
             self.forward = fwd
         self.amp_dtype = None
@@ -307,11 +334,17 @@ class Trainer:
         neighbour = None
         if s.cpp:
             zeros = np.zeros_like(batch[0].image)
-            neighbour = _stack([b.neighbour_image if b.neighbour_image is not None else zeros for b in batch],
-                               self.device, s.channels_last)
+            neighbour = _stack(
+                [b.neighbour_image if b.neighbour_image is not None else zeros for b in batch],
+                self.device,
+                s.channels_last,
+            )
         n_rounds = self._rounds_for(step)
-        autocast = (torch.autocast(device_type="cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
         self.optimizer.zero_grad(set_to_none=True)
         with autocast:
             out = self.forward(image, targets_np, n_rounds, neighbour, [b.coarse for b in batch])
@@ -350,9 +383,14 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
-        metrics.update(loss=float(loss.detach()), grad_norm=float(grad_norm), train_dice=float(dice.mean()),
-                       rounds=n_rounds, clicks=float(np.mean(out["n_clicks"])),
-                       lr=float(self.optimizer.param_groups[0]["lr"]))
+        metrics.update(
+            loss=float(loss.detach()),
+            grad_norm=float(grad_norm),
+            train_dice=float(dice.mean()),
+            rounds=n_rounds,
+            clicks=float(np.mean(out["n_clicks"])),
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+        )
         return metrics
 
     # ---------------------------------------------------------------- validation
@@ -366,8 +404,9 @@ class Trainer:
         curves = []
         for i in range(self.s.val_samples):
             smp = self.val_sampler.sample(0, i)
-            curves.append(click_curve(self.model, smp.image, smp.target, n_clicks=self.s.rounds,
-                                      max_points=self.s.max_points))
+            curves.append(
+                click_curve(self.model, smp.image, smp.target, n_clicks=self.s.rounds, max_points=self.s.max_points)
+            )
         c = np.array(curves)
         out = {"val_dice_1click": float(c[:, 0].mean()), f"val_dice_{self.s.rounds}clicks": float(c[:, -1].mean())}
         if self.s.coarse_prompt_probability > 0:
@@ -378,12 +417,19 @@ class Trainer:
         """Mean patch Dice of simulated coarse masks and of the model's refinement of them (one decode)."""
         from ctsam.training.evaluate import first_decodes
 
-        recs = [r for r in first_decodes(self.model, self.val_sampler, self.s.val_samples, seed=self.s.seed,
-                                         coarse_every=1, stream=13) if r["coarse_dice"] is not None]
+        recs = [
+            r
+            for r in first_decodes(
+                self.model, self.val_sampler, self.s.val_samples, seed=self.s.seed, coarse_every=1, stream=13
+            )
+            if r["coarse_dice"] is not None
+        ]
         if not recs:
             return {}
-        return {"val_coarse_dice": float(np.mean([r["coarse_dice"] for r in recs])),
-                "val_coarse_refined_dice": float(np.mean([r["dice"] for r in recs]))}
+        return {
+            "val_coarse_dice": float(np.mean([r["coarse_dice"] for r in recs])),
+            "val_coarse_refined_dice": float(np.mean([r["dice"] for r in recs])),
+        }
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -442,15 +488,22 @@ class Trainer:
         try:
             state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
-            raise CheckpointError("training checkpoint is unreadable", path=path / "state.pt",
-                                  found=f"{type(err).__name__}: {str(err)[:200]}",
-                                  fix="delete this checkpoint folder to resume from the previous one") from err
+            raise CheckpointError(
+                "training checkpoint is unreadable",
+                path=path / "state.pt",
+                found=f"{type(err).__name__}: {str(err)[:200]}",
+                fix="delete this checkpoint folder to resume from the previous one",
+            ) from err
         saved = json.loads(state["settings_json"])
         for key in ("variant", "batch_size", "steps", "seed", "finetune", "cpp", "rounds"):
             if saved.get(key) != self.s.to_dict().get(key):
-                raise CheckpointError("training checkpoint was written with other settings", path=path,
-                                      expected=f"{key} = {self.s.to_dict().get(key)!r}", found=repr(saved.get(key)),
-                                      fix="resume with the same settings, or start a new --out folder")
+                raise CheckpointError(
+                    "training checkpoint was written with other settings",
+                    path=path,
+                    expected=f"{key} = {self.s.to_dict().get(key)!r}",
+                    found=repr(saved.get(key)),
+                    fix="resume with the same settings, or start a new --out folder",
+                )
         loaded = load_model(path / "model.safetensors").module
         with torch.no_grad():
             for (k, p), (k2, q) in zip(self.model.state_dict().items(), loaded.state_dict().items()):
@@ -472,10 +525,13 @@ class Trainer:
         import dataclasses as dc
 
         m = self.model
-        m.meta = dc.replace(m.meta, cpp_trained=bool(self.s.cpp or m.meta.cpp_trained), source="ctsam train",
-                            coarse_prompt_trained=bool(self.s.coarse_prompt_probability > 0
-                                                       or m.meta.coarse_prompt_trained),
-                            sha256=None)
+        m.meta = dc.replace(
+            m.meta,
+            cpp_trained=bool(self.s.cpp or m.meta.cpp_trained),
+            source="ctsam train",
+            coarse_prompt_trained=bool(self.s.coarse_prompt_probability > 0 or m.meta.coarse_prompt_trained),
+            sha256=None,
+        )
         return m
 
     # ---------------------------------------------------------------- the run
@@ -515,11 +571,24 @@ class Trainer:
             if self.step % max(1, self.s.log_every) == 0 or self.step == stop:
                 dt = time.perf_counter() - t_log
                 t_log = time.perf_counter()
-                rec = {"kind": "train", "step": self.step, **metrics, "loss_mean": float(np.mean(recent)),
-                       "s_per_step": dt / max(1, len(recent))}
+                rec = {
+                    "kind": "train",
+                    "step": self.step,
+                    **metrics,
+                    "loss_mean": float(np.mean(recent)),
+                    "s_per_step": dt / max(1, len(recent)),
+                }
                 self._log_metrics(rec)
-                log.info("step %d/%d loss %.4f (mean %.4f) dice %.3f lr %.2e %.2f s/step", self.step, self.s.steps,
-                         metrics["loss"], rec["loss_mean"], metrics["train_dice"], metrics["lr"], rec["s_per_step"])
+                log.info(
+                    "step %d/%d loss %.4f (mean %.4f) dice %.3f lr %.2e %.2f s/step",
+                    self.step,
+                    self.s.steps,
+                    metrics["loss"],
+                    rec["loss_mean"],
+                    metrics["train_dice"],
+                    metrics["lr"],
+                    rec["s_per_step"],
+                )
                 recent = []
             if self.s.val_every > 0 and self.step % self.s.val_every == 0 and self.dist.is_main:
                 val = self.validate()
@@ -535,8 +604,12 @@ class Trainer:
                 stopped_early = True
                 break
         wall = time.perf_counter() - t_start
-        summary = {"steps_done": self.step, "wall_s": round(wall, 1), "stopped_early": stopped_early,
-                   "final_metrics": self.last_metrics}
+        summary = {
+            "steps_done": self.step,
+            "wall_s": round(wall, 1),
+            "stopped_early": stopped_early,
+            "final_metrics": self.last_metrics,
+        }
         return summary
 
     def export(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
@@ -551,8 +624,13 @@ class Trainer:
             cal = quality_calibration(model, self.val_sampler, seed=self.s.seed)
             wrap_module(model).update_metadata(quality_r=cal["r"])
             training["quality_calibration"] = cal
-            log.info("quality head on %d validation patches: r = %.3f (mean score %.3f, mean IoU %.3f)", cal["n"],
-                     cal["r"], cal["mean_score"], cal["mean_iou"])
+            log.info(
+                "quality head on %d validation patches: r = %.3f (mean score %.3f, mean IoU %.3f)",
+                cal["n"],
+                cal["r"],
+                cal["mean_score"],
+                cal["mean_iou"],
+            )
         return save_model(wrap_module(model), path, metadata={"training": training})
 
     def close(self) -> None:

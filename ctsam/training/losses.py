@@ -32,15 +32,21 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0
     return 1 - (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, *, focal_weight: float = FOCAL_WEIGHT,
-                      dice_weight: float = DICE_WEIGHT) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, focal_weight: float = FOCAL_WEIGHT, dice_weight: float = DICE_WEIGHT
+) -> torch.Tensor:
     """The published mask loss, averaged over the batch (scalar)."""
     logits = logits.float()
     return (focal_weight * focal_loss(logits, target) + dice_weight * dice_loss(logits, target)).mean()
 
 
-def gaussian_heatmap(points_zyx: list[tuple[int, int, int] | None], size: int, *, sigma: float = 2.0,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+def gaussian_heatmap(
+    points_zyx: list[tuple[int, int, int] | None],
+    size: int,
+    *,
+    sigma: float = 2.0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """(B, 1, S, S, S) float32 targets with a unit-peak Gaussian at each point (all zero for None)."""
     r = torch.arange(size, dtype=torch.float32, device=device)
     out = torch.zeros((len(points_zyx), 1, size, size, size), dtype=torch.float32, device=device)

@@ -182,10 +182,24 @@ def test_cli_example_seg_fast_gives_40_classes_on_ct_grid(shared_data, tmp_path)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [
-            sys.executable, "-m", "ctsam", "coarse", str(ex / "example_ct_sm.nii.gz"), "-o", str(out),
-            "--backend", "labels", "--labels", str(ex / "example_seg_fast.nii.gz"), "--case", "ex01",
+            sys.executable,
+            "-m",
+            "ctsam",
+            "coarse",
+            str(ex / "example_ct_sm.nii.gz"),
+            "-o",
+            str(out),
+            "--backend",
+            "labels",
+            "--labels",
+            str(ex / "example_seg_fast.nii.gz"),
+            "--case",
+            "ex01",
         ],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     lm = read_labelmap(out)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.coarse.tsfixture import ts_fixture_weights, write_fake_checkpoint  # noqa: F401 - fixture
 
 from ctsam import labels as L
 from ctsam.coarse.totalseg import TsOptions, build_command, run_totalsegmentator
@@ -22,6 +21,7 @@ from ctsam.errors import ConfigError, ExternalToolError
 from ctsam.io.image import read_ct, read_labelmap, write_ct
 from ctsam.io.labeltable import read_label_tsv
 from ctsam.volume import CTVolume, Geometry
+from tests.coarse.tsfixture import ts_fixture_weights, write_fake_checkpoint  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,7 +141,9 @@ def test_missing_ct_is_an_input_error(tmp_path):
     from ctsam.coarse.stage import run_totalsegmentator_backend
     from ctsam.errors import InputDataError
 
-    opts = TsOptions(mode="fast", executable=_script(tmp_path, "exit 0"), weights_path=str(_fake_weights(tmp_path / "w")))
+    opts = TsOptions(
+        mode="fast", executable=_script(tmp_path, "exit 0"), weights_path=str(_fake_weights(tmp_path / "w"))
+    )
     with pytest.raises(InputDataError, match="image not found"):
         run_totalsegmentator_backend(tmp_path / "nope.nii.gz", tmp_path / "o.nii.gz", opts)
 
@@ -166,8 +168,18 @@ def ts_run(ts_fixture_weights, shared_data, tmp_path_factory):
     ct = shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"
     out = out_dir / "coarse.nii.gz"
     proc = _ctsam(
-        "coarse", str(ct), "-o", str(out), "--backend", "totalsegmentator", "--fast", "--device", "cpu",
-        "--case", "ts01", env_extra={"TOTALSEG_WEIGHTS_PATH": str(ts_fixture_weights)},
+        "coarse",
+        str(ct),
+        "-o",
+        str(out),
+        "--backend",
+        "totalsegmentator",
+        "--fast",
+        "--device",
+        "cpu",
+        "--case",
+        "ts01",
+        env_extra={"TOTALSEG_WEIGHTS_PATH": str(ts_fixture_weights)},
     )
     return proc, ct, out
 
@@ -218,8 +230,18 @@ def test_real_totalsegmentator_failure_exit_3(ts_fixture_weights, shared_data, t
     plans.write_text(json.dumps(data))
     ct = shared_data / "totalseg_examples" / "example_ct_sm.nii.gz"
     proc = _ctsam(
-        "coarse", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--backend", "totalsegmentator", "--fast",
-        "--device", "cpu", "--workdir", str(tmp_path / "job"), env_extra={"TOTALSEG_WEIGHTS_PATH": str(broken)},
+        "coarse",
+        str(ct),
+        "-o",
+        str(tmp_path / "o.nii.gz"),
+        "--backend",
+        "totalsegmentator",
+        "--fast",
+        "--device",
+        "cpu",
+        "--workdir",
+        str(tmp_path / "job"),
+        env_extra={"TOTALSEG_WEIGHTS_PATH": str(broken)},
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "TotalSegmentator failed with exit code" in proc.stderr

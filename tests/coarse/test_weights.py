@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.coarse.tsfixture import write_fake_checkpoint
 
 from ctsam.coarse.weights import TS_MODELS, check_weights, default_weights_root, required_task_ids
 from ctsam.errors import InputDataError
+from tests.coarse.tsfixture import write_fake_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,7 +136,13 @@ def test_cli_weights_check_ok_json(tmp_path):
 def test_cli_coarse_missing_weights_exit_2_before_running(tmp_path):
     ct = tmp_path / "ct.nii.gz"  # never read: the preflight comes first
     proc, seconds = _ctsam(
-        "coarse", str(ct), "-o", str(tmp_path / "out.nii.gz"), "--backend", "totalsegmentator", "--fast",
+        "coarse",
+        str(ct),
+        "-o",
+        str(tmp_path / "out.nii.gz"),
+        "--backend",
+        "totalsegmentator",
+        "--fast",
         env_extra={"TOTALSEG_WEIGHTS_PATH": str(tmp_path / "weights")},
     )
     assert proc.returncode == 2, proc.stderr

@@ -66,13 +66,21 @@ def test_type_error_is_short_and_names_the_key():
     assert len(text.splitlines()) <= 5
 
 
-@pytest.mark.parametrize(("cfg", "expected"), [
-    ({"fuse": {"min_volume_ratio": 3.0}}, "'fuse.min_volume_ratio' (3.0) is larger than 'fuse.max_volume_ratio' (2.0)"),
-    ({"qc": {"volume_ratio_bounds": [2.0, 0.5]}}, "'qc.volume_ratio_bounds[0]' (2.0) is larger than"),
-    ({"train": {"scale_min": 1.2, "scale_max": 1.1}}, "'train.scale_min' (1.2) is larger than 'train.scale_max'"),
-    ({"qc": {"hu_groups": [{"name": "x", "structures": ["*"], "mean_hu": [400, -150]}]}},
-     "'qc.hu_groups[0].mean_hu[0]' (400) is larger than"),
-])
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        (
+            {"fuse": {"min_volume_ratio": 3.0}},
+            "'fuse.min_volume_ratio' (3.0) is larger than 'fuse.max_volume_ratio' (2.0)",
+        ),
+        ({"qc": {"volume_ratio_bounds": [2.0, 0.5]}}, "'qc.volume_ratio_bounds[0]' (2.0) is larger than"),
+        ({"train": {"scale_min": 1.2, "scale_max": 1.1}}, "'train.scale_min' (1.2) is larger than 'train.scale_max'"),
+        (
+            {"qc": {"hu_groups": [{"name": "x", "structures": ["*"], "mean_hu": [400, -150]}]}},
+            "'qc.hu_groups[0].mean_hu[0]' (400) is larger than",
+        ),
+    ],
+)
 def test_inverted_bounds_are_refused(cfg, expected):
     text = _error(cfg)
     assert "inconsistent bounds" in text and expected in text
@@ -106,8 +114,15 @@ def test_one_coarse_backend_key_with_auto_default():
 
 def _ctsam(*args, cwd, env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "ctsam", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ctsam", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_ctsam_reads_config_yaml_of_the_working_directory(tmp_path):

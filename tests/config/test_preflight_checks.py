@@ -45,9 +45,12 @@ def test_inputs_missing_empty_and_label_maps(tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "1.dcm").write_bytes(b"x")
     (tmp_path / "empty").mkdir()
-    samples = [Sample("ok", str(tmp_path / "full")), Sample("gone", str(tmp_path / "nope")),
-               Sample("hollow", str(tmp_path / "empty")),
-               Sample("lab", str(tmp_path / "full"), coarse_labels=str(tmp_path / "missing.nii.gz"))]
+    samples = [
+        Sample("ok", str(tmp_path / "full")),
+        Sample("gone", str(tmp_path / "nope")),
+        Sample("hollow", str(tmp_path / "empty")),
+        Sample("lab", str(tmp_path / "full"), coarse_labels=str(tmp_path / "missing.nii.gz")),
+    ]
     backends = {"ok": "totalsegmentator", "gone": "totalsegmentator", "hollow": "totalsegmentator", "lab": "labels"}
     problems = check_inputs(samples, backends, {"samples": "s.tsv"})
     text = "\n".join(p.render() for p in problems)
@@ -83,6 +86,42 @@ def test_demo_weights_only_on_the_demo_cohort():
     assert check_refine(validate_config({"weights": {"allow_demo_weights": True}}), demo=False) == []
 
 
+def test_lesion_models_and_clicks_folder(tmp_path):
+    from ctsam.preflight import check_lesions
+
+    cfg = validate_config(
+        {
+            "lesions": {
+                "checkpoint": str(tmp_path / "kits.pth"),
+                "checkpoints": {"liver_tumor": "builtin:demo_lesion"},
+                "clicks_dir": str(tmp_path / "clicks"),
+            }
+        }
+    )
+    text = "\n".join(p.render() for p in check_lesions(cfg, demo=False))
+    assert "key: lesions.checkpoint" in text and "kits.pth: does not exist" in text
+    assert "key: lesions.checkpoints.liver_tumor" in text
+    assert "key: lesions.clicks_dir" in text
+
+
+def test_jobs_python_must_have_the_packages(tmp_path):
+    import os
+    import sys
+
+    from ctsam.preflight import check_job_python
+
+    assert check_job_python(str(tmp_path)) != []  # no python at all on this PATH
+    assert "no 'python' on PATH" in check_job_python(str(tmp_path))[0].what
+    assert check_job_python(os.path.dirname(sys.executable)) == []  # the environment running this test
+    import subprocess
+
+    # a real interpreter without ctsam's packages: a fresh venv, as when .venv is not activated
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    [problem] = check_job_python(str(tmp_path / "bare" / "bin") + os.pathsep + str(tmp_path))
+    assert "lacks ctsam's packages (ModuleNotFoundError: No module named 'numpy')" in problem.what
+    assert "activate" in problem.fix and problem.key == "PATH"
+
+
 def test_radiomics_params_file_must_exist(tmp_path):
     assert check_radiomics(validate_config({})) == []
     [problem] = check_radiomics(validate_config({"radiomics": {"params": str(tmp_path / "p.yaml")}}))
@@ -109,10 +148,17 @@ def test_preflight_splits_blocking_and_per_case(tmp_path, monkeypatch):
     assert "case a: study or CT does not exist" in text and len(text.splitlines()) < 20
 
 
-@pytest.mark.parametrize(("argv", "dry"), [
-    (["snakemake", "-n"], True), (["snakemake", "--dry-run"], True), (["snakemake", "-np"], True),
-    (["snakemake", "--profile", "p"], False), (["snakemake", "-j", "4"], False), (["snakemake", "--notemp"], False),
-])
+@pytest.mark.parametrize(
+    ("argv", "dry"),
+    [
+        (["snakemake", "-n"], True),
+        (["snakemake", "--dry-run"], True),
+        (["snakemake", "-np"], True),
+        (["snakemake", "--profile", "p"], False),
+        (["snakemake", "-j", "4"], False),
+        (["snakemake", "--notemp"], False),
+    ],
+)
 def test_dry_run_detection(argv, dry):
     assert is_dry_run(argv) is dry
 

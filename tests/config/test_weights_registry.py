@@ -13,14 +13,34 @@ from pathlib import Path
 from ctsam.weights import REGISTRY, UNKNOWN, is_demo_phantom_ct
 
 REPO = Path(__file__).resolve().parents[2]
-NEEDED = {"totalseg_291", "totalseg_292", "totalseg_293", "totalseg_294", "totalseg_295", "totalseg_297",
-          "totalseg_298", "ctsam3d", "3dsam_kits", "3dsam_lits", "3dsam_msd_pancreas", "3dsam_msd_colon", "sam_vit_b"}
+NEEDED = {
+    "totalseg_291",
+    "totalseg_292",
+    "totalseg_293",
+    "totalseg_294",
+    "totalseg_295",
+    "totalseg_297",
+    "totalseg_298",
+    "ctsam3d",
+    "3dsam_kits",
+    "3dsam_lits",
+    "3dsam_msd_pancreas",
+    "3dsam_msd_colon",
+    "sam_vit_b",
+}
 
 
 def _ctsam(*args, cwd=None, env_extra=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "ctsam", *args], cwd=cwd or REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ctsam", *args],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_list_covers_every_model_with_source_licence_size_sha(tmp_path):
@@ -85,8 +105,16 @@ def test_fetch_totalseg_zip_unpacks_into_the_weights_root(tmp_path):
                 zf.write(p, p.relative_to(tree).as_posix())
     root = tmp_path / "ts-root"
     env = {"TOTALSEG_WEIGHTS_PATH": str(root)}
-    proc = _ctsam("weights", "fetch", "totalseg_297", "--from", archive.as_uri(), "--cache-dir", str(tmp_path / "c"),
-                  env_extra=env)
+    proc = _ctsam(
+        "weights",
+        "fetch",
+        "totalseg_297",
+        "--from",
+        archive.as_uri(),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        env_extra=env,
+    )
     assert proc.returncode == 0, proc.stderr
     proc = _ctsam("weights", "check", "--fast", "--json", env_extra=env)
     assert json.loads(proc.stdout)["ok"] is True, proc.stdout

@@ -14,7 +14,6 @@ from ctsam.cli import main as cli_main
 from ctsam.convert import ConvertOptions, convert_study
 from ctsam.errors import ConfigError, DicomSeriesError
 from ctsam.io.image import read_ct
-from ctsam.privacy import uid_pseudonym
 from tests.convert.synthetic import tilted_orientation, write_series
 
 
@@ -431,7 +430,9 @@ def test_cli_convert_writes_outputs_and_maps_errors_to_exit_2(tmp_path):
     assert cli_main(["convert", str(tmp_path / "s"), "-o", str(out), "-q"]) == 0
     assert out.exists() and (tmp_path / "out" / "CT.json").exists()  # default sidecar beside the output
     assert cli_main(["convert", str(tmp_path / "s"), "-o", str(out), "--sidecar", str(tmp_path / "x.json"), "-q"]) == 0
-    # the CLI's sidecar pseudonymises UIDs by default (config privacy.keep_uids)
+    from ctsam.privacy import uid_pseudonym
+
+    # the CLI writes a salted pseudonym of the UID unless privacy.keep_uids (see docs/reliability.md)
     assert json.loads((tmp_path / "x.json").read_text())["series_instance_uid"] == uid_pseudonym(s.series_uid)
     s.paths[1].unlink()
     assert cli_main(["convert", str(tmp_path / "s"), "-o", str(tmp_path / "bad.nii.gz"), "-q"]) == 2

@@ -14,8 +14,22 @@ from ctsam.errors import ConfigError
 from ctsam.io.image import read_labelmap
 from ctsam.volume import Geometry
 
-REQUIRED = ["liver", "spleen", "kidney_left", "kidney_right", "aorta", "heart", "urinary_bladder", "stomach",
-            "lung_upper_lobe_left", "lung_lower_lobe_right", "vertebrae_L1", "vertebrae_T12", "rib_left_5", "rib_right_5"]
+REQUIRED = [
+    "liver",
+    "spleen",
+    "kidney_left",
+    "kidney_right",
+    "aorta",
+    "heart",
+    "urinary_bladder",
+    "stomach",
+    "lung_upper_lobe_left",
+    "lung_lower_lobe_right",
+    "vertebrae_L1",
+    "vertebrae_T12",
+    "rib_left_5",
+    "rib_right_5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +66,10 @@ def test_phantom_has_required_structures_with_plausible_hu(phantom):
     assert set(REQUIRED) <= present
     ct = phantom.ct.array
     assert ct.dtype == np.int16
-    median = {n: float(np.median(ct[phantom.truth.array == names[n]])) for n in ("liver", "lung_upper_lobe_left", "vertebrae_L1", "rib_left_5")}
+    median = {
+        n: float(np.median(ct[phantom.truth.array == names[n]]))
+        for n in ("liver", "lung_upper_lobe_left", "vertebrae_L1", "rib_left_5")
+    }
     assert 30 < median["liver"] < 100
     assert -950 < median["lung_upper_lobe_left"] < -750
     assert 200 < median["vertebrae_L1"] < 450
@@ -128,7 +145,9 @@ def test_dicom_series_roundtrip(cohort):
     assert hu.shape == truth.geometry.shape_zyx[1:]
     # the label maps use ctsam convert's grid (rows bottom-up): DICOM row 0 is label-map row ny-1
     ny = truth.geometry.shape_zyx[1]
-    assert np.allclose([float(v) for v in ds.ImagePositionPatient], truth.geometry.index_to_world([0, ny - 1, 3]), atol=1e-3)
+    assert np.allclose(
+        [float(v) for v in ds.ImagePositionPatient], truth.geometry.index_to_world([0, ny - 1, 3]), atol=1e-3
+    )
     assert [float(v) for v in ds.PixelSpacing] == pytest.approx(list(truth.geometry.spacing_xyz_mm[:2][::-1]))
     # same voxels: bone in the labels is bright in the DICOM pixels at the mirrored row
     k = truth.geometry.shape_zyx[0] // 2

@@ -60,14 +60,19 @@ def test_export_seg_reads_back_and_is_deterministic(series, tmp_path):
     outs = []
     for n in (1, 2):
         out = tmp_path / f"seg{n}.dcm"
-        assert main(["export-seg", str(d / "example_seg_dicom.nii.gz"), str(d / "example_ct_dicom"), "-o", str(out), "-q"]) == 0
+        assert (
+            main(["export-seg", str(d / "example_seg_dicom.nii.gz"), str(d / "example_ct_dicom"), "-o", str(out), "-q"])
+            == 0
+        )
         outs.append(hashlib.sha256(out.read_bytes()).hexdigest())
     assert outs[0] == outs[1]
     seg = hd.seg.segread(tmp_path / "seg1.dcm")
     present = [v for v in np.unique(lab.array) if v]
     names = [s.SegmentLabel for s in seg.SegmentSequence if int(s.SegmentNumber) > 0]
     assert names == [lab.labels[v] for v in present]
-    arr = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in datasets], combine_segments=True, relabel=False)
+    arr = seg.get_pixels_by_source_instance(
+        [ds.SOPInstanceUID for ds in datasets], combine_segments=True, relabel=False
+    )
     lut = np.zeros(256, np.uint8)
     lut[present] = np.arange(1, len(present) + 1)
     assert np.array_equal(arr, lut[frames_from_labelmap(lab, datasets)])

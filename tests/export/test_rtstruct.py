@@ -50,7 +50,9 @@ def test_rtstruct_contours_lie_on_the_structures(identified_series, tmp_path):
     # the contours give back exactly the voxels of each structure (the liver has a hole on every slice)
     for roi in ds.StructureSetROISequence:
         value = {v: k for k, v in labelmap.labels.items()}[roi.ROIName]
-        np.testing.assert_array_equal(_rasterise(ds, roi.ROINumber, labelmap), labelmap.array == value, err_msg=roi.ROIName)
+        np.testing.assert_array_equal(
+            _rasterise(ds, roi.ROINumber, labelmap), labelmap.array == value, err_msg=roi.ROIName
+        )
     # deterministic bytes
     again = tmp_path / "rt2.dcm"
     export_rtstruct(labelmap, dicom_dir, again, case="syn")
@@ -65,7 +67,9 @@ def test_cli_export_rtstruct_and_seg(identified_series, tmp_path):
     dicom_dir, labelmap, _ = identified_series
     labels = tmp_path / "labels.nii.gz"
     write_labelmap(labels, labelmap)
-    assert main(["export-seg", str(labels), str(dicom_dir), "--format", "rtstruct", "-o", str(tmp_path / "rt.dcm")]) == 0
+    assert (
+        main(["export-seg", str(labels), str(dicom_dir), "--format", "rtstruct", "-o", str(tmp_path / "rt.dcm")]) == 0
+    )
     assert len(pydicom.dcmread(tmp_path / "rt.dcm").ROIContourSequence) == 3
     assert main(["export-seg", str(labels), str(dicom_dir), "-o", str(tmp_path / "seg.dcm")]) == 0
     segments = [s.SegmentLabel for s in pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence if s.SegmentNumber > 0]
@@ -89,3 +93,24 @@ def test_seg_of_a_series_without_type2_attributes(identified_series, tmp_path):
     info = export_seg(labelmap, bare, tmp_path / "seg.dcm", case="syn")
     assert any("PatientBirthDate" in r for r in info["repairs"])
     assert pydicom.dcmread(tmp_path / "seg.dcm").PatientBirthDate == ""
+
+
+@pytest.mark.shared_data
+def test_rtstruct_of_the_real_series(shared_data, tmp_path):
+    """TotalSegmentator's example series (JPEG 2000, empty UIDs, rows stored bottom-up in the NIfTI):
+    31 ROIs; three of them rasterised back equal the label map."""
+    from ctsam.export.rtstruct import export_rtstruct
+    from ctsam.io.image import read_labelmap
+
+    d = shared_data / "totalseg_examples"
+    labelmap = read_labelmap(d / "example_seg_dicom.nii.gz")
+    out = tmp_path / "rt.dcm"
+    info = export_rtstruct(labelmap, d / "example_ct_dicom", out)
+    ds = pydicom.dcmread(out)
+    assert info["rois"] == len(ds.StructureSetROISequence) == 31
+    by_name = {r.ROIName: r.ROINumber for r in ds.StructureSetROISequence}
+    index = {v: k for k, v in labelmap.labels.items()}
+    for name in sorted(by_name)[:3]:
+        np.testing.assert_array_equal(
+            _rasterise(ds, by_name[name], labelmap), labelmap.array == index[name], err_msg=name
+        )

@@ -45,7 +45,9 @@ def coarse_map() -> LabelMap:
 
 
 def structure(name: str, start, probs: np.ndarray, quality: float = 0.9) -> StructureProbability:
-    return StructureProbability(name=name, bbox_start_zyx=tuple(start), probs_u8=probs.astype(np.uint8), quality=quality)
+    return StructureProbability(
+        name=name, bbox_start_zyx=tuple(start), probs_u8=probs.astype(np.uint8), quality=quality
+    )
 
 
 def test_vocabulary_numbers_unmapped_after_structures():
@@ -279,6 +281,8 @@ def test_margin_rule_equals_distance_transform_definition(rng):
     probs = np.where(rng.random(SHAPE) < 0.35, 230, 0).astype(np.uint8)
     probs[a == 2] = 240  # keep the volume ratio plausible
     refined = RefinedCase(GEOM, [structure("liver", (0, 0, 0), probs)])
-    out = fuse(coarse, refined, vocab(), cfg(dilation_margin_mm=4.0, max_volume_ratio=100.0, fill_holes="none")).labelmap.array
+    out = fuse(
+        coarse, refined, vocab(), cfg(dilation_margin_mm=4.0, max_volume_ratio=100.0, fill_holes="none")
+    ).labelmap.array
     dist = ndimage.distance_transform_edt(a != 2, sampling=GEOM.spacing_xyz_mm[::-1])
     assert np.array_equal(out == 1, (probs >= 128) & (dist <= 4.0))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from tests.convert.synthetic import write_series
 from ctsam.errors import DicomSeriesError
 from ctsam.io.dicom import CT_IMAGE_STORAGE, group_series, is_dicom_part10, read_header, read_pixels, scan_dicom_files
+from tests.convert.synthetic import write_series
 
 
 def test_scan_finds_nested_files_with_any_names_and_ignores_others(tmp_path, caplog):
@@ -164,3 +165,55 @@ def test_fast_native_read_equals_pydicom(tmp_path, signed, bits_stored, value):
     assert fast.dtype == reference.dtype
     assert np.array_equal(fast, reference)
     assert np.array_equal(read_pixels(header), reference)
+
+
+def test_parallel_header_scan_equals_the_serial_one(tmp_path, caplog):
+    write_series(tmp_path / "a", n_slices=9, seed=1)
+    write_series(tmp_path / "b" / "deep", n_slices=7, seed=2)
+    (tmp_path / "b" / "notes.txt").write_text("not dicom")
+    bad = tmp_path / "b" / "bad.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")  # a preamble, then garbage
+    serial = scan_dicom_files(tmp_path, workers=1)
+    parallel = scan_dicom_files(tmp_path, workers=3)
+    assert [h.rel for h in parallel.headers] == [h.rel for h in serial.headers]
+    assert parallel.headers == serial.headers
+    assert [h.acquisition for h in parallel.headers] == [h.acquisition for h in serial.headers]
+    assert parallel.unreadable == serial.unreadable and len(serial.unreadable) == 1
+    assert parallel.n_other_files == serial.n_other_files == 1
+
+
+def _dicom_files_to_compare():
+    import glob
+
+    from pydicom.data import get_testdata_files
+
+    from tests.conftest import shared_data_dir
+
+    files = [Path(p) for p in get_testdata_files("*.dcm")]
+    shared = shared_data_dir()
+    for sub in ("elastix_thorax141", "totalseg_examples/example_ct_dicom", "dcmqi_ct3slice", "dicom2nifti_failing"):
+        files += [Path(p) for p in sorted(glob.glob(str(shared / sub / "**" / "*"), recursive=True))[:40]]
+    return [p for p in files if p.is_file() and is_dicom_part10(p)]
+
+
+def test_fast_raw_element_decoding_gives_the_same_headers_as_pydicom(monkeypatch):
+    """The header fast path decodes simple elements itself; pydicom's own conversion must agree on
+    every file pydicom ships as test data (many VRs, endiannesses, charsets) and the shared real CT."""
+    from ctsam.io import dicom
+
+    files = _dicom_files_to_compare()
+    assert len(files) > 100
+    compared = 0
+    for path in files:
+        try:
+            monkeypatch.setattr(dicom, "_FAST_RAW", False)
+            slow = dicom.read_headers(path)
+        except Exception:  # noqa: BLE001, S112 - files pydicom itself cannot read are not the point here
+            continue
+        finally:
+            monkeypatch.setattr(dicom, "_FAST_RAW", True)
+        fast = dicom.read_headers(path)
+        assert fast == slow, path
+        assert [h.acquisition for h in fast] == [h.acquisition for h in slow], path
+        compared += 1
+    assert compared > 100

@@ -15,7 +15,9 @@ from ctsam.volume import CTVolume, Geometry, LabelMap, check_same_space
 def oblique_geometry(shape_zyx=(5, 6, 7)) -> Geometry:
     a = np.deg2rad(20)
     rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    return Geometry(shape_zyx=shape_zyx, spacing_xyz_mm=(0.8, 0.9, 2.5), origin_xyz_mm=(-10.0, 20.0, 30.0), direction=rot)
+    return Geometry(
+        shape_zyx=shape_zyx, spacing_xyz_mm=(0.8, 0.9, 2.5), origin_xyz_mm=(-10.0, 20.0, 30.0), direction=rot
+    )
 
 
 def test_index_world_roundtrip():
@@ -34,7 +36,9 @@ def test_affine_roundtrip():
 
 def test_check_same_space_prints_both(tmp_path):
     g = oblique_geometry()
-    other = Geometry(shape_zyx=g.shape_zyx, spacing_xyz_mm=g.spacing_xyz_mm, origin_xyz_mm=(0, 0, 0), direction=g.direction)
+    other = Geometry(
+        shape_zyx=g.shape_zyx, spacing_xyz_mm=g.spacing_xyz_mm, origin_xyz_mm=(0, 0, 0), direction=g.direction
+    )
     check_same_space(g, g)
     with pytest.raises(SpaceMismatchError, match=r"origin_xyz_mm=\(-10.0, 20.0, 30.0\)") as info:
         check_same_space(g, other, case="c1")
@@ -131,8 +135,12 @@ def test_atomic_outputs_have_umask_permissions(tmp_path):
 
 def test_world_bounds_of_a_flipped_grid_equal_the_original():
     g = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 2.0, 3.0), origin_xyz_mm=(0.0, 0.0, 0.0))
-    flipped = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 2.0, 3.0), origin_xyz_mm=(0.0, 8.0, 0.0),
-                       direction=((1, 0, 0), (0, -1, 0), (0, 0, 1)))
+    flipped = Geometry(
+        shape_zyx=(4, 5, 6),
+        spacing_xyz_mm=(1.0, 2.0, 3.0),
+        origin_xyz_mm=(0.0, 8.0, 0.0),
+        direction=((1, 0, 0), (0, -1, 0), (0, 0, 1)),
+    )
     assert np.allclose(g.world_bounds_mm(), [[0, 0, 0], [5, 8, 9]])
     assert np.allclose(flipped.world_bounds_mm(), g.world_bounds_mm())
     assert not g.same_space(flipped)

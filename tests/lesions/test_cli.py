@@ -12,10 +12,27 @@ from ctsam.io.image import read_labelmap, write_ct, write_labelmap
 from ctsam.volume import CTVolume, Geometry, LabelMap
 
 GEOM = Geometry((40, 60, 64), (0.9, 0.9, 2.0), (-30.0, -25.0, 400.0))
-LESION_FIELDS = {"lesion_id", "name", "label", "model", "click", "voxel_count", "volume_ml", "recist_long_axis_mm",
-                 "recist_short_axis_mm", "recist_slice", "longest_diameter_3d_mm", "centroid_lps_mm",
-                 "mean_probability", "max_probability", "touches_patch_border", "voxels_lost_to_overlap",
-                 "containing_structure", "containing_fraction", "notes"}
+LESION_FIELDS = {
+    "lesion_id",
+    "name",
+    "label",
+    "model",
+    "click",
+    "voxel_count",
+    "volume_ml",
+    "recist_long_axis_mm",
+    "recist_short_axis_mm",
+    "recist_slice",
+    "longest_diameter_3d_mm",
+    "centroid_lps_mm",
+    "mean_probability",
+    "max_probability",
+    "touches_patch_border",
+    "voxels_lost_to_overlap",
+    "containing_structure",
+    "containing_fraction",
+    "notes",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +60,9 @@ def case(tmp_path_factory):
     write_labelmap(d / "labels.nii.gz", LabelMap(labels, GEOM, {5: "liver"}))
     c1 = GEOM.index_to_world(np.array([28.0, 30.0, 20.0]))
     c2 = GEOM.index_to_world(np.array([2.0, 3.0, 1.0]))  # at the CT's corner: the patch is padded
-    (d / "clicks.tsv").write_text("lesion_id\tx\ty\tz\tlabel\n"
-                                  f"4\t{c1[0]}\t{c1[1]}\t{c1[2]}\tliver_tumor\n"
-                                  f"9\t{c2[0]}\t{c2[1]}\t{c2[2]}\t\n")
+    (d / "clicks.tsv").write_text(
+        f"lesion_id\tx\ty\tz\tlabel\n4\t{c1[0]}\t{c1[1]}\t{c1[2]}\tliver_tumor\n9\t{c2[0]}\t{c2[1]}\t{c2[2]}\t\n"
+    )
     return d
 
 
@@ -57,8 +74,22 @@ def test_lesion_map_on_the_ct_grid_with_a_full_sidecar_byte_identical_twice(case
     outs = []
     for k in range(2):
         out = tmp_path / f"run{k}" / "lesions.nii.gz"
-        assert run(case / "ct.nii.gz", "--clicks", case / "clicks.tsv", "--checkpoint", tiny_model, "-o", out,
-                   "--labels", case / "labels.nii.gz", "--device", "cpu") == 0
+        assert (
+            run(
+                case / "ct.nii.gz",
+                "--clicks",
+                case / "clicks.tsv",
+                "--checkpoint",
+                tiny_model,
+                "-o",
+                out,
+                "--labels",
+                case / "labels.nii.gz",
+                "--device",
+                "cpu",
+            )
+            == 0
+        )
         outs.append(out)
     a, b = outs
     for name in ("lesions.nii.gz", "lesions.json", "lesions.tsv"):
@@ -138,19 +169,49 @@ def test_wrong_model_files_exit_2(case, tmp_path, capsys):
     from ctsam.model import build_model, save_model
 
     (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint")
-    assert run(case / "ct.nii.gz", "--clicks", case / "clicks.tsv", "--checkpoint", tmp_path / "broken.safetensors",
-               "-o", tmp_path / "l.nii.gz") == 2
+    assert (
+        run(
+            case / "ct.nii.gz",
+            "--clicks",
+            case / "clicks.tsv",
+            "--checkpoint",
+            tmp_path / "broken.safetensors",
+            "-o",
+            tmp_path / "l.nii.gz",
+        )
+        == 2
+    )
     torch.manual_seed(0)
     save_model(build_model("ctsam3d", "micro"), tmp_path / "anatomy.safetensors")
-    assert run(case / "ct.nii.gz", "--clicks", case / "clicks.tsv", "--checkpoint", tmp_path / "anatomy.safetensors",
-               "-o", tmp_path / "l.nii.gz") == 2
+    assert (
+        run(
+            case / "ct.nii.gz",
+            "--clicks",
+            case / "clicks.tsv",
+            "--checkpoint",
+            tmp_path / "anatomy.safetensors",
+            "-o",
+            tmp_path / "l.nii.gz",
+        )
+        == 2
+    )
     assert "not a one-click lesion model" in capsys.readouterr().err
     assert not (tmp_path / "l.nii.gz").exists()
 
 
 def test_labels_pick_their_models(case, tiny_model, tmp_path, capsys):
     # only liver_tumor has a model and there is no default: the unlabelled click is refused
-    assert run(case / "ct.nii.gz", "--clicks", case / "clicks.tsv", "--checkpoint", f"liver_tumor={tiny_model}",
-               "-o", tmp_path / "l.nii.gz") == 2
+    assert (
+        run(
+            case / "ct.nii.gz",
+            "--clicks",
+            case / "clicks.tsv",
+            "--checkpoint",
+            f"liver_tumor={tiny_model}",
+            "-o",
+            tmp_path / "l.nii.gz",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no lesion model for this click's label" in err and "row 3" in err

@@ -64,7 +64,11 @@ def test_missing_table(tmp_path):
 def test_clicks_outside_the_ct_are_refused_naming_the_row(tmp_path):
     lo, hi = GEOM.world_bounds_mm()
     inside = (lo + hi) / 2
-    text = "lesion_id\tx\ty\tz\n" + f"1\t{inside[0]}\t{inside[1]}\t{inside[2]}\n" + f"2\t{hi[0] + 5}\t{inside[1]}\t{inside[2]}\n"
+    text = (
+        "lesion_id\tx\ty\tz\n"
+        + f"1\t{inside[0]}\t{inside[1]}\t{inside[2]}\n"
+        + f"2\t{hi[0] + 5}\t{inside[1]}\t{inside[2]}\n"
+    )
     clicks = read_clicks(write(tmp_path, text))
     check_clicks_inside(clicks[:1], GEOM)
     with pytest.raises(InputDataError, match="outside the CT") as err:
@@ -80,9 +84,9 @@ def test_clicks_outside_the_ct_are_refused_naming_the_row(tmp_path):
 
 def test_seed_components_become_interior_clicks():
     arr = np.zeros(GEOM.shape_zyx, np.uint8)
-    arr[2:9, 3:12, 4:20] = 1              # a box: its most interior voxel is its centre (depth along x/y/z in mm)
-    arr[12:15, 20:23, 29:34] = 1          # a second component of the same label (centre unique in mm)
-    arr[15:18, 2:5, 1:6] = 4              # another label, named
+    arr[2:9, 3:12, 4:20] = 1  # a box: its most interior voxel is its centre (depth along x/y/z in mm)
+    arr[12:15, 20:23, 29:34] = 1  # a second component of the same label (centre unique in mm)
+    arr[15:18, 2:5, 1:6] = 4  # another label, named
     seeds = LabelMap(arr, GEOM, {1: "label_1", 4: "kidney_tumor"})
     clicks = clicks_from_seeds(seeds)
     assert [c.lesion_id for c in clicks] == [1, 2, 3]

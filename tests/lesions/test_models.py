@@ -12,7 +12,9 @@ from ctsam.lesions.models import parse_checkpoint_specs
 
 def test_cli_values_win_over_the_config():
     assert parse_checkpoint_specs([], {"kidney_tumor": "kits.safetensors"}, "builtin:demo_lesion") == {
-        "": "builtin:demo_lesion", "kidney_tumor": "kits.safetensors"}
+        "": "builtin:demo_lesion",
+        "kidney_tumor": "kits.safetensors",
+    }
     got = parse_checkpoint_specs(["lits.pth", "kidney_tumor=/models/kits.safetensors"], None, "builtin:demo_lesion")
     assert got == {"": "lits.pth", "kidney_tumor": "/models/kits.safetensors"}
     # builtin:NAME is a model, not a LABEL=MODEL pair

@@ -93,3 +93,16 @@ def test_settings_are_checked():
         LesionSettings(threshold=1.0)
     with pytest.raises(ConfigError):
         LesionSettings(keep="largest")
+
+
+def test_a_click_below_the_threshold_keeps_only_a_near_component():
+    from ctsam.lesions.engine import nearest_component
+
+    comp = np.zeros((20, 20, 20), np.int32)
+    comp[10, 10, 13:15] = 2  # 3 voxels (3 mm) from the click along x
+    comp[10, 2:4, 10] = 1  # 6 voxels away
+    assert nearest_component(comp, (10, 10, 10), (1.0, 1.0, 1.0), 5.0) == 2
+    assert nearest_component(comp, (10, 10, 10), (1.0, 1.0, 2.0), 5.0) == 0  # 6 mm along x now
+    assert nearest_component(comp, (10, 10, 10), (1.0, 1.0, 1.0), 2.0) == 0
+    comp[10, 7, 10] = 3  # also 3 mm away: the lower label wins the tie
+    assert nearest_component(comp, (10, 10, 10), (1.0, 1.0, 1.0), 5.0) == 2

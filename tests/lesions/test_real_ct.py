@@ -27,8 +27,25 @@ def test_real_ct_with_a_click_inside_a_tumour(shared_data, tmp_path):
     outs = []
     for k in range(2):
         out = tmp_path / f"r{k}" / "lesions.nii.gz"
-        assert main(["lesions", str(ct_path), "--seeds", str(seeds_path), "--checkpoint", str(model), "-o", str(out),
-                     "--labels", str(seeds_path), "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "lesions",
+                    str(ct_path),
+                    "--seeds",
+                    str(seeds_path),
+                    "--checkpoint",
+                    str(model),
+                    "-o",
+                    str(out),
+                    "--labels",
+                    str(seeds_path),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         outs.append(out)
     assert outs[0].read_bytes() == outs[1].read_bytes()
     assert (outs[0].parent / "lesions.json").read_bytes() == (outs[1].parent / "lesions.json").read_bytes()
@@ -43,7 +60,16 @@ def test_real_ct_with_a_click_inside_a_tumour(shared_data, tmp_path):
     idx = np.floor(np.asarray(rec["click"]["index_zyx"]) + 0.5).astype(int)
     assert seeds.array[tuple(idx)] != 0
     assert rec["voxel_count"] == int((lesions.array == 1).sum())
-    for key in ("volume_ml", "recist_long_axis_mm", "recist_short_axis_mm", "longest_diameter_3d_mm",
-                "centroid_lps_mm", "mean_probability", "max_probability", "touches_patch_border", "containing_structure"):
+    for key in (
+        "volume_ml",
+        "recist_long_axis_mm",
+        "recist_short_axis_mm",
+        "longest_diameter_3d_mm",
+        "centroid_lps_mm",
+        "mean_probability",
+        "max_probability",
+        "touches_patch_border",
+        "containing_structure",
+    ):
         assert key in rec
     assert str(shared_data) not in json.dumps(side)

@@ -7,25 +7,25 @@ import warnings
 import numpy as np
 import pytest
 
-# surface-distance uses deprecated scipy namespaces
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 from ctsam.masks import (
-    box_intersection,
-    box_union,
-    dice,
-    dice_from_counts,
-    dice_or_none,
-    grow_box,
     STATUS_BOTH_EMPTY,
     STATUS_FINAL_EMPTY,
     STATUS_OK,
     STATUS_REFERENCE_EMPTY,
+    box_intersection,
+    box_union,
     compare_masks,
+    dice,
+    dice_from_counts,
+    dice_or_none,
     edge_voxels,
+    grow_box,
     neighbourhood_codes,
     padded_crop,
 )
+
+# surface-distance uses deprecated scipy namespaces
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def monai_metrics(final: np.ndarray, reference: np.ndarray, spacing, tol: float) -> tuple[float, float, float]:
@@ -38,8 +38,12 @@ def monai_metrics(final: np.ndarray, reference: np.ndarray, spacing, tol: float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hd = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing)).item()
-        msd = compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=list(spacing)).item()
-        nsd = compute_surface_dice(p, r, [tol], include_background=True, spacing=list(spacing), use_subvoxels=True).item()
+        msd = compute_average_surface_distance(
+            p, r, include_background=True, symmetric=True, spacing=list(spacing)
+        ).item()
+        nsd = compute_surface_dice(
+            p, r, [tol], include_background=True, spacing=list(spacing), use_subvoxels=True
+        ).item()
     return hd, msd, nsd
 
 

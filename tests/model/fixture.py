@@ -21,8 +21,14 @@ import torch
 from ctsam.io.atomic import atomic_path
 from ctsam.model.checkpoint import PUBLISHED_STATE_KEY
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64,
-           "int64": torch.int64, "int32": torch.int32, "bfloat16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def deterministic_entry(key: str, shape: Iterable[int], dtype: str = "float32") -> torch.Tensor:
@@ -78,13 +84,17 @@ def write_sam3d_adapter_checkpoint(manifest_path: str | os.PathLike[str], out_pa
     parts = json.loads(Path(manifest_path).read_text(encoding="utf-8"))["state_dicts"]
 
     def build(part: str) -> dict[str, torch.Tensor]:
-        return {e["key"]: deterministic_entry(f"{part}.{e['key']}", e["shape"], e.get("dtype", "float32"))
-                for e in parts[part]}
+        return {
+            e["key"]: deterministic_entry(f"{part}.{e['key']}", e["shape"], e.get("dtype", "float32"))
+            for e in parts[part]
+        }
 
     n_features = sum(1 for name in parts if name.startswith("feature_dict."))
-    obj = {"encoder_dict": build("encoder_dict"),
-           "feature_dict": [build(f"feature_dict.{i}") for i in range(n_features)],
-           "decoder_dict": build("decoder_dict")}
+    obj = {
+        "encoder_dict": build("encoder_dict"),
+        "feature_dict": [build(f"feature_dict.{i}") for i in range(n_features)],
+        "decoder_dict": build("decoder_dict"),
+    }
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         torch.save(obj, tmp)

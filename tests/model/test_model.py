@@ -26,8 +26,8 @@ from ctsam.model.checkpoint import (
     read_published_state_dict,
     to_published_state_dict,
 )
-from tests.model.fixture import deterministic_entry, write_published_params
 from ctsam.model.prompt import gaussian_kernel
+from tests.model.fixture import deterministic_entry, write_published_params
 
 S = 64
 

@@ -16,8 +16,8 @@ import torch
 
 from ctsam.model import click_maps, load_ctsam3d
 from ctsam.model.checkpoint import DROPPED, expected_published_shapes, published_to_ctsam_key
-from tests.model.fixture import read_manifest, write_fixture_params
 from ctsam.provenance import sha256_file
+from tests.model.fixture import read_manifest, write_fixture_params
 
 pytestmark = pytest.mark.slow
 TOL = 1e-3
@@ -39,8 +39,9 @@ def expected(fixture_dir):
 
 @pytest.fixture(scope="module")
 def params_path(fixture_dir, tmp_path_factory):
-    return write_fixture_params(fixture_dir / "ctsam3d_state_dict_manifest.json",
-                                tmp_path_factory.mktemp("ckpt_1000") / "params.pth")
+    return write_fixture_params(
+        fixture_dir / "ctsam3d_state_dict_manifest.json", tmp_path_factory.mktemp("ckpt_1000") / "params.pth"
+    )
 
 
 def _check_outputs(model, expected):

@@ -27,21 +27,34 @@ def meta_sam_vit_b_layout() -> dict[str, tuple[int, ...]]:
     for i in range(12):
         b = f"image_encoder.blocks.{i}."
         rel = 2 * (64 if i in GLOBAL_BLOCKS else 14) - 1
-        layout.update({
-            b + "norm1.weight": (768,), b + "norm1.bias": (768,),
-            b + "attn.rel_pos_h": (rel, 64), b + "attn.rel_pos_w": (rel, 64),
-            b + "attn.qkv.weight": (2304, 768), b + "attn.qkv.bias": (2304,),
-            b + "attn.proj.weight": (768, 768), b + "attn.proj.bias": (768,),
-            b + "norm2.weight": (768,), b + "norm2.bias": (768,),
-            b + "mlp.lin1.weight": (3072, 768), b + "mlp.lin1.bias": (3072,),
-            b + "mlp.lin2.weight": (768, 3072), b + "mlp.lin2.bias": (768,),
-        })
-    layout.update({
-        "image_encoder.neck.0.weight": (256, 768, 1, 1),
-        "image_encoder.neck.1.weight": (256,), "image_encoder.neck.1.bias": (256,),
-        "image_encoder.neck.2.weight": (256, 256, 3, 3),
-        "image_encoder.neck.3.weight": (256,), "image_encoder.neck.3.bias": (256,),
-    })
+        layout.update(
+            {
+                b + "norm1.weight": (768,),
+                b + "norm1.bias": (768,),
+                b + "attn.rel_pos_h": (rel, 64),
+                b + "attn.rel_pos_w": (rel, 64),
+                b + "attn.qkv.weight": (2304, 768),
+                b + "attn.qkv.bias": (2304,),
+                b + "attn.proj.weight": (768, 768),
+                b + "attn.proj.bias": (768,),
+                b + "norm2.weight": (768,),
+                b + "norm2.bias": (768,),
+                b + "mlp.lin1.weight": (3072, 768),
+                b + "mlp.lin1.bias": (3072,),
+                b + "mlp.lin2.weight": (768, 3072),
+                b + "mlp.lin2.bias": (768,),
+            }
+        )
+    layout.update(
+        {
+            "image_encoder.neck.0.weight": (256, 768, 1, 1),
+            "image_encoder.neck.1.weight": (256,),
+            "image_encoder.neck.1.bias": (256,),
+            "image_encoder.neck.2.weight": (256, 256, 3, 3),
+            "image_encoder.neck.3.weight": (256,),
+            "image_encoder.neck.3.bias": (256,),
+        }
+    )
     return layout
 
 
@@ -74,8 +87,9 @@ def test_sam_vit_b_loads_with_every_key_accounted_for(vit_b):
     # every SAM key: loaded into the same-named 3D tensor, or unused with a reason
     loaded = {"image_encoder." + k for k in report["loaded"]}
     assert loaded.isdisjoint(report["unused"]) and loaded | set(report["unused"]) == set(sam)
-    assert set(report["unused"]) == {f"image_encoder.neck.{k}" for k in ("0.weight", "1.weight", "1.bias",
-                                                                           "2.weight", "3.weight", "3.bias")} | set(OTHER_SAM_KEYS)
+    assert set(report["unused"]) == {
+        f"image_encoder.neck.{k}" for k in ("0.weight", "1.weight", "1.bias", "2.weight", "3.weight", "3.bias")
+    } | set(OTHER_SAM_KEYS)
     assert len(report["loaded"]) == 3 + 12 * 14
     for k in report["loaded"]:
         assert torch.equal(after[k], sam["image_encoder." + k]), k
@@ -83,8 +97,10 @@ def test_sam_vit_b_loads_with_every_key_accounted_for(vit_b):
     assert set(report["loaded"]) | set(report["derived"]) | set(report["initialised"]) == set(after)
     assert len(report["derived"]) == 12
     for i, blk in enumerate(enc.blocks):
-        torch.testing.assert_close(blk.attn.rel_pos_d, 0.5 * (sam[f"image_encoder.blocks.{i}.attn.rel_pos_h"]
-                                                             + sam[f"image_encoder.blocks.{i}.attn.rel_pos_w"]))
+        torch.testing.assert_close(
+            blk.attn.rel_pos_d,
+            0.5 * (sam[f"image_encoder.blocks.{i}.attn.rel_pos_h"] + sam[f"image_encoder.blocks.{i}.attn.rel_pos_w"]),
+        )
     for k in report["initialised"]:
         if k in before:
             assert torch.equal(after[k], before[k]), k  # new weights untouched
@@ -93,7 +109,7 @@ def test_sam_vit_b_loads_with_every_key_accounted_for(vit_b):
 
 
 def test_image_encoder_only_dict_and_bad_dicts(vit_b):
-    sam = {k[len("image_encoder."):]: v for k, v in random_sam_state_dict().items() if k.startswith("image_encoder.")}
+    sam = {k[len("image_encoder.") :]: v for k, v in random_sam_state_dict().items() if k.startswith("image_encoder.")}
     assert len(load_sam_image_encoder(vit_b, sam)["loaded"]) == 171
     enc = vit_b.module.image_encoder
     pos = enc.pos_embed.detach().clone()
@@ -112,15 +128,25 @@ def test_published_freeze_recipe_vit_b(vit_b):
     trainable, total = apply_finetune_recipe(vit_b, "adapters")
     net = vit_b.module
     names = {n for n, p in net.named_parameters() if p.requires_grad}
-    enc = {n[len("image_encoder."):] for n in names if n.startswith("image_encoder.")}
+    enc = {n[len("image_encoder.") :] for n in names if n.startswith("image_encoder.")}
     frozen = {n for n, p in net.image_encoder.named_parameters() if not p.requires_grad}
-    assert frozen == ({"patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed"}
-                      | {f"blocks.{i}.attn.{k}" for i in range(12)
-                         for k in ("rel_pos_h", "rel_pos_w", "lr", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias")}
-                      | {f"blocks.{i}.mlp.{k}" for i in range(12) for k in ("lin1.weight", "lin1.bias", "lin2.weight",
-                                                                               "lin2.bias")})
-    assert {"depth_embed", "slice_embed.weight", "blocks.4.adapter.conv.weight", "blocks.4.norm1.weight",
-            "blocks.11.attn.rel_pos_d", "neck_3d.3.2.weight"} <= enc
+    assert frozen == (
+        {"patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed"}
+        | {
+            f"blocks.{i}.attn.{k}"
+            for i in range(12)
+            for k in ("rel_pos_h", "rel_pos_w", "lr", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias")
+        }
+        | {f"blocks.{i}.mlp.{k}" for i in range(12) for k in ("lin1.weight", "lin1.bias", "lin2.weight", "lin2.bias")}
+    )
+    assert {
+        "depth_embed",
+        "slice_embed.weight",
+        "blocks.4.adapter.conv.weight",
+        "blocks.4.norm1.weight",
+        "blocks.11.attn.rel_pos_d",
+        "neck_3d.3.2.weight",
+    } <= enc
     assert all(p.requires_grad for p in net.prompt_encoders.parameters())
     assert all(p.requires_grad for p in net.mask_decoder.parameters())
     assert total == sum(p.numel() for p in net.parameters())

@@ -139,8 +139,10 @@ def test_presets_are_the_published_conventions():
 
 
 def test_safetensors_round_trip_is_exact_and_reproducible(tiny, patch, tmp_path):
-    tiny.with_input_spec(InputSpec((64,) * 3, (1.5,) * 3, hu_window=(-100.0, 200.0), zscore_mean_std=(50.0, 60.0)),
-                         output_classes=("background", "liver_tumor"))
+    tiny.with_input_spec(
+        InputSpec((64,) * 3, (1.5,) * 3, hu_window=(-100.0, 200.0), zscore_mean_std=(50.0, 60.0)),
+        output_classes=("background", "liver_tumor"),
+    )
     a = save_model(tiny, tmp_path / "a.safetensors", metadata={"trained_from": "abc", "note": "x"})
     b = save_model(tiny, tmp_path / "b.safetensors", metadata={"trained_from": "abc", "note": "x"})
     assert a.read_bytes() == b.read_bytes()
@@ -176,9 +178,11 @@ def test_published_pth_needs_a_preset_and_loads_exactly(tiny, patch, tmp_path):
 
 
 def _edited(tiny, tmp_path, edit):
-    obj = {"encoder_dict": dict(tiny.module.image_encoder.state_dict()),
-           "feature_dict": [dict(p.state_dict()) for p in tiny.module.prompt_encoders],
-           "decoder_dict": dict(tiny.module.mask_decoder.state_dict())}
+    obj = {
+        "encoder_dict": dict(tiny.module.image_encoder.state_dict()),
+        "feature_dict": [dict(p.state_dict()) for p in tiny.module.prompt_encoders],
+        "decoder_dict": dict(tiny.module.mask_decoder.state_dict()),
+    }
     edit(obj)
     path = tmp_path / "edited.pth"
     torch.save(obj, path)
@@ -203,11 +207,13 @@ def test_mismatched_published_checkpoints_name_the_first_bad_entry(tiny, tmp_pat
     def three_features(o):
         o["feature_dict"] = o["feature_dict"][:3]
 
-    cases = [(drop, "1 missing (first: feature_dict.3.transformer.layers.1.norm4.bias)"),
-             (extra, "1 unexpected (first: decoder_dict.cls.5.weight)"),
-             (reshape, "mis-shaped (first: encoder_dict.depth_embed (1, 9, 48), expected (1, 8, 48))"),
-             (nan, "1 NaN/inf value(s) in encoder_dict.blocks.2.adapter.conv.weight"),
-             (three_features, "feature_dict must be a list of 4")]
+    cases = [
+        (drop, "1 missing (first: feature_dict.3.transformer.layers.1.norm4.bias)"),
+        (extra, "1 unexpected (first: decoder_dict.cls.5.weight)"),
+        (reshape, "mis-shaped (first: encoder_dict.depth_embed (1, 9, 48), expected (1, 8, 48))"),
+        (nan, "1 NaN/inf value(s) in encoder_dict.blocks.2.adapter.conv.weight"),
+        (three_features, "feature_dict must be a list of 4"),
+    ]
     for edit, message in cases:
         with pytest.raises(CheckpointError) as err:
             load_model(_edited(tiny, tmp_path, edit), preset="kits")

@@ -140,14 +140,28 @@ def test_cli_qc_deterministic(tmp_path):
     write_labelmap(tmp_path / "labels.nii.gz", lab)
     write_labelmap(tmp_path / "coarse.nii.gz", lab)
     probs = np.zeros((6, 10, 8), np.uint8) + 200
-    save_refined(tmp_path / "refined.npz", RefinedCase(lab.geometry, [StructureProbability("kidney_left", (6, 15, 6), probs, quality=0.9)]))
+    save_refined(
+        tmp_path / "refined.npz",
+        RefinedCase(lab.geometry, [StructureProbability("kidney_left", (6, 15, 6), probs, quality=0.9)]),
+    )
     side = {"structures": [{"name": "kidney_left", "source": "refined", "reason": None}]}
     (tmp_path / "fuse.json").write_text(json.dumps(side))
     outs = []
     for n in (1, 2):
         out = tmp_path / f"qc{n}.json"
-        argv = ["qc", str(tmp_path / "ct.nii.gz"), str(tmp_path / "labels.nii.gz"), "--coarse", str(tmp_path / "coarse.nii.gz"),
-                "--refined", str(tmp_path / "refined.npz"), "--fuse-sidecar", str(tmp_path / "fuse.json"), "-o", str(out)]
+        argv = [
+            "qc",
+            str(tmp_path / "ct.nii.gz"),
+            str(tmp_path / "labels.nii.gz"),
+            "--coarse",
+            str(tmp_path / "coarse.nii.gz"),
+            "--refined",
+            str(tmp_path / "refined.npz"),
+            "--fuse-sidecar",
+            str(tmp_path / "fuse.json"),
+            "-o",
+            str(out),
+        ]
         assert main(argv) == 0
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
@@ -166,7 +180,9 @@ def test_cli_qc_rejects_grid_mismatch(tmp_path):
     write_ct(tmp_path / "ct.nii.gz", ct)
     shifted = LabelMap(lab.array, Geometry(lab.geometry.shape_zyx, (2.0, 2.0, 2.0), (5.0, 0.0, 0.0)), lab.labels)
     write_labelmap(tmp_path / "labels.nii.gz", shifted)
-    assert main(["qc", str(tmp_path / "ct.nii.gz"), str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "qc.json")]) == 2
+    assert (
+        main(["qc", str(tmp_path / "ct.nii.gz"), str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "qc.json")]) == 2
+    )
     assert not (tmp_path / "qc.json").exists()
 
 
@@ -197,5 +213,7 @@ def test_real_pair_dice_and_figures(shared_data, capsys):
     assert lateral and all(s["laterality"]["ok"] for s in lateral)  # real anatomy: no side flagged
     with capsys.disabled():
         vals = sorted(dices.values())
-        print(f"\nreal pair: {len(vals)} shared classes, Dice min {vals[0]:.3f} median {np.median(vals):.3f} max {vals[-1]:.3f}; "
-              f"flags {doc['summary']['flag_counts']}")
+        print(
+            f"\nreal pair: {len(vals)} shared classes, Dice min {vals[0]:.3f} median {np.median(vals):.3f} max {vals[-1]:.3f}; "
+            f"flags {doc['summary']['flag_counts']}"
+        )

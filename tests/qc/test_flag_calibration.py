@@ -11,8 +11,15 @@ from ctsam.qc.case import compute_case_qc
 from ctsam.volume import CTVolume, Geometry, LabelMap
 
 G = Geometry((20, 30, 40), (1.0, 1.0, 2.0), (-20.0, -15.0, 0.0))  # x runs to the patient's left
-NAMES = {1: "kidney_right", 2: "kidney_left", 3: "trachea", 4: "rib_left_3", 5: "vertebrae_L1", 6: "esophagus",
-         7: "rib_right_3"}
+NAMES = {
+    1: "kidney_right",
+    2: "kidney_left",
+    3: "trachea",
+    4: "rib_left_3",
+    5: "vertebrae_L1",
+    6: "esophagus",
+    7: "rib_right_3",
+}
 
 
 def qc(lab: np.ndarray, ct: np.ndarray | None = None, coarse: np.ndarray | None = None, **over) -> dict:
@@ -86,3 +93,13 @@ def test_thin_structure_dice_needs_boundary_disagreement():
     coarse[lab == 1] = 0
     coarse[2:18, 2:28, 1:14] = 1  # a leaking coarse kidney: far boundaries
     assert "low_dice" in qc(lab, coarse=coarse)["kidney_right"]
+
+
+def test_solid_organ_leaking_into_fat_is_flagged_by_its_p5():
+    lab = body()
+    ct = np.where(lab > 0, 40, -100).astype(np.int16)
+    ct[lab == 5] = 500
+    assert qc(lab, ct)["kidney_right"] == []
+    lab[6:16, 8:22, 1:14][lab[6:16, 8:22, 1:14] == 0] = 1  # the kidney mask grows into the fat around it
+    flags = qc(lab, ct)["kidney_right"]
+    assert flags == ["hu_implausible"]  # mean still soft tissue (about -30 HU), p5 at fat (-100 HU)

@@ -20,23 +20,53 @@ def case(tmp_path):
     labels = np.zeros(G.shape_zyx, np.uint8)
     labels[2:18, 2:28, 2:28] = 3
     lesions = np.zeros(G.shape_zyx, np.uint8)
-    lesions[5:9, 5:9, 5:9] = 2      # inside liver
+    lesions[5:9, 5:9, 5:9] = 2  # inside liver
     ct[5:9, 5:9, 5:9] = 10
-    lesions[0:2, 0:2, 0:2] = 6      # outside every structure
-    sidecar = {"format": "ctsam.lesions/1", "lesions": [
-        {"lesion_id": 2, "name": "lesion_2", "label": "liver_tumor", "touches_patch_border": False,
-         "mean_probability": 0.9, "max_probability": 0.99, "recist_long_axis_mm": 4.2, "recist_short_axis_mm": 4.2,
-         "longest_diameter_3d_mm": 7.0, "click": {"inside_lesion": True}},
-        {"lesion_id": 6, "name": "lesion_6", "label": None, "touches_patch_border": True, "mean_probability": 0.55,
-         "click": {"inside_lesion": False}},
-        {"lesion_id": 8, "name": "lesion_8", "label": None, "touches_patch_border": False, "mean_probability": None}]}
+    lesions[0:2, 0:2, 0:2] = 6  # outside every structure
+    sidecar = {
+        "format": "ctsam.lesions/1",
+        "lesions": [
+            {
+                "lesion_id": 2,
+                "name": "lesion_2",
+                "label": "liver_tumor",
+                "touches_patch_border": False,
+                "mean_probability": 0.9,
+                "max_probability": 0.99,
+                "recist_long_axis_mm": 4.2,
+                "recist_short_axis_mm": 4.2,
+                "longest_diameter_3d_mm": 7.0,
+                "click": {"inside_lesion": True},
+            },
+            {
+                "lesion_id": 6,
+                "name": "lesion_6",
+                "label": None,
+                "touches_patch_border": True,
+                "mean_probability": 0.55,
+                "click": {"inside_lesion": False},
+            },
+            {
+                "lesion_id": 8,
+                "name": "lesion_8",
+                "label": None,
+                "touches_patch_border": False,
+                "mean_probability": None,
+            },
+        ],
+    }
     paths = {"ct": tmp_path / "ct.nii.gz", "labels": tmp_path / "labels.nii.gz", "lesions": tmp_path / "lesions.nii.gz"}
     write_ct(paths["ct"], CTVolume(ct, G))
     write_labelmap(paths["labels"], LabelMap(labels, G, {3: "liver"}))
     write_labelmap(paths["lesions"], LabelMap(lesions, G, {2: "lesion_2", 6: "lesion_6", 8: "lesion_8"}))
     (tmp_path / "lesions.json").write_text(json.dumps(sidecar))
-    return paths, CTVolume(ct, G), LabelMap(lesions, G, {2: "lesion_2", 6: "lesion_6", 8: "lesion_8"}), \
-        LabelMap(labels, G, {3: "liver"}), sidecar
+    return (
+        paths,
+        CTVolume(ct, G),
+        LabelMap(lesions, G, {2: "lesion_2", 6: "lesion_6", 8: "lesion_8"}),
+        LabelMap(labels, G, {3: "liver"}),
+        sidecar,
+    )
 
 
 def test_lesion_rows_and_flags(case):
@@ -49,8 +79,12 @@ def test_lesion_rows_and_flags(case):
     assert r2["hu"]["mean"] == 10.0 and r2["containing_structure"] == "liver" and r2["containing_fraction"] == 1.0
     assert r2["flags"] == [] and r2["recist_long_axis_mm"] == 4.2
     assert r2["centroid_lps_mm"] == pytest.approx([6.5, 6.5, 13.0])
-    assert {f["flag"] for f in recs[6]["flags"]} == {"lesion_patch_border", "lesion_low_confidence",
-                                                     "lesion_click_outside", "lesion_outside_structures"}
+    assert {f["flag"] for f in recs[6]["flags"]} == {
+        "lesion_patch_border",
+        "lesion_low_confidence",
+        "lesion_click_outside",
+        "lesion_outside_structures",
+    }
     assert [f["flag"] for f in recs[8]["flags"]] == ["lesion_empty"] and recs[8]["voxels"] == 0
     assert out["summary"]["n_lesions"] == 3 and out["summary"]["flag_counts"]["lesion_empty"] == 1
 

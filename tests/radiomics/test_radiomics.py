@@ -110,8 +110,13 @@ SETTINGS = {
     # resampling to the image's own spacing: pyradiomics only crops, with padDistance
     "own_spacing": {"resampledPixelSpacing": [0.8, 0.75, 2.5], "binWidth": 10, "padDistance": 3},
     # whole-image normalisation, linear interpolation, a 0 (keep) axis
-    "normalized_linear": {"resampledPixelSpacing": [1.2, 1.2, 0], "interpolator": "sitkLinear", "normalize": True,
-                          "normalizeScale": 100, "binWidth": 10},
+    "normalized_linear": {
+        "resampledPixelSpacing": [1.2, 1.2, 0],
+        "interpolator": "sitkLinear",
+        "normalize": True,
+        "normalizeScale": 100,
+        "binWidth": 10,
+    },
 }
 
 
@@ -129,8 +134,13 @@ def test_crops_equal_whole_volume_pyradiomics(tmp_path, synthetic_case, name):
 def test_filtered_image_type_with_resampling_is_exact(tmp_path, synthetic_case):
     """With resampling, filters run on the padded resampled box, which ctsam reproduces exactly."""
     ct_path, lab_path = synthetic_case
-    params = _params_file(tmp_path, "log", {"resampledPixelSpacing": [1.5, 1.5, 1.5], "binWidth": 10},
-                          image_types={"Original": {}, "LoG": {"sigma": [1.0, 2.0]}}, classes=("firstorder",))
+    params = _params_file(
+        tmp_path,
+        "log",
+        {"resampledPixelSpacing": [1.5, 1.5, 1.5], "binWidth": 10},
+        image_types={"Original": {}, "LoG": {"sigma": [1.0, 2.0]}},
+        classes=("firstorder",),
+    )
     features = extract_case(ct_path, lab_path, params, case="syn", workers=1)
     assert _assert_equal_to_direct(features, params, ct_path, lab_path) == 3
     keys = dict(next(r for r in features.results if r.name == "liver").features)
@@ -246,7 +256,9 @@ def test_cohort_table(tmp_path, synthetic_case):
     import pandas as pd
 
     back = pd.read_csv(written[1])
-    np.testing.assert_array_equal(back["original_firstorder_Mean"].to_numpy(), wide["original_firstorder_Mean"].to_numpy())
+    np.testing.assert_array_equal(
+        back["original_firstorder_Mean"].to_numpy(), wide["original_firstorder_Mean"].to_numpy()
+    )
     with pytest.raises(InputDataError, match="appears twice"):
         cohort_table([paths[0], paths[0]])
     other = _params_file(tmp_path, "other", {"binWidth": 5}, classes=("firstorder",))
@@ -261,8 +273,11 @@ def test_cohort_table(tmp_path, synthetic_case):
 
 # ----------------------------------------------------------------------------- workers
 def _threads_in_worker(_task):
-    return (sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(), os.environ.get("OMP_NUM_THREADS"),
-            os.environ.get("OPENBLAS_NUM_THREADS"))
+    return (
+        sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
+        os.environ.get("OMP_NUM_THREADS"),
+        os.environ.get("OPENBLAS_NUM_THREADS"),
+    )
 
 
 def _die_on_three(task):
@@ -296,8 +311,24 @@ def test_cli_radiomics_and_cohort(tmp_path, synthetic_case):
     params = tmp_path / "p.yaml"
     params.write_text("setting: {binWidth: 10}\nfeatureClass: {firstorder: []}\n")
     out = tmp_path / "syn.parquet"
-    rc = main(["radiomics", str(ct_path), str(lab_path), "-o", str(out), "--params", str(params), "--case", "syn1",
-               "--structures", "liver", "gland", "--workers", "1"])
+    rc = main(
+        [
+            "radiomics",
+            str(ct_path),
+            str(lab_path),
+            "-o",
+            str(out),
+            "--params",
+            str(params),
+            "--case",
+            "syn1",
+            "--structures",
+            "liver",
+            "gland",
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0 and out.is_file() and sidecar_path(out).is_file()
     df, meta = read_case_features(out)
     assert set(df["case"]) == {"syn1"} and meta["margin_mm"] == 10.0 and meta["counts"] == {"ok": 2}
@@ -331,7 +362,8 @@ def test_lung1_equals_pyradiomics_direct(shared_data, tmp_path):
     assert set(mine) == set(ref)
     keys = sorted(ref)
     rel = np.abs(np.array([mine[k] for k in keys]) - np.array([ref[k] for k in keys])) / np.maximum(
-        np.abs([ref[k] for k in keys]), 1e-300)
+        np.abs([ref[k] for k in keys]), 1e-300
+    )
     assert rel.max() <= RTOL, keys[int(rel.argmax())]
 
 
@@ -381,14 +413,41 @@ def test_lesions_are_extra_structures_with_their_containing_organ(tmp_path, synt
     les_path = tmp_path / "lesions.nrrd"
     sitk.WriteImage(les_img, str(les_path))
     write_label_tsv(sidecar_tsv_path(les_path), {1: "lesion_1", 4: "lesion_4"})
-    (tmp_path / "lesions.json").write_text(json.dumps({"format": "ctsam.lesions/1", "lesions": [
-        {"lesion_id": 1, "name": "lesion_1", "containing_structure": "liver"},
-        {"lesion_id": 4, "name": "lesion_4", "containing_structure": None}]}))
+    (tmp_path / "lesions.json").write_text(
+        json.dumps(
+            {
+                "format": "ctsam.lesions/1",
+                "lesions": [
+                    {"lesion_id": 1, "name": "lesion_1", "containing_structure": "liver"},
+                    {"lesion_id": 4, "name": "lesion_4", "containing_structure": None},
+                ],
+            }
+        )
+    )
     params = tmp_path / "p.yaml"
     params.write_text("setting: {binWidth: 10}\nfeatureClass: {firstorder: []}\n")
     out = tmp_path / "syn.parquet"
-    assert main(["radiomics", str(ct_path), str(lab_path), "--lesions", str(les_path), "-o", str(out),
-                 "--params", str(params), "--case", "syn1", "--structures", "liver", "gland"]) == 0
+    assert (
+        main(
+            [
+                "radiomics",
+                str(ct_path),
+                str(lab_path),
+                "--lesions",
+                str(les_path),
+                "-o",
+                str(out),
+                "--params",
+                str(params),
+                "--case",
+                "syn1",
+                "--structures",
+                "liver",
+                "gland",
+            ]
+        )
+        == 0
+    )
     df, meta = read_case_features(out)
     assert set(df["structure"]) == {"liver", "gland", "lesion_1", "lesion_4"}
     assert set(df[df.structure == "lesion_4"]["label"]) == {4} and set(df[df.structure == "gland"]["label"]) == {4}
@@ -402,6 +461,14 @@ def test_lesions_are_extra_structures_with_their_containing_organ(tmp_path, synt
     assert got == mean["lesion_1"]
     wide, _ = cohort_table([out])
     assert list(wide["structure"]) == ["liver", "gland", "lesion_1", "lesion_4"]
-    assert list(wide.columns[:7]) == ["case", "structure", "label", "status", "reason", "n_voxels", "containing_structure"]
+    assert list(wide.columns[:7]) == [
+        "case",
+        "structure",
+        "label",
+        "status",
+        "reason",
+        "n_voxels",
+        "containing_structure",
+    ]
     assert wide.loc[2, "containing_structure"] == "liver" and wide.loc[2, "original_firstorder_Mean"] == got
     assert wide.loc[3, "original_firstorder_Mean"] != wide.loc[1, "original_firstorder_Mean"]  # lesion_4 is not gland

@@ -22,8 +22,9 @@ FLIP = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 
 
 def ct_geometry():
-    return Geometry(shape_zyx=(10, 20, 30), spacing_xyz_mm=(0.8, 0.8, 3.0), origin_xyz_mm=(100.0, 50.0, -20.0),
-                    direction=FLIP)
+    return Geometry(
+        shape_zyx=(10, 20, 30), spacing_xyz_mm=(0.8, 0.8, 3.0), origin_xyz_mm=(100.0, 50.0, -20.0), direction=FLIP
+    )
 
 
 def test_model_frame_is_rai_and_covers_every_ct_voxel():

@@ -6,10 +6,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from ctsam.refine.patching import PatchBox
-from ctsam.seed.prompts import Click, PromptSet, StructureInfo, CasePrompts, write_corrections, write_prompts
 from ctsam.refine.engine import Job, RefineEngine, RefineSettings, StructureState
+from ctsam.refine.patching import PatchBox
 from ctsam.refine.refined_file import probs_to_u8
+from ctsam.seed.prompts import CasePrompts, Click, PromptSet, StructureInfo, write_corrections, write_prompts
 from ctsam.volume import CTVolume, Geometry
 
 torch = pytest.importorskip("torch")
@@ -34,7 +34,7 @@ def test_update_settles_on_small_change_and_stops_at_max_rounds():
     job2 = Job("liver", PatchBox((0, 0, 0), 8), [], "seed")
     for k in range(3):
         q = np.zeros((8, 8, 8), np.float32)
-        q[k: k + 3] = 1.0  # keeps moving
+        q[k : k + 3] = 1.0  # keeps moving
         e._update(job2, q, 0.5)
     assert job2.settled and job2.stop_reason == "max_rounds" and job2.rounds_done == 3
 
@@ -87,7 +87,9 @@ def test_first_round_mask_prompt_is_the_coarse_mask_when_on():
     assert np.allclose(e2._request(st, job2, 16).prev_probs, probs_to_u8(probs) / 255.0)  # round 2: own probabilities
     e2._update(job2, 1 - probs, 0.5)
     assert job2.settled and job2.stop_reason == "max_rounds" and job2.rounds_done == 2
-    assert e._request(StructureState("spleen"), Job("spleen", PatchBox((0, 0, 0), 16), [], "seed"), 16).prev_probs is None
+    assert (
+        e._request(StructureState("spleen"), Job("spleen", PatchBox((0, 0, 0), 16), [], "seed"), 16).prev_probs is None
+    )
 
 
 def test_quality_scores_of_an_uninformative_head_are_not_reported():
@@ -102,13 +104,17 @@ def test_quality_scores_of_an_uninformative_head_are_not_reported():
         e = eng(r)
         job = Job("liver", PatchBox((0, 0, 0), 8), [], "seed")
         e._update(job, p, 0.8)
-        assert (np.isnan(job.quality) if expected is None else job.quality == expected), (r, job.quality)
+        assert np.isnan(job.quality) if expected is None else job.quality == expected, (r, job.quality)
         assert e.quality_trusted == (expected is not None)
 
 
 def test_propagation_click_from_mask_and_limits():
-    e = engine(propagation_stride_voxels=48, propagation_min_border_voxels=4, max_patches_per_structure=3,
-               propagation_margin_mm=0.0)
+    e = engine(
+        propagation_stride_voxels=48,
+        propagation_min_border_voxels=4,
+        max_patches_per_structure=3,
+        propagation_margin_mm=0.0,
+    )
     st = StructureState("colon")
     st.region_lo, st.region_hi = np.array([0.0, 0.0, 0.0]), np.array([200.0, 63.0, 63.0])
     job = Job("colon", PatchBox((0, 0, 0), 64), [(32.0, 32.0, 32.0)], "seed")
@@ -116,8 +122,9 @@ def test_propagation_click_from_mask_and_limits():
     probs = np.zeros((64, 64, 64), np.uint8)
     probs[20:64, 28:36, 28:36] = 255  # a tube leaving through the z+ face only
     job.probs_u8 = probs
-    n = e._propagate({"colon": st}, [job], session=None, frame=Geometry((300, 64, 64), (1.5,) * 3, (0, 0, 0)),
-                     size=64, use_cpp=False)
+    n = e._propagate(
+        {"colon": st}, [job], session=None, frame=Geometry((300, 64, 64), (1.5,) * 3, (0, 0, 0)), size=64, use_cpp=False
+    )
     assert n == 1
     new = st.jobs[1]
     assert new.box == PatchBox((48, 0, 0), 64) and new.source == "propagation" and new.generation == 1
@@ -153,8 +160,12 @@ def synthetic_case(tmp_path):
     from ctsam.io.image import write_ct, write_labelmap
     from ctsam.volume import LabelMap
 
-    g = Geometry(shape_zyx=(30, 40, 44), spacing_xyz_mm=(3.0, 3.0, 3.0), origin_xyz_mm=(60.0, 40.0, -10.0),
-                 direction=((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)))
+    g = Geometry(
+        shape_zyx=(30, 40, 44),
+        spacing_xyz_mm=(3.0, 3.0, 3.0),
+        origin_xyz_mm=(60.0, 40.0, -10.0),
+        direction=((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    )
     z, y, x = np.mgrid[:30, :40, :44]
     ct = np.full(g.shape_zyx, -1000, np.int16)
     body = (y - 20) ** 2 / 18**2 + (x - 22) ** 2 / 20**2 <= 1
@@ -196,12 +207,30 @@ def test_refine_cli_end_to_end_deterministic_with_corrections(tmp_path):
     g, lab = synthetic_case(tmp_path)
     ckpt = micro_checkpoint(tmp_path / "micro.safetensors")
     cfg = write_config(tmp_path / "c.yaml", propagation=False, rounds=1)
-    assert main(["seed", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "p.json")]) == 0
+    assert (
+        main(["seed", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "p.json")]) == 0
+    )
     outs = []
     for k in range(2):
         out = tmp_path / f"r{k}.npz"
-        assert main(["refine", str(tmp_path / "ct.nii.gz"), str(tmp_path / "p.json"), "-o", str(out), "--checkpoint",
-                     str(ckpt), "--config", str(cfg), "--timings", str(tmp_path / f"t{k}.json")]) == 0
+        assert (
+            main(
+                [
+                    "refine",
+                    str(tmp_path / "ct.nii.gz"),
+                    str(tmp_path / "p.json"),
+                    "-o",
+                    str(out),
+                    "--checkpoint",
+                    str(ckpt),
+                    "--config",
+                    str(cfg),
+                    "--timings",
+                    str(tmp_path / f"t{k}.json"),
+                ]
+            )
+            == 0
+        )
         outs.append(hashlib.sha256(out.read_bytes()).hexdigest())
     assert outs[0] == outs[1]
     r = load_refined(tmp_path / "r0.npz")
@@ -210,22 +239,57 @@ def test_refine_cli_end_to_end_deterministic_with_corrections(tmp_path):
     assert r.skipped["spleen"] == "empty coarse mask"
     c = r.meta["counts"]
     assert c["decodes"] == sum(s.n_decodes for s in r.structures) + sum(
-        r.meta["structures"][n]["decodes"] for n in r.skipped if n in r.meta["structures"])
+        r.meta["structures"][n]["decodes"] for n in r.skipped if n in r.meta["structures"]
+    )
     assert c["decodes"] == 2 and c["patches_encoded"] <= 2  # 2 structures, 1 round, no propagation
     for s in r.structures:
         assert all(0 <= a and a + n <= m for a, n, m in zip(s.bbox_start_zyx, s.probs_u8.shape, g.shape_zyx))
     # a reviewer adds a positive click for the skipped spleen and a negative one for the liver
     spleen_xyz = g.index_to_world([5, 10, 25])
-    write_corrections(tmp_path / "corr.json", {"spleen": [Click(tuple(spleen_xyz), True)],
-                                               "liver": [Click(tuple(g.index_to_world([16, 18, 15])), False)]})
-    assert main(["refine", str(tmp_path / "ct.nii.gz"), str(tmp_path / "p.json"), "-o", str(tmp_path / "rc.npz"),
-                 "--checkpoint", str(ckpt), "--config", str(cfg), "--extra-clicks", str(tmp_path / "corr.json")]) == 0
+    write_corrections(
+        tmp_path / "corr.json",
+        {"spleen": [Click(tuple(spleen_xyz), True)], "liver": [Click(tuple(g.index_to_world([16, 18, 15])), False)]},
+    )
+    assert (
+        main(
+            [
+                "refine",
+                str(tmp_path / "ct.nii.gz"),
+                str(tmp_path / "p.json"),
+                "-o",
+                str(tmp_path / "rc.npz"),
+                "--checkpoint",
+                str(ckpt),
+                "--config",
+                str(cfg),
+                "--extra-clicks",
+                str(tmp_path / "corr.json"),
+            ]
+        )
+        == 0
+    )
     rc = load_refined(tmp_path / "rc.npz")
     assert "spleen" not in rc.skipped or rc.skipped["spleen"].startswith("refined mask empty")
     assert rc.meta["structures"]["spleen"]["decodes"] >= 1 and rc.meta["corrections"] is True
     # missing corrections file: input error (exit 2)
-    assert main(["refine", str(tmp_path / "ct.nii.gz"), str(tmp_path / "p.json"), "-o", str(tmp_path / "x.npz"),
-                 "--checkpoint", str(ckpt), "--config", str(cfg), "--extra-clicks", str(tmp_path / "nope.json")]) == 2
+    assert (
+        main(
+            [
+                "refine",
+                str(tmp_path / "ct.nii.gz"),
+                str(tmp_path / "p.json"),
+                "-o",
+                str(tmp_path / "x.npz"),
+                "--checkpoint",
+                str(ckpt),
+                "--config",
+                str(cfg),
+                "--extra-clicks",
+                str(tmp_path / "nope.json"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_refine_cli_feeds_the_coarse_mask_as_first_prompt(tmp_path):
@@ -243,8 +307,10 @@ def test_refine_cli_feeds_the_coarse_mask_as_first_prompt(tmp_path):
     assert main(["refine", *args, "-o", str(tmp_path / "b.npz"), "--config", str(auto), "--coarse", seg]) == 0
     a, b = load_refined(tmp_path / "a.npz"), load_refined(tmp_path / "b.npz")
     assert a.meta["coarse_mask_prompt_used"] is True and b.meta["coarse_mask_prompt_used"] is False
-    assert hashlib.sha256((tmp_path / "a.npz").read_bytes()).digest() != hashlib.sha256(
-        (tmp_path / "b.npz").read_bytes()).digest()  # the prompt reached the network
+    assert (
+        hashlib.sha256((tmp_path / "a.npz").read_bytes()).digest()
+        != hashlib.sha256((tmp_path / "b.npz").read_bytes()).digest()
+    )  # the prompt reached the network
     # 'on' without the coarse labels: a config error naming the option, nothing written
     assert main(["refine", *args, "-o", str(tmp_path / "c.npz"), "--config", str(on)]) == 2
     assert not (tmp_path / "c.npz").exists()
@@ -256,11 +322,28 @@ def test_refine_rejects_prompts_from_another_grid(tmp_path):
     synthetic_case(tmp_path)
     ckpt = micro_checkpoint(tmp_path / "micro.safetensors")
     other = Geometry(shape_zyx=(5, 5, 5), spacing_xyz_mm=(1, 1, 1), origin_xyz_mm=(0, 0, 0))
-    p = CasePrompts(ct_geometry=other, prompt_sets=[PromptSet("liver", 0, 0, (Click((0, 0, 0), True),))],
-                    structures={"liver": StructureInfo("liver", 1, 1.0, 1, (0, 0, 0), (1, 1, 1))})
+    p = CasePrompts(
+        ct_geometry=other,
+        prompt_sets=[PromptSet("liver", 0, 0, (Click((0, 0, 0), True),))],
+        structures={"liver": StructureInfo("liver", 1, 1.0, 1, (0, 0, 0), (1, 1, 1))},
+    )
     write_prompts(tmp_path / "p.json", p)
-    assert main(["refine", str(tmp_path / "ct.nii.gz"), str(tmp_path / "p.json"), "-o", str(tmp_path / "r.npz"),
-                 "--checkpoint", str(ckpt), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "refine",
+                str(tmp_path / "ct.nii.gz"),
+                str(tmp_path / "p.json"),
+                "-o",
+                str(tmp_path / "r.npz"),
+                "--checkpoint",
+                str(ckpt),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "r.npz").exists()
 
 
@@ -273,11 +356,12 @@ def test_real_ct_all_structures_covered_and_far_ends_reached(shared_data, tmp_pa
     To stay within a few CPU minutes the micro checkpoint declares a 3 mm frame (192 mm patches), one
     round and one tile per component, so liver and colon must be reached by propagation.
     """
+    import yaml
+
     from ctsam.cli import main
     from ctsam.io.image import read_labelmap
-    from ctsam.seed.prompts import read_prompts
     from ctsam.refine.refined_file import load_refined
-    import yaml
+    from ctsam.seed.prompts import read_prompts
 
     ct = shared_data / "totalseg_examples" / "example_ct.nii.gz"
     seg = shared_data / "totalseg_examples" / "example_seg_fast_force_split.nii.gz"
@@ -285,18 +369,42 @@ def test_real_ct_all_structures_covered_and_far_ends_reached(shared_data, tmp_pa
     cfg = tmp_path / "c.yaml"
     coarse = read_labelmap(seg)
     present = {coarse.labels[i] for i in coarse.present_labels()}
-    cfg.write_text(yaml.safe_dump({
-        # refine every structure present, also those that keep their coarse mask by default
-        "structures": {"refine_include": sorted(present)},
-        "seed": {"max_components": 1, "tile_size_mm": 1000.0, "max_negatives": 3},
-        "refine": {"device": "cpu", "rounds": 1, "batch_size": 8, "patch_snap_voxels": 16,
-                   "max_patches_per_structure": 8, "max_propagation_steps": 3},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                # refine every structure present, also those that keep their coarse mask by default
+                "structures": {"refine_include": sorted(present)},
+                "seed": {"max_components": 1, "tile_size_mm": 1000.0, "max_negatives": 3},
+                "refine": {
+                    "device": "cpu",
+                    "rounds": 1,
+                    "batch_size": 8,
+                    "patch_snap_voxels": 16,
+                    "max_patches_per_structure": 8,
+                    "max_propagation_steps": 3,
+                },
+            }
+        )
+    )
     assert main(["seed", str(ct), str(seg), "-o", str(tmp_path / "p.json"), "--config", str(cfg)]) == 0
     prompts = read_prompts(tmp_path / "p.json")
     assert len(present) == 61 and set(prompts.structure_names()) == present
-    assert main(["refine", str(ct), str(tmp_path / "p.json"), "-o", str(tmp_path / "r.npz"), "--checkpoint", str(ckpt),
-                 "--config", str(cfg)]) == 0
+    assert (
+        main(
+            [
+                "refine",
+                str(ct),
+                str(tmp_path / "p.json"),
+                "-o",
+                str(tmp_path / "r.npz"),
+                "--checkpoint",
+                str(ckpt),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     r = load_refined(tmp_path / "r.npz")
     done = {s.name for s in r.structures}
     assert present <= done | set(r.skipped)

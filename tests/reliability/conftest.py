@@ -26,18 +26,33 @@ def env() -> dict:
 
 def ctsam(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """``python -m ctsam ARGS`` in a subprocess (this worktree's code), output captured."""
-    return subprocess.run([sys.executable, "-m", "ctsam", *map(str, args)], cwd=cwd, env=env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ctsam", *map(str, args)],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def popen_ctsam(*args: str, cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ctsam", *map(str, args)], cwd=cwd, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ctsam", *map(str, args)],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def temp_files(root: Path) -> list[Path]:
     """ctsam temp files (and the hidden ``.<name>.*.tmp*`` files older versions left) below ``root``."""
-    return sorted(p for p in Path(root).rglob("*") if ".ctsam-tmp." in p.name or (p.name.startswith(".") and ".tmp" in p.name))
+    return sorted(
+        p for p in Path(root).rglob("*") if ".ctsam-tmp." in p.name or (p.name.startswith(".") and ".tmp" in p.name)
+    )
 
 
 def sha256(path: Path) -> str:
@@ -61,21 +76,63 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("convert", ("convert", "{study}", "-o", "{out}/ct.nii.gz", "--sidecar", "{out}/ct.json"),
-              (), ("ct.nii.gz", "ct.json")),
-        Stage("coarse", ("coarse", "{in}/ct.nii.gz", "-o", "{out}/coarse.nii.gz", "--sidecar", "{out}/coarse.json",
-                         "--backend", "labels", "--labels", "{labels}"),
-              ("ct.nii.gz",), ("coarse.nii.gz", "coarse.tsv", "coarse.json")),
-        Stage("seed", ("seed", "{in}/ct.nii.gz", "{in}/coarse.nii.gz", "-o", "{out}/prompts.json"),
-              ("ct.nii.gz", "coarse.nii.gz", "coarse.tsv"), ("prompts.json",)),
-        Stage("fuse", ("fuse", "{in}/coarse.nii.gz", "-o", "{out}/labels.nii.gz", "--sidecar", "{out}/fuse.json"),
-              ("coarse.nii.gz", "coarse.tsv"), ("labels.nii.gz", "labels.tsv", "fuse.json")),
-        Stage("qc", ("qc", "{in}/ct.nii.gz", "{in}/labels.nii.gz", "--coarse", "{in}/coarse.nii.gz",
-                     "--fuse-sidecar", "{in}/fuse.json", "-o", "{out}/qc.json"),
-              ("ct.nii.gz", "labels.nii.gz", "labels.tsv", "coarse.nii.gz", "coarse.tsv", "fuse.json"), ("qc.json",)),
-        Stage("radiomics", ("radiomics", "{in}/ct.nii.gz", "{in}/labels.nii.gz", "-o", "{out}/radiomics.parquet",
-                            "--workers", "1"),
-              ("ct.nii.gz", "labels.nii.gz", "labels.tsv"), ("radiomics.parquet", "radiomics.json")),
+        Stage(
+            "convert",
+            ("convert", "{study}", "-o", "{out}/ct.nii.gz", "--sidecar", "{out}/ct.json"),
+            (),
+            ("ct.nii.gz", "ct.json"),
+        ),
+        Stage(
+            "coarse",
+            (
+                "coarse",
+                "{in}/ct.nii.gz",
+                "-o",
+                "{out}/coarse.nii.gz",
+                "--sidecar",
+                "{out}/coarse.json",
+                "--backend",
+                "labels",
+                "--labels",
+                "{labels}",
+            ),
+            ("ct.nii.gz",),
+            ("coarse.nii.gz", "coarse.tsv", "coarse.json"),
+        ),
+        Stage(
+            "seed",
+            ("seed", "{in}/ct.nii.gz", "{in}/coarse.nii.gz", "-o", "{out}/prompts.json"),
+            ("ct.nii.gz", "coarse.nii.gz", "coarse.tsv"),
+            ("prompts.json",),
+        ),
+        Stage(
+            "fuse",
+            ("fuse", "{in}/coarse.nii.gz", "-o", "{out}/labels.nii.gz", "--sidecar", "{out}/fuse.json"),
+            ("coarse.nii.gz", "coarse.tsv"),
+            ("labels.nii.gz", "labels.tsv", "fuse.json"),
+        ),
+        Stage(
+            "qc",
+            (
+                "qc",
+                "{in}/ct.nii.gz",
+                "{in}/labels.nii.gz",
+                "--coarse",
+                "{in}/coarse.nii.gz",
+                "--fuse-sidecar",
+                "{in}/fuse.json",
+                "-o",
+                "{out}/qc.json",
+            ),
+            ("ct.nii.gz", "labels.nii.gz", "labels.tsv", "coarse.nii.gz", "coarse.tsv", "fuse.json"),
+            ("qc.json",),
+        ),
+        Stage(
+            "radiomics",
+            ("radiomics", "{in}/ct.nii.gz", "{in}/labels.nii.gz", "-o", "{out}/radiomics.parquet", "--workers", "1"),
+            ("ct.nii.gz", "labels.nii.gz", "labels.tsv"),
+            ("radiomics.parquet", "radiomics.json"),
+        ),
     ]
 }
 
@@ -103,8 +160,11 @@ def demo_case(tmp_path_factory) -> DemoCase:
     root = tmp_path_factory.mktemp("reliability-demo")
     proc = ctsam("demo-cohort", root / "demo", "--cases", "1", "-q")
     assert proc.returncode == 0, proc.stderr
-    case = DemoCase(study=root / "demo" / CASE / "dicom", labels=root / "demo" / CASE / "coarse.nii.gz",
-                    results=root / "results" / CASE)
+    case = DemoCase(
+        study=root / "demo" / CASE / "dicom",
+        labels=root / "demo" / CASE / "coarse.nii.gz",
+        results=root / "results" / CASE,
+    )
     for stage in STAGES.values():
         proc = ctsam(*stage_args(stage, study=case.study, labels=case.labels, src=case.results, out=case.results))
         assert proc.returncode == 0, (stage.name, proc.stderr[-3000:])
@@ -123,7 +183,12 @@ def can_mount_tmpfs(where: Path) -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
     where.mkdir(parents=True, exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True, check=False).returncode == 0
+    ok = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if ok:
         subprocess.run(["umount", str(where)], capture_output=True, check=False)
     return ok

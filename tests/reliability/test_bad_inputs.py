@@ -28,8 +28,12 @@ def results(tmp_path, demo_case) -> Path:
 
 
 def _scaled(g: Geometry, factor: float) -> Geometry:
-    return Geometry(shape_zyx=g.shape_zyx, spacing_xyz_mm=tuple(s * factor for s in g.spacing_xyz_mm),
-                    origin_xyz_mm=g.origin_xyz_mm, direction=g.direction)
+    return Geometry(
+        shape_zyx=g.shape_zyx,
+        spacing_xyz_mm=tuple(s * factor for s in g.spacing_xyz_mm),
+        origin_xyz_mm=g.origin_xyz_mm,
+        direction=g.direction,
+    )
 
 
 def _import(results: Path, tmp_path: Path, array: np.ndarray, geometry: Geometry, case: str):
@@ -67,10 +71,12 @@ def test_spacing_1000x_is_refused(results, tmp_path, demo_case):
 
 @pytest.mark.parametrize(
     "values, what",
-    [((0.0, 1.0), "implausible for a CT"),  # a normalised image
-     ((0.0, 4000.0), "implausible for a CT"),  # an MR-like range: no air
-     ((-1024.0, -900.0), "implausible for a CT"),  # nothing as dense as soft tissue
-     ((-1024.0, 60000.0), "outside the accepted Hounsfield range")],
+    [
+        ((0.0, 1.0), "implausible for a CT"),  # a normalised image
+        ((0.0, 4000.0), "implausible for a CT"),  # an MR-like range: no air
+        ((-1024.0, -900.0), "implausible for a CT"),  # nothing as dense as soft tissue
+        ((-1024.0, 60000.0), "outside the accepted Hounsfield range"),
+    ],
 )
 def test_hu_range_implausible_for_ct_is_refused(results, tmp_path, demo_case, values, what):
     g = read_ct(demo_case.results / "ct.nii.gz").geometry
@@ -121,8 +127,17 @@ def test_seed_caps_prompt_sets(results, tmp_path, demo_case):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("seed:\n  max_prompt_sets: 5\n")
     out = tmp_path / "capped.json"
-    proc = ctsam("seed", demo_case.results / "ct.nii.gz", demo_case.results / "coarse.nii.gz", "-o", out,
-                 "--case", "capped", "--config", cfg)
+    proc = ctsam(
+        "seed",
+        demo_case.results / "ct.nii.gz",
+        demo_case.results / "coarse.nii.gz",
+        "-o",
+        out,
+        "--case",
+        "capped",
+        "--config",
+        cfg,
+    )
     assert proc.returncode == 2 and "at most 5 prompt sets" in proc.stderr and not out.exists()
     assert n_structures  # the uncapped reference run wrote prompts
 
@@ -133,7 +148,9 @@ def test_empty_labels_are_a_qc_error_and_radiomics_fails(results, tmp_path, demo
     bad = results / "empty"
     bad.mkdir()
     shutil.copy2(ref / "ct.nii.gz", bad / "ct.nii.gz")
-    write_labelmap(bad / "labels.nii.gz", LabelMap(array=np.zeros_like(lm.array), geometry=lm.geometry, labels=lm.labels))
+    write_labelmap(
+        bad / "labels.nii.gz", LabelMap(array=np.zeros_like(lm.array), geometry=lm.geometry, labels=lm.labels)
+    )
     proc = ctsam("qc", bad / "ct.nii.gz", bad / "labels.nii.gz", "-o", bad / "qc.json", "--case", "empty")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((bad / "qc.json").read_text())
@@ -145,12 +162,19 @@ def test_empty_labels_are_a_qc_error_and_radiomics_fails(results, tmp_path, demo
     write_labelmap(bad / "few.nii.gz", LabelMap(array=arr, geometry=lm.geometry, labels=lm.labels))
     assert ctsam("qc", bad / "ct.nii.gz", bad / "few.nii.gz", "-o", bad / "qc2.json", "--case", "empty").returncode == 0
     doc2 = json.loads((bad / "qc2.json").read_text())
-    assert doc2["case_flags"][0]["flag"] == "empty_labelmap" and "nearly empty: 3 labelled voxels" in doc2["case_flags"][0]["message"]
+    assert (
+        doc2["case_flags"][0]["flag"] == "empty_labelmap"
+        and "nearly empty: 3 labelled voxels" in doc2["case_flags"][0]["message"]
+    )
     # the good case has no case-level flag
     assert json.loads((ref / "qc.json").read_text())["case_flags"] == []
-    proc = ctsam("radiomics", bad / "ct.nii.gz", bad / "labels.nii.gz", "-o", bad / "radiomics.parquet", "--case", "empty")
+    proc = ctsam(
+        "radiomics", bad / "ct.nii.gz", bad / "labels.nii.gz", "-o", bad / "radiomics.parquet", "--case", "empty"
+    )
     assert proc.returncode == 2, proc.stderr
-    assert "radiomics extracted no features for this case [case empty]" in proc.stderr and "0 feature rows" in proc.stderr
+    assert (
+        "radiomics extracted no features for this case [case empty]" in proc.stderr and "0 feature rows" in proc.stderr
+    )
     assert not (bad / "radiomics.parquet").exists()
 
 
@@ -163,8 +187,17 @@ def test_structure_missing_after_fusion_is_flagged(results, tmp_path, demo_case)
     arr[arr == victim] = 0
     bad = results / "lost"
     write_labelmap(bad / "labels.nii.gz", LabelMap(array=arr, geometry=lm.geometry, labels=lm.labels))
-    proc = ctsam("qc", ref / "ct.nii.gz", bad / "labels.nii.gz", "--coarse", ref / "coarse.nii.gz",
-                 "-o", bad / "qc.json", "--case", "lost")
+    proc = ctsam(
+        "qc",
+        ref / "ct.nii.gz",
+        bad / "labels.nii.gz",
+        "--coarse",
+        ref / "coarse.nii.gz",
+        "-o",
+        bad / "qc.json",
+        "--case",
+        "lost",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((bad / "qc.json").read_text())
     rec = next(s for s in doc["structures"] if s["name"] == lm.labels[victim])

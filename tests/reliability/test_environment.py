@@ -30,7 +30,9 @@ def mount_point(tmp_path):
     def mount(name: str, options: str) -> Path:
         where = tmp_path / name
         where.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); the mocked tests cover this")
         mounted.append(where)
@@ -76,7 +78,9 @@ def test_read_only_existing_case_folder_other_cases_untouched(mount_point, demo_
     shutil.copytree(demo_case.results, disk / CASE)
     before = tree_digest(disk)
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-    proc = ctsam("qc", disk / CASE / "ct.nii.gz", disk / CASE / "labels.nii.gz", "-o", disk / CASE / "qc2.json", "--case", CASE)
+    proc = ctsam(
+        "qc", disk / CASE / "ct.nii.gz", disk / CASE / "labels.nii.gz", "-o", disk / CASE / "qc2.json", "--case", CASE
+    )
     _assert_env_error(proc, disk / CASE / "qc2.json", "Read-only file system", "EROFS")
     assert tree_digest(disk) == before
 
@@ -90,11 +94,16 @@ def test_missing_folder_in_output_path_is_exit_4(tmp_path, demo_case):
 
 @pytest.mark.parametrize(
     "err, code, words",
-    [(errno.ENOSPC, "ENOSPC", "No space left on device"), (errno.EACCES, "EACCES", "Permission denied"),
-     (errno.EROFS, "EROFS", "Read-only file system"), (errno.EDQUOT, "EDQUOT", "quota")],
+    [
+        (errno.ENOSPC, "ENOSPC", "No space left on device"),
+        (errno.EACCES, "EACCES", "Permission denied"),
+        (errno.EROFS, "EROFS", "Read-only file system"),
+        (errno.EDQUOT, "EDQUOT", "quota"),
+    ],
 )
 def test_mocked_os_errors_during_a_write(tmp_path, monkeypatch, capsys, demo_case, err, code, words):
     """The same faults without root: the rename of a finished temp file fails with the OS error."""
+
     def refuse(src, dst):
         raise OSError(err, os.strerror(err), str(src))
 
@@ -166,8 +175,17 @@ def test_sigterm_during_a_write_removes_the_temp_file(tmp_path):
 
 def test_sigterm_stops_a_stage_with_143_and_no_debris(tmp_path, demo_case):
     out = tmp_path / "results" / CASE
-    proc = popen_ctsam("radiomics", demo_case.results / "ct.nii.gz", demo_case.results / "labels.nii.gz",
-                       "-o", out / "radiomics.parquet", "--workers", "1", "--case", CASE)
+    proc = popen_ctsam(
+        "radiomics",
+        demo_case.results / "ct.nii.gz",
+        demo_case.results / "labels.nii.gz",
+        "-o",
+        out / "radiomics.parquet",
+        "--workers",
+        "1",
+        "--case",
+        CASE,
+    )
     time.sleep(4.0)  # past the imports, inside the extraction
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import REPO, jobs_by_case, snakemake  # tests/ is on sys.path (pytest rootdir insertion)
 
-GPU_RULES = ("refine",)
+from tests.workflow.test_workflow import REPO, snakemake
+
+GPU_RULES = ("refine", "lesions")
 
 
 def test_every_gpu_rule_declares_the_gpu_resource_and_profiles_limit_it():
@@ -21,15 +22,8 @@ def test_every_gpu_rule_declares_the_gpu_resource_and_profiles_limit_it():
     local = yaml.safe_load((REPO / "workflow" / "profiles" / "local" / "config.yaml").read_text())
     assert "gpu=1" in local["resources"]
     slurm = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
-    assert slurm["set-resources"]["refine"]["gres"] == "gpu:1"
-
-
-@pytest.mark.workflow
-def test_slurm_dry_run_maps_refine_to_gres(tmp_path):
-    proc = snakemake(tmp_path, "-n", "--profile", "workflow/profiles/slurm", "--printshellcmds",
-                     config={"workflow": {"demo": {"cases": 1}}})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "refine" in jobs_by_case(proc.stdout + proc.stderr)["demo-001"]
+    for rule in GPU_RULES:  # SLURM: the GPU comes from gres (the plugin refuses gpu and gres together)
+        assert slurm["set-resources"][rule]["gres"] == "gpu:1" and slurm["set-resources"][rule]["gpu"] == 0
 
 
 def _job_intervals(log_text: str, rule: str) -> list[tuple[int, int]]:
@@ -52,7 +46,10 @@ def _job_intervals(log_text: str, rule: str) -> list[tuple[int, int]]:
 
 
 def _log_span(path: Path) -> tuple[datetime, datetime]:
-    stamps = [datetime.strptime(m.group(1), "%H:%M:%S") for m in re.finditer(r"^(\d\d:\d\d:\d\d) ", path.read_text(), re.MULTILINE)]
+    stamps = [
+        datetime.strptime(m.group(1), "%H:%M:%S")
+        for m in re.finditer(r"^(\d\d:\d\d:\d\d) ", path.read_text(), re.MULTILINE)
+    ]
     return stamps[0], stamps[-1]
 
 

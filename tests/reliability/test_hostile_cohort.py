@@ -9,11 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
-from test_workflow import read_tsv, snakemake  # tests/ is on sys.path (pytest rootdir insertion)
 
 from ctsam.caseid import safe_case_id
 from ctsam.io.image import read_ct, read_labelmap, write_ct, write_labelmap
 from ctsam.volume import CTVolume, LabelMap
+from tests.workflow.test_workflow import read_tsv, snakemake
 
 from .conftest import temp_files
 
@@ -32,7 +32,9 @@ def test_hostile_cohort_finishes_good_cases_and_lists_bad_ones(tmp_path, demo_ca
     nan[:] = np.nan
     write_ct(inputs / "nan.nii.gz", CTVolume(array=nan, geometry=ct.geometry))
     lm = read_labelmap(demo_case.labels)
-    write_labelmap(inputs / "empty.nii.gz", LabelMap(array=np.zeros_like(lm.array), geometry=lm.geometry, labels=lm.labels))
+    write_labelmap(
+        inputs / "empty.nii.gz", LabelMap(array=np.zeros_like(lm.array), geometry=lm.geometry, labels=lm.labels)
+    )
     study, labels = demo_case.study, demo_case.labels
     rows = [
         ("good-1", study, labels),
@@ -43,11 +45,18 @@ def test_hostile_cohort_finishes_good_cases_and_lists_bad_ones(tmp_path, demo_ca
         ("missing-file", inputs / "no" / "such" / "study", labels),
     ]
     sheet = tmp_path / "samples.tsv"
-    sheet.write_text("case_id\tpath\tcoarse_labels\n" + "".join(f"{c}\t{p}\t{lab}\n" for c, p, lab in rows),
-                     encoding="utf-8")
+    sheet.write_text(
+        "case_id\tpath\tcoarse_labels\n" + "".join(f"{c}\t{p}\t{lab}\n" for c, p, lab in rows), encoding="utf-8"
+    )
     work = tmp_path / "run"
-    proc = snakemake(work, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"samples": str(sheet), "stages": STAGES, "coarse_backend": "labels"}})
+    proc = snakemake(
+        work,
+        "--profile",
+        "workflow/profiles/local",
+        "--cores",
+        "2",
+        config={"workflow": {"samples": str(sheet), "stages": STAGES}, "coarse": {"backend": "labels"}},
+    )
     out = proc.stdout + proc.stderr
     assert "PeriodicWildcardError" not in out and "empty after sanitising" not in out
     assert proc.returncode != 0  # --keep-going: finished, with failures reported

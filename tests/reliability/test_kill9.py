@@ -15,20 +15,23 @@ from pathlib import Path
 
 import pytest
 
+from ctsam.io.atomic import temp_target
+
 from .conftest import STAGES, copy_inputs, ctsam, popen_ctsam, sha256, stage_args, temp_files
 
 
-def _kill_at(args: list[str], *, delay_s: float | None, watch: Path) -> tuple[str, bool]:
+def _kill_at(args: list[str], *, delay_s: float | None, watch: Path) -> tuple[str, Path | None]:
     """Run the stage, SIGKILL it after ``delay_s`` (None: as soon as a temp file appears in ``watch``).
 
-    Returns (what happened, whether a temp file was seen at the kill)."""
+    Returns (what happened, the temp file seen at the kill or None)."""
     proc = popen_ctsam(*args)
     t0 = time.monotonic()
-    seen = False
+    seen = None
     while proc.poll() is None:
         if delay_s is None:
-            if watch.is_dir() and any(".ctsam-tmp." in n for n in os.listdir(watch)):
-                seen = True
+            names = [n for n in os.listdir(watch) if ".ctsam-tmp." in n] if watch.is_dir() else []
+            if names:
+                seen = watch / names[0]
                 break
             if time.monotonic() - t0 > 120:
                 break
@@ -59,9 +62,10 @@ def test_kill9_then_rerun_gives_identical_outputs_and_no_debris(tmp_path, demo_c
     duration = time.monotonic() - t0
     rng = random.Random(f"kill9-{name}")
     outcomes = [_kill_at(args, delay_s=None, watch=out)]
-    debris = temp_files(out)
-    if outcomes[0] == ("killed", True):
-        assert debris, "a kill -9 in the middle of a write leaves its temp file (nothing can run)"
+    what, seen = outcomes[0]
+    if what == "killed" and seen is not None:
+        # the kill landed mid-write (its temp file stays: nothing can run) or just after the rename
+        assert temp_files(out) or temp_target(seen).exists(), "a kill -9 mid-write must leave its temp file"
     outcomes += [_kill_at(args, delay_s=rng.uniform(0.3, duration), watch=out) for _ in range(2)]
     assert any(what == "killed" for what, _ in outcomes), outcomes
     for f in stage.outputs:  # a killed run may have finished some outputs; none is half-written

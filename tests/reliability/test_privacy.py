@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_workflow import read_tsv, snakemake  # tests/ is on sys.path (pytest rootdir insertion)
+
+from tests.workflow.test_workflow import read_tsv, snakemake
 
 from .conftest import ctsam
 
@@ -39,8 +40,11 @@ def make_identity_study(src: Path, dest: Path) -> list[str]:
 
     series = dest / FOLDER / "SER_DOE_JOHN"
     series.mkdir(parents=True)
-    uids = {"StudyInstanceUID": f"{UID_ROOT}.1", "SeriesInstanceUID": f"{UID_ROOT}.2",
-            "FrameOfReferenceUID": f"{UID_ROOT}.3"}
+    uids = {
+        "StudyInstanceUID": f"{UID_ROOT}.1",
+        "SeriesInstanceUID": f"{UID_ROOT}.2",
+        "FrameOfReferenceUID": f"{UID_ROOT}.3",
+    }
     secrets = [*IDENTITY.values(), *uids.values(), FOLDER, "SER_DOE_JOHN", "12345", str(dest)]
     for i, f in enumerate(sorted(src.iterdir()), start=1):
         ds = pydicom.dcmread(f)
@@ -88,9 +92,17 @@ def test_identity_never_reaches_results_or_logs(tmp_path, demo_case):
     sheet = tmp_path / "samples.tsv"
     sheet.write_text(f"case_id\tpath\tcoarse_labels\nsubj01\t{studies / FOLDER}\t{labels}\n")
     work = tmp_path / "run"
-    proc = snakemake(work, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"samples": str(sheet), "coarse_backend": "labels",
-                                          "stages": ["convert", "coarse", "fuse", "qc", "radiomics"]}})
+    proc = snakemake(
+        work,
+        "--profile",
+        "workflow/profiles/local",
+        "--cores",
+        "2",
+        config={
+            "workflow": {"samples": str(sheet), "stages": ["convert", "coarse", "fuse", "qc", "radiomics"]},
+            "coarse": {"backend": "labels"},
+        },
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = work / "results"
     case = results / "subj01"
@@ -121,6 +133,10 @@ def test_switches_keep_dates_shifted_and_uids(tmp_path, demo_case):
     assert proc.returncode == 0, proc.stderr
     side = json.loads((tmp_path / "ct.json").read_text())
     assert side["series_instance_uid"] == ds.SeriesInstanceUID and ds.SeriesInstanceUID in proc.stderr
+    assert f"below {demo_case.study}" not in proc.stderr  # input paths stay redacted (no switch brings them back)
     assert ds.StudyDate == "20240101" and side["study_date"] == "20231222"  # shifted by -10 days
+    plain = ctsam("convert", demo_case.study, "-o", tmp_path / "d" / "ct.nii.gz", "--case", "c1")
+    assert plain.returncode == 0 and "below <input>" in plain.stderr and "chosen series <uid>" in plain.stderr
+    assert str(demo_case.study) not in plain.stderr and ds.SeriesInstanceUID not in plain.stderr
     default = json.loads((demo_case.results / "ct.json").read_text())
     assert default["study_date"] is None and default["series_instance_uid"] != ds.SeriesInstanceUID

@@ -31,8 +31,9 @@ def write_case(root, name: str, *, swap: bool = False, refined: bool = True) -> 
     ctv, lm = CTVolume(ct, g), LabelMap(lab, g, dict(LABELS))
     write_ct(d / "ct.nii.gz", ctv)
     write_labelmap(d / "labels.nii.gz", lm)
-    sources = {n: {"source": "refined" if refined and n != "esophagus" else "coarse", "reason": None}
-               for n in LABELS.values()}
+    sources = {
+        n: {"source": "refined" if refined and n != "esophagus" else "coarse", "reason": None} for n in LABELS.values()
+    }
     doc = compute_case_qc(ctv, lm, lm, load_config()["qc"], case=name, fusion_sources=sources)
     doc["inputs"] = {"ct": "ct.nii.gz", "labels": "labels.nii.gz"}
     (d / "qc.json").write_text(json.dumps(doc))
@@ -48,5 +49,6 @@ def results_with_failure(tmp_path):
     (results / "cohort").mkdir()
     (results / "cohort" / "failures.tsv").write_text(
         "case\tstage\treason\ncase-c\tconvert\tDICOM series has a gap: 2 slices missing | fix: re-export the series\n"
-        "case-a\tqc\tstale entry of an earlier run\n")
+        "case-a\tqc\tstale entry of an earlier run\n"
+    )
     return results

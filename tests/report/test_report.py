@@ -37,8 +37,13 @@ def make_case(root, name: str, *, swap: bool = False, manifest: bool = True):
     doc["inputs"] = {"ct": "ct.nii.gz", "labels": "labels.nii.gz"}
     (d / "qc.json").write_text(json.dumps(doc))
     if manifest:
-        m = {"config_digest": "abc", "ctsam_version": "0.1.0", "software": {"numpy": "2.4"}, "checkpoints": [],
-             "stages": {"fuse": {"benchmark": {"wall_s": 3.0, "max_rss_mb": 400.0}}}}
+        m = {
+            "config_digest": "abc",
+            "ctsam_version": "0.1.0",
+            "software": {"numpy": "2.4"},
+            "checkpoints": [],
+            "stages": {"fuse": {"benchmark": {"wall_s": 3.0, "max_rss_mb": 400.0}}},
+        }
         (d / "manifest.json").write_text(json.dumps(m))
     return doc
 
@@ -124,7 +129,10 @@ def test_cli_report(tmp_path):
     from ctsam.cli import main
 
     make_case(tmp_path / "results", "c1")
-    assert main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "out" / "cohort.html"), "--max-snapshots", "0"]) == 0
+    assert (
+        main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "out" / "cohort.html"), "--max-snapshots", "0"])
+        == 0
+    )
     assert (tmp_path / "out" / "cohort_qc.parquet").exists() and (tmp_path / "out" / "cohort_qc.csv").exists()
     assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "x.html")]) == 2
 
@@ -138,8 +146,18 @@ def test_lesion_rows_and_flags_appear_in_the_case(tmp_path):
     les = np.zeros(shape, np.uint8)
     les[3:6, 3:6, 12:15] = 1
     doc = json.loads((results / "c1" / "qc.json").read_text())
-    side = {"lesions": [{"lesion_id": 1, "label": "liver_tumor", "touches_patch_border": True, "mean_probability": 0.9,
-                         "recist_long_axis_mm": 6.36, "recist_short_axis_mm": 4.5}]}
+    side = {
+        "lesions": [
+            {
+                "lesion_id": 1,
+                "label": "liver_tumor",
+                "touches_patch_border": True,
+                "mean_probability": 0.9,
+                "recist_long_axis_mm": 6.36,
+                "recist_short_axis_mm": 4.5,
+            }
+        ]
+    }
     lq = lesion_qc(CTVolume(np.zeros(shape, np.int16), g), LabelMap(les, g, {1: "lesion_1"}), None, side, {})
     doc["lesions"], doc["lesion_summary"] = lq["lesions"], lq["summary"]
     doc["inputs"]["lesions"] = "lesions.nii.gz"

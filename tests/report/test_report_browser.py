@@ -28,7 +28,10 @@ def test_broken_image_and_console_error_are_caught(results_with_failure, tmp_pat
     out = results_with_failure / "cohort" / "report.html"
     build_report(results_with_failure, out)
     spoiled = tmp_path / "spoiled.html"
-    spoiled.write_text(out.read_text().replace(
-        "</main>", "<img alt='bad' src='data:image/png;base64,AAAA'><script>console.error('boom')</script></main>"))
+    spoiled.write_text(
+        out.read_text().replace(
+            "</main>", "<img alt='bad' src='data:image/png;base64,AAAA'><script>console.error('boom')</script></main>"
+        )
+    )
     page = inspect_page(spoiled)
     assert "broken image: bad" in page.problems and "console error: boom" in page.problems

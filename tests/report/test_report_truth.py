@@ -15,7 +15,7 @@ def test_failures_tsv_is_found_and_stale_entries_dropped(results_with_failure):
     out = results_with_failure / "cohort" / "report.html"
     summary = build_report(results_with_failure, out)
     html = out.read_text()
-    failed = html[html.index("id='failed'"):]
+    failed = html[html.index("id='failed'") :]
     assert summary["failed"] == 1 and "case-c" in failed and "2 slices missing" in failed
     assert "stale entry" not in failed  # case-a has a qc.json: it completed after all
     assert "no failure list" not in html and "results/cohort/failures.tsv" in failed
@@ -55,7 +55,7 @@ def test_flagged_structure_is_outlined():
         import matplotlib.image as mpimg
 
         img = mpimg.imread(io.BytesIO(png))[..., :3]
-        target = np.array([int(OUTLINE_COLOR[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+        target = np.array([int(OUTLINE_COLOR[i : i + 2], 16) / 255 for i in (1, 3, 5)])
         return int((np.abs(img - target).max(axis=-1) < 0.08).sum())
 
     plain = render_snapshot(ct, lab, g, {1: "liver"})
@@ -69,5 +69,5 @@ def test_completed_outputs_after_a_failed_run(results_with_failure):
     written = write_completed_outputs(results_with_failure, ["case-a", "case-b", "case-c"], report=True, radiomics=True)
     assert set(written) == {"report"}  # no case has radiomics: no table, no error
     html = (results_with_failure / "cohort" / "report.html").read_text()
-    assert "id='case-case-b'" in html and "case-c" in html[html.index("id='failed'"):]
+    assert "id='case-case-b'" in html and "case-c" in html[html.index("id='failed'") :]
     assert (results_with_failure / "cohort" / "report_qc.parquet").exists()

@@ -20,11 +20,21 @@ from ctsam.volume import Geometry
 
 def case_prompts() -> CasePrompts:
     g = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1, 1, 2), origin_xyz_mm=(0, 0, 0))
-    ps = PromptSet("liver", 0, 0, (Click((1, 2, 3), True, "interior"), Click((4.5, 5, 6), False, "neighbour:spleen")),
-                   center_xyz_mm=(1.5, 2.5, 3.5))
+    ps = PromptSet(
+        "liver",
+        0,
+        0,
+        (Click((1, 2, 3), True, "interior"), Click((4.5, 5, 6), False, "neighbour:spleen")),
+        center_xyz_mm=(1.5, 2.5, 3.5),
+    )
     info = StructureInfo("liver", 5, 12.3456789, 1, (0, 0, 0), (5, 6, 7))
-    return CasePrompts(ct_geometry=g, prompt_sets=[ps], structures={"liver": info},
-                       skipped={"spleen": "empty coarse mask"}, settings={"seed": {"tile_size_mm": 84.0}})
+    return CasePrompts(
+        ct_geometry=g,
+        prompt_sets=[ps],
+        structures={"liver": info},
+        skipped={"spleen": "empty coarse mask"},
+        settings={"seed": {"tile_size_mm": 84.0}},
+    )
 
 
 def test_prompts_roundtrip_and_deterministic(tmp_path):
@@ -63,9 +73,11 @@ def test_read_prompts_errors(tmp_path):
 
 
 def test_corrections_roundtrip_and_merge(tmp_path):
-    clicks = {"liver": [Click((7, 7, 7), True), Click((8, 8, 8), False)],
-              "spleen": [Click((1, 1, 1), True)],
-              "kidney_left": [Click((2, 2, 2), False)]}
+    clicks = {
+        "liver": [Click((7, 7, 7), True), Click((8, 8, 8), False)],
+        "spleen": [Click((1, 1, 1), True)],
+        "kidney_left": [Click((2, 2, 2), False)],
+    }
     write_corrections(tmp_path / "c.json", clicks)
     back = read_corrections(tmp_path / "c.json")
     assert [c.world_xyz_mm for c in back["liver"]] == [(7.0, 7.0, 7.0), (8.0, 8.0, 8.0)]
@@ -83,8 +95,15 @@ def test_corrections_roundtrip_and_merge(tmp_path):
 
 
 def test_corrections_errors(tmp_path):
-    (tmp_path / "c.json").write_text(json.dumps({"format": "ctsam-corrections", "format_version": 1,
-                                                 "clicks": {"liver": [{"xyz_mm": [1, 2], "positive": True}]}}))
+    (tmp_path / "c.json").write_text(
+        json.dumps(
+            {
+                "format": "ctsam-corrections",
+                "format_version": 1,
+                "clicks": {"liver": [{"xyz_mm": [1, 2], "positive": True}]},
+            }
+        )
+    )
     with pytest.raises(InputDataError, match="malformed"):
         read_corrections(tmp_path / "c.json", case="c7")
     (tmp_path / "d.json").write_text(json.dumps({"clicks": []}))

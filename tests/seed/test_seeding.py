@@ -9,8 +9,12 @@ from ctsam.volume import Geometry, LabelMap
 
 
 def geometry(shape=(40, 40, 60), spacing=(2.0, 2.0, 2.0)):
-    return Geometry(shape_zyx=shape, spacing_xyz_mm=spacing, origin_xyz_mm=(-10.0, 5.0, 0.0),
-                    direction=((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)))
+    return Geometry(
+        shape_zyx=shape,
+        spacing_xyz_mm=spacing,
+        origin_xyz_mm=(-10.0, 5.0, 0.0),
+        direction=((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    )
 
 
 def test_interior_point_is_the_deepest_voxel_in_mm():
@@ -110,14 +114,18 @@ def test_seed_cli(tmp_path):
     lm = LabelMap(lm.array, lm.geometry, {1: "colon", 2: "kidney_left", 3: "spleen", 4: "liver"})
     write_labelmap(tmp_path / "seg.nii.gz", lm)
     write_ct(tmp_path / "ct.nii.gz", CTVolume(np.zeros(lm.geometry.shape_zyx, np.int16), lm.geometry))
-    assert main(["seed", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "p.json")]) == 0
+    assert (
+        main(["seed", str(tmp_path / "ct.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "p.json")]) == 0
+    )
     p = read_prompts(tmp_path / "p.json")
     assert p.structure_names() == ["colon", "kidney_left"]
     assert p.skipped["liver"] == "empty coarse mask"
     assert p.skipped["spleen"].startswith("all 1 component(s) below seed.min_component_ml")
     other = Geometry(shape_zyx=(40, 40, 61), spacing_xyz_mm=(2, 2, 2), origin_xyz_mm=(0, 0, 0))
     write_ct(tmp_path / "ct2.nii.gz", CTVolume(np.zeros(other.shape_zyx, np.int16), other))
-    assert main(["seed", str(tmp_path / "ct2.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "q.json")]) == 2
+    assert (
+        main(["seed", str(tmp_path / "ct2.nii.gz"), str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "q.json")]) == 2
+    )
 
 
 def test_from_config_seeds_only_refined_structures():

@@ -29,8 +29,11 @@ def test_demo_lesion_model_loads_as_tiny_sam3d_adapter(model):
     assert WEIGHTS.stat().st_size < 8 * 2**20
     p = model.input_spec.patch_size_zyx
     with torch.no_grad():
-        prob = model.foreground_probability(torch.zeros((1, 1, *p)), torch.tensor([[[p[0] / 2, p[1] / 2, p[2] / 2]]]),
-                                            torch.ones((1, 1), dtype=torch.int64))
+        prob = model.foreground_probability(
+            torch.zeros((1, 1, *p)),
+            torch.tensor([[[p[0] / 2, p[1] / 2, p[2] / 2]]]),
+            torch.ones((1, 1), dtype=torch.int64),
+        )
     assert prob.shape == (1, *p) and torch.isfinite(prob).all()
 
 

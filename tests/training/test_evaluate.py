@@ -13,9 +13,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.training.test_train_data import synthetic_case  # noqa: E402
-
 from ctsam.training.evaluate import EvalSettings, click_curve, evaluate, format_summary, noc  # noqa: E402
+from tests.training.test_train_data import synthetic_case  # noqa: E402
 
 
 def test_quality_calibration_measures_the_head_against_true_iou():
@@ -106,8 +105,10 @@ def test_evaluate_command_reports_bad_table(tmp_path):
     from ctsam.cli import main
 
     (tmp_path / "t.tsv").write_text("case_id\tct\nx\ty\n")
-    assert main(["evaluate", "--data", str(tmp_path / "t.tsv"), "--checkpoint", "builtin:nope", "-o",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(["evaluate", "--data", str(tmp_path / "t.tsv"), "--checkpoint", "builtin:nope", "-o", str(tmp_path / "o")])
+        == 2
+    )
 
 
 def test_shipped_demo_model_loads_with_provenance():

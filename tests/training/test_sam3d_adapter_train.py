@@ -14,8 +14,19 @@ from ctsam.training.lesion_data import LesionCase, LesionPatchSampler, lesion_co
 from ctsam.training.lesion_loop import LesionTrainer, LesionTrainSettings, dice_ce_loss
 from ctsam.volume import CTVolume, Geometry, LabelMap
 
-FAST = LesionTrainSettings(variant="tiny", recipe="adapters", steps=3, batch_size=1, lr=2e-3, seed=3, augment=False,
-                           val_every=0, log_every=1, checkpoint_every=1, device="cpu")
+FAST = LesionTrainSettings(
+    variant="tiny",
+    recipe="adapters",
+    steps=3,
+    batch_size=1,
+    lr=2e-3,
+    seed=3,
+    augment=False,
+    val_every=0,
+    log_every=1,
+    checkpoint_every=1,
+    device="cpu",
+)
 
 
 def lesion_volume(shape=(72, 72, 72), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +50,14 @@ def lesion_case(seed: int = 0) -> LesionCase:
     hu, labels = lesion_volume(seed=seed)
     geom = Geometry(shape_zyx=hu.shape, spacing_xyz_mm=(1.0, 1.0, 1.0), origin_xyz_mm=(0.0, 0.0, 0.0))
     comps, _ = lesion_components(labels > 0)
-    return LesionCase(f"case-{seed}", geom, hu, comps, np.argwhere(comps > 0).astype(np.int32),
-                      np.argwhere(hu > -50).astype(np.int32)[::7])
+    return LesionCase(
+        f"case-{seed}",
+        geom,
+        hu,
+        comps,
+        np.argwhere(comps > 0).astype(np.int32),
+        np.argwhere(hu > -50).astype(np.int32)[::7],
+    )
 
 
 def tiny_model(seed: int = 3):
@@ -56,9 +73,14 @@ def sampler_for(model, *, augment: bool = False, seed: int = 0) -> LesionPatchSa
     from ctsam.training.lesion_data import SamplingSettings
 
     spec = model.input_spec
-    return LesionPatchSampler([lesion_case(0)], normalise=spec.normalise, zscore_sd=spec.zscore_mean_std[1],
-                              patch_size_zyx=spec.patch_size_zyx, seed=seed,
-                              settings=SamplingSettings(augment=augment, positive_fraction=1.0))
+    return LesionPatchSampler(
+        [lesion_case(0)],
+        normalise=spec.normalise,
+        zscore_sd=spec.zscore_mean_std[1],
+        patch_size_zyx=spec.patch_size_zyx,
+        seed=seed,
+        settings=SamplingSettings(augment=augment, positive_fraction=1.0),
+    )
 
 
 def test_sam3d_adapter_train_sampler_is_deterministic_and_clicks_lie_in_the_lesion():
@@ -116,8 +138,7 @@ def test_sam3d_adapter_frozen_tensors_unchanged_after_train(tmp_path):
         if k not in params:
             assert torch.equal(before[k], after[k]), k
     rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
-    assert rec == {"kind": "parameters", "trainable": trainable_expected, "total": total_expected,
-                   "recipe": "adapters"}
+    assert rec == {"kind": "parameters", "trainable": trainable_expected, "total": total_expected, "recipe": "adapters"}
 
 
 @pytest.mark.slow
@@ -128,8 +149,9 @@ def test_sam3d_adapter_train_resume_is_exact(tmp_path):
     part = LesionTrainer(settings, sampler_for(tiny_model(), augment=True), tmp_path / "part", model=tiny_model())
     part.run(resume=False, until_step=1)
     assert part.latest_checkpoint().name == "step_000001"
-    resumed = LesionTrainer(settings, sampler_for(tiny_model(), augment=True), tmp_path / "part",
-                            model=tiny_model(seed=99))  # other weights: the checkpoint must replace them
+    resumed = LesionTrainer(
+        settings, sampler_for(tiny_model(), augment=True), tmp_path / "part", model=tiny_model(seed=99)
+    )  # other weights: the checkpoint must replace them
     resumed.run(resume=True)
     assert resumed.step == 2
     a, b = full.model.module.state_dict(), resumed.model.module.state_dict()
@@ -144,8 +166,9 @@ def test_sam3d_adapter_train_resume_refuses_other_settings(tmp_path):
 
     settings = dataclasses.replace(FAST, steps=1)
     LesionTrainer(settings, sampler_for(tiny_model()), tmp_path, model=tiny_model()).run(resume=False)
-    other = LesionTrainer(dataclasses.replace(settings, recipe="full"), sampler_for(tiny_model()), tmp_path,
-                          model=tiny_model())
+    other = LesionTrainer(
+        dataclasses.replace(settings, recipe="full"), sampler_for(tiny_model()), tmp_path, model=tiny_model()
+    )
     with pytest.raises(CheckpointError, match="other settings"):
         other.run(resume=True)
 
@@ -179,14 +202,39 @@ def test_sam3d_adapter_train_cli_records_trainable_parameters_and_provenance(tmp
     (tmp_path / "train.tsv").write_text("case_id\tct\tlabels\nc0\tc0/ct.nii.gz\tc0/lesions.nii.gz\n")
     (tmp_path / "val.tsv").write_text("case_id\tct\tlabels\nc1\tc1/ct.nii.gz\tc1/lesions.nii.gz\n")
     out = tmp_path / "run"
-    rc = main(["train", "--model", "sam3d_adapter", "--variant", "tiny", "--preset", "kits", "--recipe", "adapters",
-               "--data", str(tmp_path / "train.tsv"), "--val-data", str(tmp_path / "val.tsv"), "--out", str(out),
-               "--steps", "2", "--checkpoint-every", "1", "--val-every", "0", "--device", "cpu"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "sam3d_adapter",
+            "--variant",
+            "tiny",
+            "--preset",
+            "kits",
+            "--recipe",
+            "adapters",
+            "--data",
+            str(tmp_path / "train.tsv"),
+            "--val-data",
+            str(tmp_path / "val.tsv"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--val-every",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "trainable parameters:" in printed and "recipe adapters" in printed
-    prep = prepare_lesion_case(__import__("ctsam.training.data", fromlist=["read_table"]).read_table(
-        tmp_path / "train.tsv")[0], spacing_mm=1.0)
+    prep = prepare_lesion_case(
+        __import__("ctsam.training.data", fromlist=["read_table"]).read_table(tmp_path / "train.tsv")[0], spacing_mm=1.0
+    )
     assert prep.n_lesions == 2
     model = load_model(out / "model.safetensors")
     meta = model.metadata
@@ -204,6 +252,17 @@ def test_sam3d_adapter_train_cli_records_trainable_parameters_and_provenance(tmp
 def test_sam3d_adapter_train_cli_refuses_ctsam3d_flags(tmp_path):
     from ctsam.cli import main
 
-    rc = main(["train", "--model", "sam3d_adapter", "--finetune", "decoder", "--data", str(tmp_path / "x.tsv"),
-               "--out", str(tmp_path / "run")])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "sam3d_adapter",
+            "--finetune",
+            "decoder",
+            "--data",
+            str(tmp_path / "x.tsv"),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 2

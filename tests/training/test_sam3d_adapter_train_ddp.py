@@ -15,13 +15,23 @@ from ctsam.training.lesion_loop import LesionTrainer
 from tests.training.test_sam3d_adapter_train import FAST, sampler_for, tiny_model
 from tests.training.test_train_ddp import _free_port
 
-SETTINGS = dataclasses.replace(FAST, recipe="adapters", steps=1, batch_size=2, augment=True, threads=1,
-                               checkpoint_every=100, optimizer="sgd", lr=0.05)
+SETTINGS = dataclasses.replace(
+    FAST,
+    recipe="adapters",
+    steps=1,
+    batch_size=2,
+    augment=True,
+    threads=1,
+    checkpoint_every=100,
+    optimizer="sgd",
+    lr=0.05,
+)
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    info = DistInfo(rank=rank, world_size=world, local_rank=rank, master_addr="127.0.0.1", master_port=port,
-                    launcher="test")
+    info = DistInfo(
+        rank=rank, world_size=world, local_rank=rank, master_addr="127.0.0.1", master_port=port, launcher="test"
+    )
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     model = tiny_model()
     trainer = LesionTrainer(SETTINGS, sampler_for(model, augment=True), out, dist_info=info, model=model)

@@ -10,11 +10,23 @@ import torch
 
 from ctsam.training.data import PatchSampler
 from ctsam.training.loop import Trainer, TrainSettings
-
 from tests.training.test_train_data import synthetic_case
 
-FAST = TrainSettings(variant="micro", steps=3, batch_size=1, lr=2e-3, warmup_steps=0, rounds=1, quality_weight=0.1,
-                     augment_probability=0.0, val_every=0, log_every=1, checkpoint_every=1, device="cpu", seed=5)
+FAST = TrainSettings(
+    variant="micro",
+    steps=3,
+    batch_size=1,
+    lr=2e-3,
+    warmup_steps=0,
+    rounds=1,
+    quality_weight=0.1,
+    augment_probability=0.0,
+    val_every=0,
+    log_every=1,
+    checkpoint_every=1,
+    device="cpu",
+    seed=5,
+)
 
 
 def _sampler(seed: int = 0, neighbour_stride: int = 0) -> PatchSampler:
@@ -119,8 +131,7 @@ def test_finetune_decoder_from_published_params(tmp_path, shared_fixtures):
     enc1, dec1 = trainer.model.image_encoder.state_dict(), trainer.model.mask_decoder.state_dict()
     assert all(torch.equal(enc0[k], enc1[k]) for k in enc0)  # frozen, BatchNorm statistics included
     assert any(not torch.equal(dec0[k], dec1[k]) for k in dec0)
-    from ctsam.model import load_model
-    from ctsam.model import read_model_metadata
+    from ctsam.model import load_model, read_model_metadata
 
     out = trainer.export(tmp_path / "ft.safetensors", {"note": "test"})
     assert load_model(out).variant == "restv2_tiny"

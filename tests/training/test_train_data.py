@@ -10,8 +10,8 @@ from ctsam.errors import InputDataError
 from ctsam.training import distributed
 from ctsam.training.clicks import ClickSequence, add_correction_clicks, error_click, first_click, start_sequences
 from ctsam.training.data import AugmentSettings, PatchSampler, PreparedCase, prepare_case, read_table
-from ctsam.training.losses import dice_loss, focal_loss, gaussian_heatmap, heatmap_loss, segmentation_loss
 from ctsam.training.loop import TrainSettings, lr_factor
+from ctsam.training.losses import dice_loss, focal_loss, gaussian_heatmap, heatmap_loss, segmentation_loss
 from ctsam.volume import CTVolume, Geometry, LabelMap
 
 
@@ -112,10 +112,26 @@ def test_settings_reject_bad_values():
 
 def test_launcher_environments():
     assert distributed.detect({}).world_size == 1
-    t = distributed.detect({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "1234"})
-    assert (t.rank, t.world_size, t.local_rank, t.master_addr, t.master_port, t.launcher) == (1, 4, 1, "n1", 1234, "torchrun")
-    s = distributed.detect({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-                            "SLURM_JOB_NODELIST": "gpu[03-05,07]", "SLURM_JOB_ID": "4242"})
+    t = distributed.detect(
+        {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "1234"}
+    )
+    assert (t.rank, t.world_size, t.local_rank, t.master_addr, t.master_port, t.launcher) == (
+        1,
+        4,
+        1,
+        "n1",
+        1234,
+        "torchrun",
+    )
+    s = distributed.detect(
+        {
+            "SLURM_PROCID": "5",
+            "SLURM_NTASKS": "8",
+            "SLURM_LOCALID": "1",
+            "SLURM_JOB_NODELIST": "gpu[03-05,07]",
+            "SLURM_JOB_ID": "4242",
+        }
+    )
     assert (s.rank, s.world_size, s.local_rank, s.master_addr, s.master_port) == (5, 8, 1, "gpu03", 29742)
     assert distributed.first_host("cpu1,cpu2") == "cpu1"
 
@@ -149,8 +165,12 @@ def test_labels_on_a_flipped_grid_are_resampled_not_refused():
     lab = np.zeros((4, 5, 6), np.uint8)
     lab[1:3, 1:4, 2:5] = 3
     g = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 1.0, 2.0), origin_xyz_mm=(0.0, 0.0, 0.0))
-    flipped = Geometry(shape_zyx=(4, 5, 6), spacing_xyz_mm=(1.0, 1.0, 2.0), origin_xyz_mm=(0.0, 4.0, 0.0),
-                       direction=((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)))
+    flipped = Geometry(
+        shape_zyx=(4, 5, 6),
+        spacing_xyz_mm=(1.0, 1.0, 2.0),
+        origin_xyz_mm=(0.0, 4.0, 0.0),
+        direction=((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    )
     on_flipped = LabelMap(lab[:, ::-1, :].copy(), flipped, {3: "liver"})
     aligned = align_labels(on_flipped, g)
     assert aligned.geometry == g and np.array_equal(aligned.array, lab)

@@ -17,13 +17,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.training.test_train import FAST, _sampler  # noqa: E402
-
 from ctsam.training.distributed import DistInfo  # noqa: E402
 from ctsam.training.loop import Trainer  # noqa: E402
+from tests.training.test_train import FAST, _sampler  # noqa: E402
 
-SETTINGS = dataclasses.replace(FAST, steps=2, batch_size=2, augment_probability=1.0, threads=1, checkpoint_every=100,
-                               optimizer="sgd", lr=0.05)
+SETTINGS = dataclasses.replace(
+    FAST, steps=2, batch_size=2, augment_probability=1.0, threads=1, checkpoint_every=100, optimizer="sgd", lr=0.05
+)
 
 
 def _free_port() -> int:
@@ -33,8 +33,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    info = DistInfo(rank=rank, world_size=world, local_rank=rank, master_addr="127.0.0.1", master_port=port,
-                    launcher="test")
+    info = DistInfo(
+        rank=rank, world_size=world, local_rank=rank, master_addr="127.0.0.1", master_port=port, launcher="test"
+    )
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     trainer = Trainer(SETTINGS, _sampler(), out, dist_info=info)
     trainer.run(resume=False)

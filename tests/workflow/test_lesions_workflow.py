@@ -40,9 +40,20 @@ def group_jobs(text: str) -> list[tuple[str, set[tuple[str, str]]]]:
     return out
 
 
+def slurm_profile_groups() -> list[str]:
+    import yaml
+
+    from tests.workflow.test_workflow import REPO
+
+    return list(yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())["groups"])
+
+
 def test_lesions_run_in_the_gpu_job_of_refine_and_feed_qc_and_radiomics(tmp_path, tiny_model):
+    # the SLURM profile's groups, dry-run with the local executor (the SLURM preflight needs a submit host)
     config = {"workflow": {"demo": {"cases": 2}}, "lesions": {"enabled": True, "checkpoint": str(tiny_model)}}
-    proc = snakemake(tmp_path, "-n", "-p", "--profile", "workflow/profiles/slurm", config=config)
+    proc = snakemake(
+        tmp_path, "-n", "-p", "--profile", "workflow/profiles/local", "--groups", *slurm_profile_groups(), config=config
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text
     groups = group_jobs(text)
@@ -53,15 +64,22 @@ def test_lesions_run_in_the_gpu_job_of_refine_and_feed_qc_and_radiomics(tmp_path
         assert per_case == {"prep", "gpu", "post"}  # still 3 SLURM jobs per case
     assert "--clicks demo/demo-001/lesions.tsv" in text and f"--checkpoint {tiny_model}" in text
     assert "--lesions results/demo-001/lesions.nii.gz" in text  # qc and radiomics take the lesions
-    off = snakemake(tmp_path / "off", "-n", "--profile", "workflow/profiles/slurm",
-                    config={"workflow": {"demo": {"cases": 2}}, "lesions": {"enabled": False}})
+    off = snakemake(
+        tmp_path / "off",
+        "-n",
+        "--profile",
+        "workflow/profiles/local",
+        config={"workflow": {"demo": {"cases": 2}}, "lesions": {"enabled": False}},
+    )
     assert off.returncode == 0 and "rule lesions:" not in off.stdout + off.stderr
 
 
 @pytest.mark.slow
 def test_lesion_stage_runs_on_the_demo_clicks(tmp_path, tiny_model):
-    config = {"workflow": {"demo": {"cases": 1}, "stages": ["convert", "coarse", "lesions"]},
-              "lesions": {"checkpoint": str(tiny_model)}}
+    config = {
+        "workflow": {"demo": {"cases": 1}, "stages": ["convert", "coarse", "lesions"]},
+        "lesions": {"checkpoint": str(tiny_model)},
+    }
     proc = snakemake(tmp_path, "--profile", "workflow/profiles/local", "--cores", "2", config=config)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     case = tmp_path / "results" / "demo-001"

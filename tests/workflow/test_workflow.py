@@ -102,9 +102,17 @@ def test_missing_study_does_not_break_the_dag(tmp_path):
     (tmp_path / "s1" / "IM1.dcm").write_bytes(b"x")
     sheet = tmp_path / "samples.tsv"
     sheet.write_text("case_id\tpath\nok1\ts1\ngone\tno/such/folder\n")
-    proc = snakemake(tmp_path / "run", "--dag", "--profile", "workflow/profiles/local",
-                     config={"workflow": {"samples": str(sheet)}, "coarse": {"backend": "labels"},
-                             "weights": {"allow_demo_weights": True}})
+    proc = snakemake(
+        tmp_path / "run",
+        "--dag",
+        "--profile",
+        "workflow/profiles/local",
+        config={
+            "workflow": {"samples": str(sheet)},
+            "coarse": {"backend": "labels"},
+            "weights": {"allow_demo_weights": True},
+        },
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "case gone: study or CT does not exist" in proc.stderr
 
@@ -163,9 +171,17 @@ def test_deleting_one_case_reruns_only_that_case(local_run, tmp_path):
 def test_corrupt_case_fails_alone_and_is_listed(tmp_path):
     if "convert" not in STAGES:
         pytest.skip("the convert stage (ctsam convert) is not in this ctsam yet: nothing reads the corrupt series")
-    proc = snakemake(tmp_path, "--profile", "workflow/profiles/local", "--cores", "2",
-                     config={"workflow": {"demo": {"cases": 2, "corrupt_case": True}},
-                             "export": {"rtstruct": True, "identity": "deidentify"}})
+    proc = snakemake(
+        tmp_path,
+        "--profile",
+        "workflow/profiles/local",
+        "--cores",
+        "2",
+        config={
+            "workflow": {"demo": {"cases": 2, "corrupt_case": True}},
+            "export": {"rtstruct": True, "identity": "deidentify"},
+        },
+    )
     assert proc.returncode != 0  # --keep-going: the run finishes, but reports the failure
     # the optional export of the completed case: a de-identified RTSTRUCT
     import pydicom
@@ -185,11 +201,13 @@ def test_corrupt_case_fails_alone_and_is_listed(tmp_path):
     import json
 
     stages = json.loads((tmp_path / "results" / "demo-001" / "manifest.json").read_text())["stages"]
-    assert {"convert", "fuse", "qc"} <= set(stages) and all(s["benchmark"]["wall_s"] is not None for s in stages.values())
+    assert {"convert", "fuse", "qc"} <= set(stages) and all(
+        s["benchmark"]["wall_s"] is not None for s in stages.values()
+    )
     # the cohort report and tables still come out, for the completed case, and list the failed one
     if "report" in STAGES:
         html = (tmp_path / "results" / "cohort" / "report.html").read_text()
-        failed_section = html[html.index("id='failed'"):]
+        failed_section = html[html.index("id='failed'") :]
         assert "demo-002" in failed_section and "convert" in failed_section and "no failure list" not in html
         assert "id='case-demo-001'" in html and "id='case-demo-002'" not in html
         import pandas as pd

@@ -4,10 +4,10 @@ when every result is up to date. Each test runs real Snakemake (dry runs where p
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,15 +17,26 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(workdir: Path, *args: str, config: dict, env_extra: dict | None = None, timeout: int = 300,
-              profile: str = "local") -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, config: dict, env_extra: dict | None = None, timeout: int = 300, profile: str = "local"
+) -> subprocess.CompletedProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, **(env_extra or {}))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    cmd = [sys.executable, "-m", "snakemake", "--directory", str(workdir), "--configfile",
-           str(workdir / "test-config.yaml"), "--profile", f"workflow/profiles/{profile}", *args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "test-config.yaml"),
+        "--profile",
+        f"workflow/profiles/{profile}",
+        *args,
+    ]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _ctsam_lines(text: str) -> list[str]:
@@ -60,8 +71,12 @@ def test_dry_run_on_own_studies_with_default_config_names_cases_and_missing_piec
     studies = tmp_path / "studies"
     _study(studies, "Doe^John")
     _study(studies, "Roe^Jane")
-    proc = snakemake(tmp_path / "run", "-n", config={"workflow": {"studies_dir": str(studies)}},
-                     env_extra={"TOTALSEG_WEIGHTS_PATH": str(tmp_path / "no-weights")})
+    proc = snakemake(
+        tmp_path / "run",
+        "-n",
+        config={"workflow": {"studies_dir": str(studies)}},
+        env_extra={"TOTALSEG_WEIGHTS_PATH": str(tmp_path / "no-weights")},
+    )
     assert proc.returncode != 0
     text = proc.stderr
     assert "preflight:" in text and "before any job starts" in text
@@ -82,11 +97,22 @@ def test_auto_backend_uses_labels_where_given_and_totalsegmentator_elsewhere(tmp
     _study(studies, "b")
     (studies / "a" / "seg.nii.gz").write_bytes(b"\x1f\x8b")  # never read by a dry run
     weights = tmp_path / "ts"
-    subprocess.run([sys.executable, "-m", "ctsam", "weights", "fixture", str(weights), "--task-ids", "297"],
-                   cwd=REPO, check=True, capture_output=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    config = {"workflow": {"studies_dir": str(studies), "case_ids": "folder", "coarse_labels_file": "seg.nii.gz",
-                           "stages": ["convert", "coarse"]},
-              "coarse": {"totalsegmentator": {"mode": "fast", "device": "cpu"}}}
+    subprocess.run(
+        [sys.executable, "-m", "ctsam", "weights", "fixture", str(weights), "--task-ids", "297"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    config = {
+        "workflow": {
+            "studies_dir": str(studies),
+            "case_ids": "folder",
+            "coarse_labels_file": "seg.nii.gz",
+            "stages": ["convert", "coarse"],
+        },
+        "coarse": {"totalsegmentator": {"mode": "fast", "device": "cpu"}},
+    }
     proc = snakemake(tmp_path / "run", "-n", "-p", config=config, env_extra={"TOTALSEG_WEIGHTS_PATH": str(weights)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
@@ -94,6 +120,12 @@ def test_auto_backend_uses_labels_where_given_and_totalsegmentator_elsewhere(tmp
     shell_b = next(line for line in out.splitlines() if "ctsam coarse" in line and "--case b " in line)
     assert "--backend labels" in shell_a and "seg.nii.gz" in shell_a
     assert "--backend totalsegmentator" in shell_b and "--labels" not in shell_b
+    # threads, memory and conda env follow each case's backend (the stage record's variants)
+    blocks = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"rule coarse:(?:(?!\n\n).)*?case=(\w+)(?:(?!\n\n).)*", out, re.DOTALL)
+    }
+    assert "mem_mb=4000" in blocks["a"] and "mem_mb=16000" in blocks["b"], blocks
     # without the weights only case b (the TotalSegmentator case) is named
     proc = snakemake(tmp_path / "run", "-n", config=config, env_extra={"TOTALSEG_WEIGHTS_PATH": str(tmp_path / "x")})
     assert proc.returncode != 0 and "case b: TotalSegmentator weights for mode 'fast'" in proc.stderr
@@ -107,7 +139,9 @@ def test_missing_study_fails_the_dry_run_but_not_a_real_run(tmp_path):
     config = {"workflow": {"samples": str(sheet), "stages": ["convert"]}}
     proc = snakemake(tmp_path / "run", "-n", config=config)
     assert proc.returncode != 0
-    assert "case gone: study or CT does not exist" in proc.stderr and "key: workflow.samples (column path)" in proc.stderr
+    assert (
+        "case gone: study or CT does not exist" in proc.stderr and "key: workflow.samples (column path)" in proc.stderr
+    )
     # a real run warns, and the DAG still builds: the case fails alone (--dag plans without running jobs)
     proc = snakemake(tmp_path / "run", "--dag", config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,8 +149,11 @@ def test_missing_study_fails_the_dry_run_but_not_a_real_run(tmp_path):
 
 
 def test_missing_radiomics_params_and_checkpoint_are_named(tmp_path):
-    config = {"workflow": {"demo": {"cases": 1}}, "radiomics": {"params": str(tmp_path / "params.yaml")},
-              "refine": {"checkpoint": str(tmp_path / "model.safetensors")}}
+    config = {
+        "workflow": {"demo": {"cases": 1}},
+        "radiomics": {"params": str(tmp_path / "params.yaml")},
+        "refine": {"checkpoint": str(tmp_path / "model.safetensors")},
+    }
     proc = snakemake(tmp_path, "-n", config=config)
     assert proc.returncode != 0
     assert "key: radiomics.params" in proc.stderr and "key: refine.checkpoint" in proc.stderr
@@ -146,8 +183,19 @@ def test_sigterm_stops_a_running_workflow(tmp_path):
     (tmp_path / "test-config.yaml").write_text(yaml.safe_dump({"workflow": {"demo": {"cases": 2}}}))
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    cmd = [sys.executable, "-m", "snakemake", "--directory", str(tmp_path), "--configfile",
-           str(tmp_path / "test-config.yaml"), "--profile", "workflow/profiles/local", "--cores", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "test-config.yaml"),
+        "--profile",
+        "workflow/profiles/local",
+        "--cores",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
@@ -156,11 +204,14 @@ def test_sigterm_stops_a_running_workflow(tmp_path):
             if line.strip().startswith(("rule ", "localrule ")):
                 break
         proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=120)
+        rest, _ = proc.communicate(timeout=300)  # the end still writes status tables and the report
     finally:
         if proc.poll() is None:
             proc.kill()
     text = "".join(lines) + rest
     assert proc.returncode != 0
-    assert "Terminating processes on user request" in text
-    assert "Will exit after finishing currently running jobs" not in text
+    assert "ctsam: SIGTERM received: cancelling running jobs and stopping" in text
+    assert "ctsam: run ended with errors" in text  # onerror ran: status and failure list written
+    after = text.split("SIGTERM received")[1]
+    assert not re.search(r"^\s*(local)?rule \w+:", after, re.MULTILINE), after  # no job started after it
+    assert (tmp_path / "results" / "cohort" / "failures.tsv").exists()

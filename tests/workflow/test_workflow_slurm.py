@@ -60,15 +60,27 @@ def runs(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     remote = tmp_path_factory.mktemp("wf-slurm")
     proc = snakemake(
-        remote, "--profile", "workflow/profiles/slurm", "--jobs", "4",
+        remote,
+        "--profile",
+        "workflow/profiles/slurm",
+        "--jobs",
+        "4",
         # the profile's partition is a placeholder (the SLURM preflight refuses it): .ci/slurm-up.sh's is 'debug'
-        "--default-resources", "slurm_partition=debug", "mem_mb=4000", "runtime=30",
-        "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
+        "--default-resources",
+        "slurm_partition=debug",
+        "mem_mb=4000",
+        "runtime=30",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--latency-wait",
+        "5",
         "--slurm-keep-successful-logs",
         # the test node has 2 CPUs: the post group runs qc (1 thread) beside radiomics, so radiomics
         # gets 1 thread here (SLURM leaves a job asking for more CPUs than a node has pending forever)
-        "--set-threads", "radiomics=1",
-        config=CONFIG, timeout=1200,
+        "--set-threads",
+        "radiomics=1",
+        config=CONFIG,
+        timeout=1200,
     )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-6000:]
@@ -109,6 +121,7 @@ def test_gpu_rules_asked_slurm_for_a_gpu(runs):
 
 def test_slurm_results_equal_local_results(runs):
     local, remote, _ = runs
+
     def images(root: Path) -> list[Path]:
         return sorted(p.relative_to(root) for d in ("results", "demo") for p in (root / d).rglob("*.nii.gz"))
 
@@ -116,7 +129,15 @@ def test_slurm_results_equal_local_results(runs):
     assert images(remote) == files
     for rel in files:
         assert (remote / rel).read_bytes() == (local / rel).read_bytes(), rel
-    expected = {f"{d}/{c}/{f}" for c in ("demo-001", "demo-002") for d, f in [("demo", "coarse.nii.gz"), ("demo", "truth.nii.gz")]}
-    expected |= {f"results/{c}/{STAGE_FILES[s]}" for c in ("demo-001", "demo-002") for s in STAGES
-                 if STAGE_FILES.get(s, "").endswith(".nii.gz")}
+    expected = {
+        f"{d}/{c}/{f}"
+        for c in ("demo-001", "demo-002")
+        for d, f in [("demo", "coarse.nii.gz"), ("demo", "truth.nii.gz")]
+    }
+    expected |= {
+        f"results/{c}/{STAGE_FILES[s]}"
+        for c in ("demo-001", "demo-002")
+        for s in STAGES
+        if STAGE_FILES.get(s, "").endswith(".nii.gz")
+    }
     assert expected <= {str(p) for p in files}

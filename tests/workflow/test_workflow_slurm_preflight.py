@@ -33,10 +33,20 @@ def _snakemake(tmp_path: Path, *args: str, path: str) -> subprocess.CompletedPro
     work.mkdir(exist_ok=True)
     (work / "test-config.yaml").write_text(yaml.safe_dump({"workflow": {"demo": {"cases": 1}}}))
     env = dict(os.environ, PATH=path)
-    cmd = [sys.executable, "-m", "snakemake", "--directory", str(work), "--configfile", str(work / "test-config.yaml"),
-           "--profile", "workflow/profiles/slurm", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--directory",
+        str(work),
+        "--configfile",
+        str(work / "test-config.yaml"),
+        "--profile",
+        "workflow/profiles/slurm",
+        *args,
+    ]
     # a hang fails the test through the timeout
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.workflow
@@ -63,27 +73,52 @@ def _sinfo(stdout: str | None):
         if stdout is None:
             raise subprocess.TimeoutExpired(cmd, 10)
         return subprocess.CompletedProcess(cmd, 0, stdout=stdout, stderr="")
+
     return run
 
 
 def test_ready_cluster_passes():
-    problems = slurm_problems({"slurm_partition": "cpu", "mem_mb": "4000"},
-                              {"refine": {"slurm_partition": "gpu", "gres": "gpu:1"}},
-                              which=_which(), run=_sinfo("cpu*|(null)\ngpu|gpu:a100:4\n"))
+    problems = slurm_problems(
+        {"slurm_partition": "cpu", "mem_mb": "4000"},
+        {"refine": {"slurm_partition": "gpu", "gres": "gpu:1", "gpu": "0"}},
+        which=_which(),
+        run=_sinfo("cpu*|(null)\ngpu|gpu:a100:4\n"),
+    )
     assert problems == []
 
 
-@pytest.mark.parametrize(("default", "per_rule", "listing", "expected"), [
-    ({"slurm_partition": "CHANGE_ME"}, {}, "cpu|(null)\n", "slurm_partition: 'CHANGE_ME' is a placeholder"),
-    ({"slurm_partition": "cpu", "slurm_account": "<your-account>"}, {}, "cpu|(null)\n",
-     "slurm_account: '<your-account>' is a placeholder"),
-    ({"slurm_partition": "cpux"}, {}, "cpu|(null)\ngpu|gpu:2\n",
-     "partition 'cpux' (used by (every rule)) does not exist; sinfo lists cpu, gpu"),
-    ({"slurm_partition": "cpu"}, {"refine": {"gres": "gpu:1"}}, "cpu|(null)\n",
-     "partition 'cpu' has no GPUs (sinfo %G: (null)) but refine asks for one"),
-    ({"slurm_partition": "gpu"}, {"refine": {"gres": "gpu:one"}}, "gpu|gpu:2\n", "gres: 'gpu:one' is not a valid GPU request"),
-    ({"slurm_partition": "gpu"}, {"refine": {"gpu": "0"}}, "gpu|gpu:2\n", "gpu: '0' is not a GPU count"),
-])
+@pytest.mark.parametrize(
+    ("default", "per_rule", "listing", "expected"),
+    [
+        ({"slurm_partition": "CHANGE_ME"}, {}, "cpu|(null)\n", "slurm_partition: 'CHANGE_ME' is a placeholder"),
+        (
+            {"slurm_partition": "cpu", "slurm_account": "<your-account>"},
+            {},
+            "cpu|(null)\n",
+            "slurm_account: '<your-account>' is a placeholder",
+        ),
+        (
+            {"slurm_partition": "cpux"},
+            {},
+            "cpu|(null)\ngpu|gpu:2\n",
+            "partition 'cpux' (used by (every rule)) does not exist; sinfo lists cpu, gpu",
+        ),
+        (
+            {"slurm_partition": "cpu"},
+            {"refine": {"gres": "gpu:1"}},
+            "cpu|(null)\n",
+            "partition 'cpu' has no GPUs (sinfo %G: (null)) but refine asks for one",
+        ),
+        (
+            {"slurm_partition": "gpu"},
+            {"refine": {"gres": "gpu:one"}},
+            "gpu|gpu:2\n",
+            "gres: 'gpu:one' is not a valid GPU request",
+        ),
+        ({"slurm_partition": "gpu"}, {"refine": {"gpu": "one"}}, "gpu|gpu:2\n", "gpu: 'one' is not a GPU count"),
+        ({"slurm_partition": "cpu"}, {"refine": {"gpus": "2"}}, "cpu|(null)\n", "partition 'cpu' has no GPUs"),
+    ],
+)
 def test_each_problem_is_named(default, per_rule, listing, expected):
     problems = slurm_problems(default, per_rule, which=_which(), run=_sinfo(listing))
     assert any(expected in p for p in problems), problems
@@ -91,9 +126,13 @@ def test_each_problem_is_named(default, per_rule, listing, expected):
 
 def test_missing_commands_and_unanswering_sinfo():
     problems = slurm_problems({"slurm_partition": "cpu"}, {}, which=_which(present=("sinfo",)), run=_sinfo(None))
-    assert problems == ["sbatch, squeue, scancel not found on PATH: this machine is not a SLURM submit host. Fix: run "
-                        "on the cluster's login node (with SLURM's commands on PATH), or run locally: --profile "
-                        "workflow/profiles/local"]
+    assert problems == [
+        (
+            "sbatch, squeue, scancel not found on PATH: this machine is not a SLURM submit host. Fix: "
+            "run on the cluster's login node (with SLURM's commands on PATH), or run locally: --profile "
+            "workflow/profiles/local"
+        )
+    ]
     # sinfo that does not answer in time: partitions cannot be checked, and nothing hangs
     assert slurm_problems({"slurm_partition": "cpu"}, {}, which=_which(), run=_sinfo(None)) == []
 
