@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="sam3d_adapter: continue from an earlier stage's model file instead of random weights",
     )
+    parser.add_argument(
+        "--lambda-ce",
+        type=float,
+        default=0.5,
+        help="sam3d_adapter: cross-entropy weight of the Dice-CE loss (Dice gets 1 - it; published 0.5)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     parser.add_argument(
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             install=args.install,
             eval_only=args.eval_only,
             init=args.init,
+            lambda_ce=args.lambda_ce,
         )
         sys.stdout.write(format_lesion_summary(result["eval"]) + "\n")
         return 0

@@ -93,7 +93,7 @@ def demo_input_spec(patch_size_zyx):
     )
 
 
-def demo_settings(steps: int, max_minutes: float, threads: int):
+def demo_settings(steps: int, max_minutes: float, threads: int, lambda_ce: float = 0.5):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
     return LesionTrainSettings(
@@ -107,6 +107,8 @@ def demo_settings(steps: int, max_minutes: float, threads: int):
         lr_end_factor=0.01,
         positive_fraction=0.85,
         seed=42,
+        lambda_dice=1.0 - lambda_ce,
+        lambda_ce=lambda_ce,
         checkpoint_every=25,
         keep_checkpoints=2,
         val_every=50,
@@ -182,6 +184,7 @@ def train_lesion_demo(
     install: bool = False,
     eval_only: bool = False,
     init: str | None = None,
+    lambda_ce: float = 0.5,
 ) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model.
 
@@ -205,7 +208,7 @@ def train_lesion_demo(
     val_tsv = write_lesion_phantoms(data / "val", seed=train_seed, indices=[train_cases + 1])
     heldout_tsv = write_lesion_phantoms(data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)))
     t_data = time.perf_counter() - t0
-    settings = demo_settings(steps, max_minutes, threads)
+    settings = demo_settings(steps, max_minutes, threads, lambda_ce)
     cache = out / "cache"
     model_path = out / "model.safetensors"
     result: dict = {"model": str(model_path)}
@@ -216,13 +219,12 @@ def train_lesion_demo(
             from ctsam.training.lesion_loop import file_sha256
 
             model = load_model(init)
-            origin: dict[str, str | None] = {
-                "source": "init",
-                "init": Path(init).name,
-                "trained_from": file_sha256(init),
-            }
+            origin = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
             prev = dict(model.metadata.get("training") or {})
-            previous = {k: prev.get(k) for k in ("settings", "steps_done", "parameters", "data", "origin")}
+            previous = {
+                k: prev.get(k)
+                for k in ("settings", "steps_done", "parameters", "data", "origin", "final_losses", "previous_stage")
+            }
             previous["trained_from"] = model.metadata.get("trained_from")
         else:
             model = build_model(settings.model, settings.variant)
