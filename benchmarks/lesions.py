@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctsam.lesions.clicks import Click
-from ctsam.lesions.engine import LesionEngine, LesionSettings, set_deterministic
+from ctsam.lesions.engine import LesionEngine, LesionSettings
+from ctsam.model import set_deterministic
 from ctsam.volume import CTVolume, Geometry
 
 

@@ -157,9 +157,8 @@ def main() -> None:
 
     from ctsam import api
     from ctsam.io.image import read_ct, read_labelmap
-    from ctsam.model import build_model, load_model
+    from ctsam.model import build_model, load_model, resolve_device, set_deterministic
     from ctsam.refine.engine import RefineSettings
-    from ctsam.refine.predictor import resolve_device, set_deterministic
     from ctsam.seed.seeding import SeedSettings, seed_case
 
     data = Path(os.environ.get("CTSAM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

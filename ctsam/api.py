@@ -269,7 +269,7 @@ def load_model(model: Any = None, *, config: ConfigLike = None, device: Any = No
     ``builtin:NAME`` (default: config ``refine.checkpoint``)."""
     from ctsam.errors import CheckpointError
     from ctsam.model import load_model as load_any
-    from ctsam.refine.predictor import resolve_device
+    from ctsam.model import resolve_device
 
     if model is not None and not isinstance(model, (str, os.PathLike)):
         return model
@@ -325,8 +325,8 @@ def refine_structures(
         device: ``cpu`` / ``cuda[:N]`` / ``auto`` or a torch device (default: config ``refine.device``).
         deterministic: switch torch to deterministic kernels first (process-wide; as the workflow does).
     """
+    from ctsam.model import resolve_device, set_deterministic
     from ctsam.refine.engine import RefineSettings
-    from ctsam.refine.predictor import resolve_device, set_deterministic
     from ctsam.volume import check_same_space
 
     section = stage_config(config, "refine")["refine"]
@@ -469,8 +469,9 @@ def segment_lesions(
     """
     import numpy as np
 
-    from ctsam.lesions.engine import LesionEngine, LesionResult, LesionSettings, resolve_device, set_deterministic
+    from ctsam.lesions.engine import LesionEngine, LesionResult, LesionSettings
     from ctsam.lesions.models import load_models, parse_checkpoint_specs
+    from ctsam.model import resolve_device, set_deterministic
 
     cfg = stage_config(config, "lesions")["lesions"]
     settings = LesionSettings.from_config({**cfg, **({"threshold": threshold} if threshold is not None else {})})

@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ctsam.config import load_config
     from ctsam.errors import CheckpointError
-    from ctsam.model import load_model
-    from ctsam.refine.predictor import resolve_device
+    from ctsam.model import load_model, resolve_device
     from ctsam.training.data import read_table
     from ctsam.training.evaluate import EvalSettings, evaluate, format_summary
 

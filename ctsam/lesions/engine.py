@@ -93,37 +93,6 @@ class LesionResult:
     lost_voxels: dict[int, int]  # lesion id -> voxels of its mask that a neighbour with higher probability took
 
 
-def resolve_device(requested: str):
-    """'auto' -> cuda when available, else cpu; a CUDA request without a GPU is a ResourceError."""
-    import torch
-
-    from ctsam.errors import ResourceError
-
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ResourceError(
-            "CUDA was requested but no GPU is available",
-            expected="a CUDA device",
-            found=f"torch {torch.__version__}, cuda available: False",
-            fix="run on a GPU node or pass --device cpu",
-        )
-    return torch.device(requested)
-
-
-def set_deterministic() -> None:
-    """Deterministic kernels where torch offers them (warn, never fail, where it does not)."""
-    import os
-
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if torch.backends.cudnn.is_available():
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-
 def model_for(click: Click, models: Mapping[str, Any], *, case: str | None = None) -> str:
     """The key of the model that segments ``click``: its label's model, else the default one."""
     if click.label and click.label in models:

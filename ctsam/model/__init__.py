@@ -10,6 +10,7 @@ Public interface (code outside ``ctsam.model`` uses only these names):
   :class:`MaskRefiner` (``encode``/``decode``/``cross_patch_heatmap``), :class:`InputSpec`;
 * :data:`PRESETS` -- published 3DSAM-adapter input conventions;
 * :func:`apply_finetune_recipe`, :func:`load_sam_image_encoder` -- 3DSAM-adapter fine-tuning;
+* :func:`resolve_device`, :func:`set_deterministic` -- where and how a network runs;
 * :func:`click_maps` -- Gaussian click maps exactly as CT-SAM3D builds them.
 """
 
@@ -27,6 +28,7 @@ from ctsam.model.checkpoint import (
     save_published as save_published_ctsam3d,
 )
 from ctsam.model.ctsam3d import CtSam3D, ModelMeta, PatchFeatures
+from ctsam.model.device import resolve_device, set_deterministic
 from ctsam.model.families import (
     FAMILIES,
     build_model,
@@ -55,6 +57,8 @@ __all__ = [
     "Preset",
     "PromptableModel",
     "apply_finetune_recipe",
+    "resolve_device",
+    "set_deterministic",
     "build_micro",
     "build_model",
     "build_restv2_tiny",

@@ -162,7 +162,7 @@ def load_model(
     path: str | os.PathLike[str],
     *,
     preset: str | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     config_path: str | os.PathLike[str] | None = None,
     require_preset: bool = True,
 ) -> PromptableModel:

@@ -16,7 +16,6 @@ Shapes: patches (64, 64, 64) indexed (z, y, x); clicks (N, 3) as (x, y, z) patch
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -55,35 +54,6 @@ class PredictorStats:
     decode_s: float = 0.0
     heatmap_s: float = 0.0
     batch_sizes: dict = field(default_factory=dict)
-
-
-def resolve_device(requested: str):
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU raises ResourceError."""
-    import torch
-
-    from ctsam.errors import ResourceError
-
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ResourceError(
-            "CUDA was requested but no GPU is available",
-            expected="a CUDA device",
-            found=f"torch {torch.__version__}, cuda available: False",
-            fix="run on a GPU node or pass --device cpu",
-        )
-    return torch.device(requested)
-
-
-def set_deterministic() -> None:
-    """Deterministic kernels where torch offers them (warn, never fail, where it does not)."""
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if torch.backends.cudnn.is_available():
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
 
 
 class PatchPredictor:

@@ -219,7 +219,11 @@ def train_lesion_demo(
             from ctsam.training.lesion_loop import file_sha256
 
             model = load_model(init)
-            origin = {"source": "init", "init": Path(init).name, "trained_from": file_sha256(init)}
+            origin: dict[str, str | None] = {
+                "source": "init",
+                "init": Path(init).name,
+                "trained_from": file_sha256(init),
+            }
             prev = dict(model.metadata.get("training") or {})
             previous = {
                 k: prev.get(k)

@@ -299,7 +299,7 @@ class LesionTrainer:
     ) -> None:
         import torch
 
-        from ctsam.refine.predictor import resolve_device
+        from ctsam.model import resolve_device
 
         self.s = settings
         self.sampler = sampler

@@ -272,7 +272,7 @@ class Trainer:
         self.provenance = dict(provenance or {})
         if settings.threads > 0:
             torch.set_num_threads(settings.threads)
-        from ctsam.refine.predictor import resolve_device
+        from ctsam.model import resolve_device
 
         device = resolve_device(settings.device)
         if device.type == "cuda" and self.dist.enabled:
