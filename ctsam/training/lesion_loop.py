@@ -18,7 +18,7 @@ The published 3DSAM-adapter recipe (med-air/3DSAM-adapter ``train.py``), on ctsa
   linearly to 0.01x over the run (published ``LinearLR(1.0 -> 0.01)`` over its 500 epochs).
 * **Validation.** One-click Dice per lesion on held-out cases (:mod:`.lesion_eval`, published test
   protocol) with the region-growing baseline alongside.
-* **Machinery shared with** :mod:`.loop`: step-indexed data (exact resume), DDP under torchrun/srun
+* **Machinery shared with** :mod:`.loop` (in :mod:`.runner`): step-indexed data (exact resume), DDP under torchrun/srun
   (:mod:`.distributed`), bf16 autocast on CUDA, checkpoints ``checkpoints/step_NNNNNN/`` (ctsam
   safetensors via :func:`ctsam.model.save_model` + ``state.pt`` with optimiser, scheduler and RNG
   states, read with ``weights_only=True``), ``metrics.jsonl``, ``settings.json``, ``max_minutes``.
@@ -31,8 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +40,7 @@ import numpy as np
 from ctsam.errors import CheckpointError, ConfigError
 from ctsam.training import distributed
 from ctsam.training.lesion_data import LesionPatch, LesionPatchSampler, SamplingSettings, stack_points
+from ctsam.training.runner import StepRunner
 
 if TYPE_CHECKING:
     from ctsam.model import PromptableModel
@@ -273,7 +272,7 @@ class _Forward:
         return LesionForward()
 
 
-class LesionTrainer:
+class LesionTrainer(StepRunner[LesionTrainSettings]):
     """Runs :class:`LesionTrainSettings` on a :class:`LesionPatchSampler`, writing into ``out_dir``.
 
     Args:
@@ -284,6 +283,8 @@ class LesionTrainer:
         model / origin: the model (default: :func:`build_lesion_model`) and where it came from.
         provenance: extra facts stored with the final model.
     """
+
+    RESUME_KEYS = ("model", "variant", "init", "sam_checkpoint", "recipe", "batch_size", "steps", "seed", "optimizer")
 
     def __init__(
         self,
@@ -297,29 +298,13 @@ class LesionTrainer:
         model=None,
         origin: dict | None = None,
     ) -> None:
-        import torch
-
-        from ctsam.model import resolve_device
-
-        self.s = settings
-        self.sampler = sampler
+        self._init_run(settings, sampler, out_dir, dist_info, provenance)
         self.val_cases = list(val_cases or [])
-        self.out = Path(out_dir)
-        self.dist = dist_info or distributed.detect()
-        self.provenance = dict(provenance or {})
-        if settings.threads > 0:
-            torch.set_num_threads(settings.threads)
-        device = resolve_device(settings.device)
-        if device.type == "cuda" and self.dist.enabled:
-            device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(device)
-        self.device = device
-        distributed.init(self.dist, device_type=device.type)
         if model is None:
             model, origin = build_lesion_model(settings)
         self.model = model
         self.origin = dict(origin or {"source": "given", "trained_from": getattr(model, "sha256", None)})
-        self.model.to(device)
+        self.model.to(self.device)
         self.trainable, self.total = set_trainable(self.model, settings.recipe)
         log.info(
             "trainable parameters: %d of %d (%.2f %%), recipe %s",
@@ -332,26 +317,8 @@ class LesionTrainer:
         if not self.params:
             raise ConfigError("the fine-tuning recipe leaves nothing to train", found=settings.recipe)
         self.clip_groups = self._clip_groups()
-        self.optimizer: torch.optim.Optimizer
-        if settings.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(
-                self.params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, settings))
-        fwd = _Forward.make(self.model)
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.forward = DDP(
-                fwd, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-            )
-        else:
-            self.forward = fwd
-        self.amp_dtype = torch.bfloat16 if device.type == "cuda" and settings.amp in ("auto", "bf16") else None
-        self.step = 0
-        self.last_metrics: dict = {}
+        self._init_optimisation(self.params, lambda step: lr_factor(step, settings))
+        self._init_forward(_Forward.make(self.model), find_unused_parameters=True)
 
     def _clip_groups(self) -> list[list]:
         """Trainable parameters per top-level sub-module (published: each module clipped on its own)."""
@@ -369,8 +336,6 @@ class LesionTrainer:
 
     # ---------------------------------------------------------------- one step
     def train_step(self, batch: list[LesionPatch]) -> dict:
-        import contextlib
-
         import torch
 
         s = self.s
@@ -380,13 +345,8 @@ class LesionTrainer:
         pts_np, lab_np = stack_points(batch)
         pts = torch.from_numpy(pts_np).to(self.device)
         lab = torch.from_numpy(lab_np).to(self.device)
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast:
+        with self._autocast():
             logits = self.forward(image, pts, lab)
         loss = dice_ce_loss(logits.float(), target, lambda_dice=s.lambda_dice, lambda_ce=s.lambda_ce)
         loss.backward()
@@ -424,11 +384,7 @@ class LesionTrainer:
             "val_lesions": summ.get("lesions"),
         }
 
-    # ---------------------------------------------------------------- checkpoints
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints"
-
+    # ---------------------------------------------------------------- checkpoints and run hooks
     def _metadata(self, extra: dict | None = None) -> dict:
         return {
             "source": "ctsam train --model sam3d_adapter",
@@ -443,69 +399,19 @@ class LesionTrainer:
             },
         }
 
-    def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_NNNNNN/`` atomically (rank 0); keep the last ``keep_checkpoints``."""
-        import torch
+    def train_step_at(self, batch: list, step: int) -> dict:
+        return self.train_step(batch)
 
+    def _save_weights(self, path: Path) -> None:
         from ctsam.model import save_model
 
-        final = self.ckpt_dir / f"step_{self.step:06d}"
-        if not self.dist.is_main:
-            return final
-        tmp = self.ckpt_dir / f".tmp-step_{self.step:06d}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_model(self.model, tmp / "model.safetensors", metadata=self._metadata(), sidecar=False)
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "settings_json": json.dumps(self.s.to_dict(), sort_keys=True),
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        torch.save(state, tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        done = sorted(p for p in self.ckpt_dir.glob("step_*") if (p / "state.pt").is_file())
-        for old in done[: max(0, len(done) - max(1, self.s.keep_checkpoints))]:
-            shutil.rmtree(old)
-        log.info("checkpoint %s", final)
-        return final
+        save_model(self.model, path, metadata=self._metadata(), sidecar=False)
 
-    def latest_checkpoint(self) -> Path | None:
-        done = sorted(p for p in self.ckpt_dir.glob("step_*") if (p / "state.pt").is_file())
-        return done[-1] if done else None
-
-    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore weights, optimiser, scheduler and RNG state from a checkpoint folder."""
+    def _restore_weights(self, path: Path) -> None:
         import torch
 
         from ctsam.model import load_model
 
-        path = Path(path)
-        try:
-            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CheckpointError(
-                "training checkpoint is unreadable",
-                path=path / "state.pt",
-                found=f"{type(err).__name__}: {str(err)[:200]}",
-                fix="delete this checkpoint folder to resume from the previous one",
-            ) from err
-        saved = json.loads(state["settings_json"])
-        for key in ("model", "variant", "init", "sam_checkpoint", "recipe", "batch_size", "steps", "seed", "optimizer"):
-            if saved.get(key) != self.s.to_dict().get(key):
-                raise CheckpointError(
-                    "training checkpoint was written with other settings",
-                    path=path,
-                    expected=f"{key} = {self.s.to_dict().get(key)!r}",
-                    found=repr(saved.get(key)),
-                    fix="resume with the same settings, or start a new --out folder",
-                )
         loaded = load_model(path / "model.safetensors")
         mine = self.model.module.state_dict()
         theirs = loaded.module.state_dict()
@@ -516,101 +422,29 @@ class LesionTrainer:
         with torch.no_grad():
             for k, p in mine.items():
                 p.copy_(theirs[k])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.step = int(state["step"])
-        log.info("resumed from %s at step %d", path, self.step)
 
-    # ---------------------------------------------------------------- the run
-    def _log_metrics(self, record: dict) -> None:
-        if not self.dist.is_main:
-            return
-        from ctsam.io.atomic import _nan_to_none
+    def _on_fresh_start(self) -> None:
+        self._log_metrics(
+            {"kind": "parameters", "trainable": self.trainable, "total": self.total, "recipe": self.s.recipe}
+        )
 
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(_nan_to_none(record), sort_keys=True) + "\n")
+    def _settings_doc(self) -> dict:
+        return {**self.s.to_dict(), "parameters": {"trainable": self.trainable, "total": self.total}}
 
-    def run(self, *, resume: bool = True, until_step: int | None = None) -> dict:
-        """Train from the latest checkpoint (when ``resume``) to ``steps`` (or ``until_step``)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if resume and (ck := self.latest_checkpoint()) is not None:
-            self.load_checkpoint(ck)
-        elif self.dist.is_main:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
-            self._log_metrics(
-                {"kind": "parameters", "trainable": self.trainable, "total": self.total, "recipe": self.s.recipe}
-            )
-        if self.dist.is_main:
-            doc = {**self.s.to_dict(), "parameters": {"trainable": self.trainable, "total": self.total}}
-            (self.out / "settings.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        stop = min(self.s.steps, until_step if until_step is not None else self.s.steps)
-        t_start = time.perf_counter()
-        t_log = time.perf_counter()
-        recent: list[float] = []
-        stopped_early = False
-        while self.step < stop:
-            batch = self.sampler.batch(self.step, self.s.batch_size, self.dist.rank, self.dist.world_size)
-            metrics = self.train_step(batch)
-            self.step += 1
-            recent.append(metrics["loss"])
-            self.last_metrics = metrics
-            if self.step % max(1, self.s.log_every) == 0 or self.step == stop:
-                dt = time.perf_counter() - t_log
-                t_log = time.perf_counter()
-                rec = {
-                    "kind": "train",
-                    "step": self.step,
-                    **metrics,
-                    "loss_mean": float(np.mean(recent)),
-                    "s_per_step": dt / max(1, len(recent)),
-                }
-                self._log_metrics(rec)
-                log.info(
-                    "step %d/%d loss %.4f (mean %.4f) dice %.3f lr %.2e %.2f s/step",
-                    self.step,
-                    self.s.steps,
-                    metrics["loss"],
-                    rec["loss_mean"],
-                    metrics["train_dice"],
-                    metrics["lr"],
-                    rec["s_per_step"],
-                )
-                recent = []
-            if self.s.val_every > 0 and self.step % self.s.val_every == 0 and self.dist.is_main:
-                val = self.validate()
-                if val:
-                    self._log_metrics({"kind": "val", "step": self.step, **val})
-                    log.info(
-                        "step %d validation: one-click Dice %.3f (baseline %.3f) on %d lesions",
-                        self.step,
-                        val["val_dice_1click"],
-                        val["val_baseline_dice"],
-                        val["val_lesions"],
-                    )
-            out_of_time = self.s.max_minutes > 0 and (time.perf_counter() - t_start) / 60 >= self.s.max_minutes
-            if self.step % max(1, self.s.checkpoint_every) == 0 or self.step == stop or out_of_time:
-                self.save_checkpoint()
-                distributed.barrier(self.dist)
-            if out_of_time and self.step < stop:
-                log.warning("stopping at step %d: max_minutes %.1f reached", self.step, self.s.max_minutes)
-                stopped_early = True
-                break
-        return {
-            "steps_done": self.step,
-            "wall_s": round(time.perf_counter() - t_start, 1),
-            "stopped_early": stopped_early,
-            "final_metrics": self.last_metrics,
-            "parameters": {"trainable": self.trainable, "total": self.total},
-        }
+    def _log_validation(self, val: dict) -> None:
+        log.info(
+            "step %d validation: one-click Dice %.3f (baseline %.3f) on %d lesions",
+            self.step,
+            val["val_dice_1click"],
+            val["val_baseline_dice"],
+            val["val_lesions"],
+        )
+
+    def _summary_extra(self) -> dict:
+        return {"parameters": {"trainable": self.trainable, "total": self.total}}
 
     def export(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
         """Write the current weights as a ctsam safetensors model with training provenance (rank 0)."""
         from ctsam.model import save_model
 
         return save_model(self.model, path, metadata=self._metadata(extra))
-
-    def close(self) -> None:
-        distributed.shutdown(self.dist)

@@ -33,11 +33,8 @@ Outputs in ``RUN_DIR``: ``metrics.jsonl`` (one JSON line per logged step: ``kind
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +45,7 @@ from ctsam.training import distributed
 from ctsam.training.clicks import stack_patches as _stack
 from ctsam.training.clicks import start_prompts
 from ctsam.training.data import AugmentSettings, PatchSample, PatchSampler
+from ctsam.training.runner import StepRunner
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +238,7 @@ class _TrainForward:
         return TrainForward()
 
 
-class Trainer:
+class Trainer(StepRunner[TrainSettings]):
     """Runs :class:`TrainSettings` on a sampler, writing into ``out_dir`` (see the module docstring).
 
     Args:
@@ -250,6 +248,9 @@ class Trainer:
         dist_info: this process's rank (default: detected from the environment).
         provenance: extra facts stored with the final model (command, data...).
     """
+
+    RESUME_KEYS = ("variant", "batch_size", "steps", "seed", "finetune", "cpp", "rounds")
+    PROGRESS_LABEL = "train: steps"
 
     def __init__(
         self,
@@ -264,22 +265,9 @@ class Trainer:
     ) -> None:
         import torch
 
-        self.s = settings
-        self.sampler = sampler
+        self._init_run(settings, sampler, out_dir, dist_info, provenance)
         self.val_sampler = val_sampler
-        self.out = Path(out_dir)
-        self.dist = dist_info or distributed.detect()
-        self.provenance = dict(provenance or {})
-        if settings.threads > 0:
-            torch.set_num_threads(settings.threads)
-        from ctsam.model import resolve_device
-
-        device = resolve_device(settings.device)
-        if device.type == "cuda" and self.dist.enabled:
-            device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(device)
-        self.device = device
-        distributed.init(self.dist, device_type=device.type)
+        device = self.device
         self.model = model if model is not None else build_or_load_model(settings)
         self.model.to(device)
         if settings.channels_last:
@@ -288,30 +276,8 @@ class Trainer:
         if self.dist.enabled and not settings.freeze_batchnorm and device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        if settings.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(
-                self.params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, settings))
-        fwd = _TrainForward.make(self.model, settings)
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.forward = DDP(
-                fwd, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
-            )
-        else:
-            self.forward = fwd
-        self.amp_dtype = None
-        if device.type == "cuda" and settings.amp in ("auto", "bf16"):
-            self.amp_dtype = torch.bfloat16
-        elif device.type == "cuda" and settings.amp == "fp16":
-            self.amp_dtype = torch.float16
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.step = 0
-        self.last_metrics: dict = {}
+        self._init_optimisation(self.params, lambda step: lr_factor(step, settings))
+        self._init_forward(_TrainForward.make(self.model, settings), find_unused_parameters=False)
 
     # ---------------------------------------------------------------- one step
     def _rounds_for(self, step: int) -> int:
@@ -319,8 +285,6 @@ class Trainer:
 
     def train_step(self, batch: list[PatchSample], step: int) -> dict:
         """One optimisation step on this rank's share of the global batch; returns its metrics."""
-        import contextlib
-
         import torch
 
         from ctsam.training.clicks import first_click
@@ -340,13 +304,8 @@ class Trainer:
                 s.channels_last,
             )
         n_rounds = self._rounds_for(step)
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast:
+        with self._autocast():
             out = self.forward(image, targets_np, n_rounds, neighbour, [b.coarse for b in batch])
         logits = out["logits"][:, 0:1].float()
         seg = segmentation_loss(logits, target)
@@ -431,79 +390,23 @@ class Trainer:
             "val_coarse_refined_dice": float(np.mean([r["dice"] for r in recs])),
         }
 
-    # ---------------------------------------------------------------- checkpoints
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints"
+    # ---------------------------------------------------------------- checkpoints and run hooks
+    def train_step_at(self, batch: list, step: int) -> dict:
+        return self.train_step(batch, step)
 
     def _core_model(self):
         return self.model
 
-    def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_NNNNNN/`` atomically (rank 0 only); keep the last ``keep_checkpoints``."""
-        import torch
-
+    def _save_weights(self, path: Path) -> None:
         from ctsam.model import save_model, wrap_module
 
-        final = self.ckpt_dir / f"step_{self.step:06d}"
-        if not self.dist.is_main:
-            return final
-        tmp = self.ckpt_dir / f".tmp-step_{self.step:06d}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_model(wrap_module(self._export_model_view()), tmp / "model.safetensors", sidecar=False)
-        state = {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "settings_json": json.dumps(self.s.to_dict(), sort_keys=True),
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        torch.save(state, tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        done = sorted(p for p in self.ckpt_dir.glob("step_*") if (p / "state.pt").is_file())
-        for old in done[: max(0, len(done) - max(1, self.s.keep_checkpoints))]:
-            shutil.rmtree(old)
-        log.info("checkpoint %s", final)
-        return final
+        save_model(wrap_module(self._export_model_view()), path, sidecar=False)
 
-    def latest_checkpoint(self) -> Path | None:
-        done = sorted(p for p in self.ckpt_dir.glob("step_*") if (p / "state.pt").is_file())
-        return done[-1] if done else None
-
-    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore weights, optimiser, scheduler and RNG state from a checkpoint folder."""
+    def _restore_weights(self, path: Path) -> None:
         import torch
 
         from ctsam.model import load_model
 
-        path = Path(path)
-        try:
-            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise CheckpointError(
-                "training checkpoint is unreadable",
-                path=path / "state.pt",
-                found=f"{type(err).__name__}: {str(err)[:200]}",
-                fix="delete this checkpoint folder to resume from the previous one",
-            ) from err
-        saved = json.loads(state["settings_json"])
-        for key in ("variant", "batch_size", "steps", "seed", "finetune", "cpp", "rounds"):
-            if saved.get(key) != self.s.to_dict().get(key):
-                raise CheckpointError(
-                    "training checkpoint was written with other settings",
-                    path=path,
-                    expected=f"{key} = {self.s.to_dict().get(key)!r}",
-                    found=repr(saved.get(key)),
-                    fix="resume with the same settings, or start a new --out folder",
-                )
         loaded = load_model(path / "model.safetensors").module
         with torch.no_grad():
             for (k, p), (k2, q) in zip(self.model.state_dict().items(), loaded.state_dict().items()):
@@ -511,15 +414,6 @@ class Trainer:
                     raise CheckpointError("checkpoint keys do not match the model", path=path, found=f"{k} vs {k2}")
                 p.copy_(q)
         self.model.meta = loaded.meta
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        log.info("resumed from %s at step %d", path, self.step)
 
     def _export_model_view(self):
         import dataclasses as dc
@@ -533,84 +427,6 @@ class Trainer:
             sha256=None,
         )
         return m
-
-    # ---------------------------------------------------------------- the run
-    def _log_metrics(self, record: dict) -> None:
-        if not self.dist.is_main:
-            return
-        from ctsam.io.atomic import _nan_to_none  # noqa: PLC2701 - same JSON convention as atomic_write_json
-
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(_nan_to_none(record), sort_keys=True) + "\n")
-
-    def run(self, *, resume: bool = True, until_step: int | None = None) -> dict:
-        """Train from the latest checkpoint (when ``resume``) to ``steps`` (or ``until_step``)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if resume and (ck := self.latest_checkpoint()) is not None:
-            self.load_checkpoint(ck)
-        elif self.dist.is_main:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        if self.dist.is_main:
-            (self.out / "settings.json").write_text(json.dumps(self.s.to_dict(), indent=2, sort_keys=True) + "\n")
-        stop = min(self.s.steps, until_step if until_step is not None else self.s.steps)
-        t_start = time.perf_counter()
-        t_log = time.perf_counter()
-        recent: list[float] = []
-        stopped_early = False
-        from ctsam.progress import Progress
-
-        progress = Progress(max(stop - self.step, 0), "train: steps") if self.dist.is_main else None
-        while self.step < stop:
-            batch = self.sampler.batch(self.step, self.s.batch_size, self.dist.rank, self.dist.world_size)
-            metrics = self.train_step(batch, self.step)
-            self.step += 1
-            if progress is not None:
-                progress.update()
-            recent.append(metrics["loss"])
-            self.last_metrics = metrics
-            if self.step % max(1, self.s.log_every) == 0 or self.step == stop:
-                dt = time.perf_counter() - t_log
-                t_log = time.perf_counter()
-                rec = {
-                    "kind": "train",
-                    "step": self.step,
-                    **metrics,
-                    "loss_mean": float(np.mean(recent)),
-                    "s_per_step": dt / max(1, len(recent)),
-                }
-                self._log_metrics(rec)
-                log.info(
-                    "step %d/%d loss %.4f (mean %.4f) dice %.3f lr %.2e %.2f s/step",
-                    self.step,
-                    self.s.steps,
-                    metrics["loss"],
-                    rec["loss_mean"],
-                    metrics["train_dice"],
-                    metrics["lr"],
-                    rec["s_per_step"],
-                )
-                recent = []
-            if self.s.val_every > 0 and self.step % self.s.val_every == 0 and self.dist.is_main:
-                val = self.validate()
-                if val:
-                    self._log_metrics({"kind": "val", "step": self.step, **val})
-                    log.info("step %d validation: %s", self.step, ", ".join(f"{k} {v:.3f}" for k, v in val.items()))
-            out_of_time = self.s.max_minutes > 0 and (time.perf_counter() - t_start) / 60 >= self.s.max_minutes
-            if self.step % max(1, self.s.checkpoint_every) == 0 or self.step == stop or out_of_time:
-                self.save_checkpoint()
-                distributed.barrier(self.dist)
-            if out_of_time and self.step < stop:
-                log.warning("stopping at step %d: max_minutes %.1f reached", self.step, self.s.max_minutes)
-                stopped_early = True
-                break
-        wall = time.perf_counter() - t_start
-        summary = {
-            "steps_done": self.step,
-            "wall_s": round(wall, 1),
-            "stopped_early": stopped_early,
-            "final_metrics": self.last_metrics,
-        }
-        return summary
 
     def export(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
         """Write the current weights as a ctsam safetensors model with training provenance (rank 0)."""
@@ -632,6 +448,3 @@ class Trainer:
                 cal["mean_iou"],
             )
         return save_model(wrap_module(model), path, metadata={"training": training})
-
-    def close(self) -> None:
-        distributed.shutdown(self.dist)
