@@ -26,7 +26,6 @@ The published 3DSAM-adapter recipe (med-air/3DSAM-adapter ``train.py``), on ctsa
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ import numpy as np
 from ctsam.errors import CheckpointError, ConfigError
 from ctsam.training import distributed
 from ctsam.training.lesion_data import LesionPatch, LesionPatchSampler, SamplingSettings, stack_points
-from ctsam.training.runner import StepRunner
+from ctsam.training.runner import SettingsSection, StepRunner
 
 if TYPE_CHECKING:
     from ctsam.model import PromptableModel
@@ -52,7 +51,7 @@ LESION_FAMILIES = ("sam3d_adapter",)
 
 
 @dataclass(frozen=True)
-class LesionTrainSettings:
+class LesionTrainSettings(SettingsSection):
     """Lesion fine-tuning parameters (config section ``train_lesion``; CLI flags override).
 
     Defaults are the published 3DSAM-adapter settings (batch 1, AdamW 4e-4 without weight decay,
@@ -118,16 +117,6 @@ class LesionTrainSettings:
             raise ConfigError("unknown optimiser", expected="adamw (published) or sgd", found=repr(self.optimizer))
         if self.amp not in ("auto", "off", "bf16"):
             raise ConfigError("unknown mixed-precision mode", expected="auto, off or bf16", found=repr(self.amp))
-
-    @classmethod
-    def from_config(cls, section: dict | None, **overrides) -> LesionTrainSettings:
-        keys = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in (section or {}).items() if k in keys}
-        values.update({k: v for k, v in overrides.items() if v is not None and k in keys})
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @property
     def sampling(self) -> SamplingSettings:

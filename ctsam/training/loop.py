@@ -32,7 +32,6 @@ Outputs in ``RUN_DIR``: ``metrics.jsonl`` (one JSON line per logged step: ``kind
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from ctsam.training import distributed
 from ctsam.training.clicks import stack_patches as _stack
 from ctsam.training.clicks import start_prompts
 from ctsam.training.data import AugmentSettings, PatchSample, PatchSampler
-from ctsam.training.runner import StepRunner
+from ctsam.training.runner import SettingsSection, StepRunner
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ FINETUNE_MODES = ("all", "decoder")
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(SettingsSection):
     """Training parameters (config section ``train``; CLI flags override). Defaults follow CT-SAM3D."""
 
     variant: str = "micro"
@@ -112,16 +111,6 @@ class TrainSettings:
             raise ConfigError("unknown optimiser", expected="adamw or sgd", found=repr(self.optimizer))
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError("unknown mixed-precision mode", expected="auto, off, bf16 or fp16", found=repr(self.amp))
-
-    @classmethod
-    def from_config(cls, section: dict, **overrides) -> TrainSettings:
-        keys = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in (section or {}).items() if k in keys}
-        values.update({k: v for k, v in overrides.items() if v is not None and k in keys})
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @property
     def augment(self) -> AugmentSettings | None:

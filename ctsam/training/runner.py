@@ -11,11 +11,13 @@ step), :meth:`~StepRunner.validate`, :meth:`~StepRunner._save_weights` and
 :meth:`~StepRunner._restore_weights` (the model file of a checkpoint), ``RESUME_KEYS`` (settings that
 must match to resume), and optional :meth:`~StepRunner._on_fresh_start`, :meth:`~StepRunner._settings_doc`,
 :meth:`~StepRunner._log_validation`, :meth:`~StepRunner._summary_extra` and ``PROGRESS_LABEL``.
+:class:`SettingsSection` gives both settings dataclasses ``from_config`` and ``to_dict``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 import numpy as np
 
@@ -32,6 +34,20 @@ from ctsam.training import distributed
 
 if TYPE_CHECKING:
     import torch
+
+
+class SettingsSection:
+    """``from_config`` / ``to_dict`` of a frozen settings dataclass (a config section plus CLI overrides)."""
+
+    @classmethod
+    def from_config(cls, section: dict | None, **overrides) -> Self:
+        keys = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # subclasses are dataclasses
+        values = {k: v for k, v in (section or {}).items() if k in keys}
+        values.update({k: v for k, v in overrides.items() if v is not None and k in keys})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
 
 
 class RunSettings(Protocol):
