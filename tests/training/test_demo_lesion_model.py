@@ -100,3 +100,14 @@ def test_non_finite_calibration_is_refused(tmp_path, model):
     save_model(model, path, metadata={"calibration": {"delta": float("nan")}})
     with pytest.raises(CheckpointError, match="calibration"):
         load_model(path)
+
+
+def test_training_from_the_calibrated_model_drops_its_offset(tmp_path):
+    from ctsam.model import load_model
+    from ctsam.training.lesion_demo import demo_settings
+    from ctsam.training.lesion_loop import LesionTrainer
+
+    model = load_model(f"builtin:{BUILTIN_NAME}")
+    assert model.logit_offset > 0
+    LesionTrainer(demo_settings(1, 1.0, 1), None, tmp_path, model=model)
+    assert model.logit_offset == 0.0
