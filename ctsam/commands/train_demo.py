@@ -73,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip training: evaluate RUN_DIR/model.safetensors and record the figures in it",
     )
     parser.add_argument(
+        "--calibrate-only",
+        action="store_true",
+        help="sam3d_adapter: no training; choose the foreground logit offset of --init on the training phantoms "
+        "and evaluate it on the held-out ones (docs/lesions_training.md)",
+    )
+    parser.add_argument(
         "--install",
         action="store_true",
         help="copy the model to ctsam/resources/models/demo_micro.safetensors (builtin:demo_micro)",
@@ -80,6 +86,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model == "sam3d_adapter" and args.calibrate_only:
+        from ctsam.training.lesion_demo import calibrate_lesion_demo, format_lesion_summary
+
+        if not args.init:
+            sys.stderr.write("ctsam train-demo: --calibrate-only needs --init MODEL (e.g. builtin:demo_lesion)\n")
+            return 2
+        result = calibrate_lesion_demo(
+            args.out,
+            args.init,
+            train_cases=args.train_cases,
+            train_seed=args.train_seed,
+            heldout_cases=args.heldout_cases or 3,
+            install=args.install,
+        )
+        sys.stdout.write(f"chosen logit offset {result['calibration']['delta']:g}\n")
+        sys.stdout.write(format_lesion_summary(result["eval"]) + "\n")
+        return 0
     if args.model == "sam3d_adapter":
         from ctsam.training.lesion_demo import format_lesion_summary, train_lesion_demo
 

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -139,6 +140,16 @@ class Sam3dAdapterModel(OneClickSegmenter):
         return self.with_input_spec(get_preset(preset).input_spec(self._net.config.patch_size))
 
     # ---------------------------------------------------------------- forward
+    @property
+    def logit_offset(self) -> float:
+        """Post-hoc calibration added to the foreground (class 1) logit, as a bias of the decoder's last
+        (bias-free) conv would be; ``metadata["calibration"]["delta"]``, 0 when uncalibrated."""
+        cal = self._extra.get("calibration") or {}
+        delta = float(cal.get("delta", 0.0)) if isinstance(cal, Mapping) else 0.0
+        if not math.isfinite(delta):
+            raise ValueError(f"calibration delta must be finite, got {delta}")
+        return delta
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_bf16 and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -168,7 +179,11 @@ class Sam3dAdapterModel(OneClickSegmenter):
             pts_dwh = pts[:, [0, 2, 1]].unsqueeze(0)
             with self._autocast():
                 out.append(self._net(patch[i : i + 1].to(device=dev, dtype=torch.float32), pts_dwh).float())
-        return torch.cat(out)
+        logits = torch.cat(out)
+        delta = self.logit_offset
+        if delta:
+            logits[:, 1] += delta
+        return logits
 
 
 # ---------------------------------------------------------------- building and loading
@@ -295,6 +310,16 @@ def from_safetensors(
         if k not in ("family", "variant", "format_version", "input_spec", "preset", "output_classes", "sha256")
     }
     model = Sam3dAdapterModel(net, variant=variant, metadata=extra, sha256=meta.get("sha256") or sha256)
+    try:
+        model.logit_offset  # noqa: B018  # a calibration entry must hold a finite number
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            "checkpoint calibration is not a finite number",
+            path=path,
+            expected="metadata calibration.delta: a finite float",
+            found=str(err),
+            fix="write the file again with ctsam train-demo --calibrate-only",
+        ) from err
     if spec is not None:
         try:
             model.with_input_spec(spec, classes)

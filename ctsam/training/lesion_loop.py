@@ -293,6 +293,10 @@ class LesionTrainer(StepRunner[LesionTrainSettings]):
             model, origin = build_lesion_model(settings)
         self.model = model
         self.origin = dict(origin or {"source": "given", "trained_from": getattr(model, "sha256", None)})
+        calibration = model.metadata.get("calibration")
+        if calibration:  # a post-hoc logit offset fits the weights it was chosen for, not the ones trained here
+            self.origin["dropped_calibration_delta"] = calibration.get("delta")
+            model.update_metadata(calibration=None)
         self.model.to(self.device)
         self.trainable, self.total = set_trainable(self.model, settings.recipe)
         log.info(

@@ -64,3 +64,50 @@ def test_demo_lesion_model_figures_in_the_docs_are_the_recorded_ones(model):
     config = load_config(None)
     assert config["workflow"]["demo"]["seed"] == HELDOUT_SEED
     assert config["lesions"]["checkpoint"] == f"builtin:{BUILTIN_NAME}"
+
+
+def test_demo_lesion_calibration_is_recorded_chosen_on_training_and_applied(model):
+    from ctsam.training.lesion_demo import CALIBRATION_GRID, set_calibration
+
+    cal = model.metadata["calibration"]
+    grid = {r["delta"]: r["train_dice_mean_table_click"] for r in cal["grid"]}
+    assert tuple(grid) == CALIBRATION_GRID
+    assert grid[cal["delta"]] == max(grid.values())  # chosen on the training phantoms
+    assert cal["heldout_calibrated"]["table_click"] == model.metadata["training"]["heldout_eval"]["table_click"]
+    assert len(cal["previous_sha256"]) == 64
+    p = model.input_spec.patch_size_zyx
+    args = (
+        torch.zeros((1, 1, *p)),
+        torch.tensor([[[p[0] / 2, p[1] / 2, p[2] / 2]]]),
+        torch.ones((1, 1), dtype=torch.int64),
+    )
+    with torch.no_grad():
+        calibrated = model.logits(*args)
+        set_calibration(model, 0.0)
+        try:
+            raw = model.logits(*args)
+        finally:
+            set_calibration(model, cal["delta"], **{k: v for k, v in cal.items() if k != "delta"})
+    assert torch.allclose(calibrated[:, 1] - raw[:, 1], torch.full_like(raw[:, 1], cal["delta"]), atol=1e-5)
+    assert torch.equal(calibrated[:, 0], raw[:, 0])
+
+
+def test_non_finite_calibration_is_refused(tmp_path, model):
+    from ctsam.errors import CheckpointError
+    from ctsam.model import load_model, save_model
+
+    path = tmp_path / "bad.safetensors"
+    save_model(model, path, metadata={"calibration": {"delta": float("nan")}})
+    with pytest.raises(CheckpointError, match="calibration"):
+        load_model(path)
+
+
+def test_training_from_the_calibrated_model_drops_its_offset(tmp_path):
+    from ctsam.model import load_model
+    from ctsam.training.lesion_demo import demo_settings
+    from ctsam.training.lesion_loop import LesionTrainer
+
+    model = load_model(f"builtin:{BUILTIN_NAME}")
+    assert model.logit_offset > 0
+    LesionTrainer(demo_settings(1, 1.0, 1), None, tmp_path, model=model)
+    assert model.logit_offset == 0.0
