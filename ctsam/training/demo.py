@@ -36,26 +36,42 @@ def builtin_models_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "resources" / "models"
 
 
-def write_phantom_cases(folder: Path, *, seed: int, indices: list[int]) -> Path:
-    """Write demo phantoms ``(seed, k)`` as NIfTI into ``folder`` plus ``cases.tsv``; returns the TSV."""
+def write_phantom_cases(folder: Path, *, seed: int, indices: list[int], lesions: bool = False) -> Path:
+    """Write demo phantoms ``(seed, k)`` as NIfTI into ``folder`` plus ``cases.tsv``; returns the TSV.
+
+    Anatomy (default): columns ``ct, labels, coarse`` (CT, truth, coarse labels). ``lesions=True``: the
+    phantoms with their planted tumours, columns ``ct, labels, clicks`` (CT, lesion truth, lesions.tsv).
+    A case already written is kept (its last file marks it complete).
+    """
+    from ctsam.demo.lesions import lesion_rng, lesions_tsv_text
     from ctsam.demo.phantom import draw_spec, make_phantom
     from ctsam.io.atomic import atomic_write_text
     from ctsam.io.image import write_ct, write_labelmap
 
+    names = (
+        ("ct.nii.gz", "lesions_truth.nii.gz", "lesions.tsv")
+        if lesions
+        else ("ct.nii.gz", "truth.nii.gz", "coarse.nii.gz")
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["case_id\tct\tlabels\tcoarse"]
+    lines = ["case_id\tct\tlabels\t" + ("clicks" if lesions else "coarse")]
     for k in indices:
         case = f"demo-s{seed}-{k:03d}"
         d = folder / case
-        if not (d / "coarse.nii.gz").is_file():
+        if not (d / names[-1]).is_file():
             rng = np.random.default_rng([int(seed), int(k)])
             spec = draw_spec(rng)
-            ph = make_phantom(spec, rng)
+            ph = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, k)) if lesions else make_phantom(spec, rng)
             d.mkdir(parents=True, exist_ok=True)
-            write_ct(d / "ct.nii.gz", ph.ct)
-            write_labelmap(d / "truth.nii.gz", ph.truth)
-            write_labelmap(d / "coarse.nii.gz", ph.coarse)
-        lines.append(f"{case}\t{case}/ct.nii.gz\t{case}/truth.nii.gz\t{case}/coarse.nii.gz")
+            write_ct(d / names[0], ph.ct)
+            if lesions:
+                assert ph.lesion_truth is not None
+                write_labelmap(d / names[1], ph.lesion_truth)
+                atomic_write_text(d / names[2], lesions_tsv_text(ph.lesions))
+            else:
+                write_labelmap(d / names[1], ph.truth)
+                write_labelmap(d / names[2], ph.coarse)
+        lines.append("\t".join([case, *(f"{case}/{n}" for n in names)]))
     tsv = folder / "cases.tsv"
     atomic_write_text(tsv, "\n".join(lines) + "\n")
     return tsv

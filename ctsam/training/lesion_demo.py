@@ -54,33 +54,6 @@ PUBLISHED_ONE_CLICK_DICE = {
 }
 
 
-def write_lesion_phantoms(folder: Path, *, seed: int, indices: list[int]) -> Path:
-    """Write demo phantoms ``(seed, k)`` with lesions as NIfTI into ``folder`` plus ``cases.tsv``."""
-    from ctsam.demo.lesions import lesion_rng, lesions_tsv_text
-    from ctsam.demo.phantom import draw_spec, make_phantom
-    from ctsam.io.atomic import atomic_write_text
-    from ctsam.io.image import write_ct, write_labelmap
-
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["case_id\tct\tlabels\tclicks"]
-    for k in indices:
-        case = f"demo-s{seed}-{k:03d}"
-        d = folder / case
-        if not (d / "lesions.tsv").is_file():
-            rng = np.random.default_rng([int(seed), int(k)])
-            spec = draw_spec(rng)
-            ph = make_phantom(spec, rng, lesion_rng=lesion_rng(seed, k))
-            d.mkdir(parents=True, exist_ok=True)
-            assert ph.lesion_truth is not None
-            write_ct(d / "ct.nii.gz", ph.ct)
-            write_labelmap(d / "lesions_truth.nii.gz", ph.lesion_truth)
-            atomic_write_text(d / "lesions.tsv", lesions_tsv_text(ph.lesions))
-        lines.append(f"{case}\t{case}/ct.nii.gz\t{case}/lesions_truth.nii.gz\t{case}/lesions.tsv")
-    tsv = folder / "cases.tsv"
-    atomic_write_text(tsv, "\n".join(lines) + "\n")
-    return tsv
-
-
 def demo_input_spec(patch_size_zyx):
     from ctsam.model import InputSpec
 
@@ -197,16 +170,20 @@ def train_lesion_demo(
     from ctsam.io.atomic import atomic_write_json
     from ctsam.model import build_model, load_model, save_model
     from ctsam.training.data import read_table
-    from ctsam.training.demo import git_commit
+    from ctsam.training.demo import git_commit, write_phantom_cases
     from ctsam.training.lesion_data import LesionPatchSampler, prepare_lesion_case
     from ctsam.training.lesion_loop import LesionTrainer
 
     t0 = time.perf_counter()
     out = Path(out_dir)
     data = out / "data"
-    train_tsv = write_lesion_phantoms(data / "train", seed=train_seed, indices=list(range(1, train_cases + 1)))
-    val_tsv = write_lesion_phantoms(data / "val", seed=train_seed, indices=[train_cases + 1])
-    heldout_tsv = write_lesion_phantoms(data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)))
+    train_tsv = write_phantom_cases(
+        data / "train", seed=train_seed, indices=list(range(1, train_cases + 1)), lesions=True
+    )
+    val_tsv = write_phantom_cases(data / "val", seed=train_seed, indices=[train_cases + 1], lesions=True)
+    heldout_tsv = write_phantom_cases(
+        data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)), lesions=True
+    )
     t_data = time.perf_counter() - t0
     settings = demo_settings(steps, max_minutes, threads, lambda_ce)
     cache = out / "cache"
@@ -334,13 +311,18 @@ def calibrate_lesion_demo(
     """
     from ctsam.io.atomic import atomic_write_json
     from ctsam.model import load_model, save_model
+    from ctsam.training.demo import write_phantom_cases
     from ctsam.training.lesion_loop import file_sha256
 
     t0 = time.perf_counter()
     out = Path(out_dir)
     data = out / "data"
-    train_tsv = write_lesion_phantoms(data / "train", seed=train_seed, indices=list(range(1, train_cases + 1)))
-    heldout_tsv = write_lesion_phantoms(data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)))
+    train_tsv = write_phantom_cases(
+        data / "train", seed=train_seed, indices=list(range(1, train_cases + 1)), lesions=True
+    )
+    heldout_tsv = write_phantom_cases(
+        data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)), lesions=True
+    )
     cache = out / "cache"
     model = load_model(init)
     init_file = (
