@@ -22,60 +22,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peak_memory beside this script
+
+from peak_memory import PeakMemory  # noqa: E402
 
 from ctsam.lesions.clicks import Click
 from ctsam.lesions.engine import LesionEngine, LesionSettings
 from ctsam.model import set_deterministic
 from ctsam.volume import CTVolume, Geometry
-
-
-class PeakMemory:
-    """Peak memory above the level at entry, MiB (CUDA allocator, or sampled process RSS on CPU)."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-        self.peak_mib = 0.0
-
-    def __enter__(self) -> PeakMemory:  # noqa: PYI034
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-        else:
-            import psutil
-
-            self._proc = psutil.Process()
-            self._base = self._max = self._proc.memory_info().rss
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._max = max(self._max, self._proc.memory_info().rss)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._max = max(self._max, self._proc.memory_info().rss)
-            self.peak_mib = (self._max - self._base) / 2**20
 
 
 def synthetic_case(n_lesions: int, seed: int = 0) -> tuple[CTVolume, list[Click]]:
