@@ -9,7 +9,7 @@ Writes training/validation/held-out phantoms (the generator of ``ctsam demo-coho
 and, with ``--install``, copies it to ``ctsam/resources/models/demo_micro.safetensors``.
 
 ``--model sam3d_adapter`` trains the demo lesion model instead (tiny 3DSAM-adapter on the phantoms'
-planted tumours, ~15 min on 2 CPU cores; :mod:`ctsam.training.lesion_demo`, docs/lesions_training.md),
+planted tumours, ~25 min on 2 CPU cores; :mod:`ctsam.training.lesion_demo`, docs/lesions_training.md),
 evaluates one-click lesion Dice on held-out phantoms against region growing, and with ``--install``
 writes ``ctsam/resources/models/demo_lesion.safetensors`` + ``.json``.
 """
@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ctsam3d: builtin:demo_micro (default); sam3d_adapter: builtin:demo_lesion",
     )
     parser.add_argument("--out", required=True, help="run folder (data, checkpoints, metrics, model, eval)")
-    parser.add_argument("--train-cases", type=int, default=8, help="training phantoms (default 8)")
+    parser.add_argument(
+        "--train-cases", type=int, default=None, help="training phantoms (default 8; 32 for sam3d_adapter)"
+    )
     parser.add_argument("--train-seed", type=int, default=1, help="cohort seed of the training phantoms (default 1)")
     parser.add_argument(
         "--heldout-cases",
@@ -46,13 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="optimisation steps (default 1200 for ctsam3d: 22-26 min measured on 2 idle CPU cores; "
-        "250 for sam3d_adapter)",
+        "8000 for sam3d_adapter: about 20 min)",
     )
     parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
-        help="stop training after this many minutes, checkpointing first (default 27; 15 for sam3d_adapter)",
+        help="stop training after this many minutes, checkpointing first (default 27; 60 for sam3d_adapter)",
     )
     parser.add_argument(
         "--init",
@@ -86,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctsam.training.lesion_demo import LESION_MAX_MINUTES, LESION_STEPS, LESION_TRAIN_CASES
+
     if args.model == "sam3d_adapter" and args.calibrate_only:
         from ctsam.training.lesion_demo import calibrate_lesion_demo, format_lesion_summary
 
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         result = calibrate_lesion_demo(
             args.out,
             args.init,
-            train_cases=args.train_cases,
+            train_cases=args.train_cases or LESION_TRAIN_CASES,
             train_seed=args.train_seed,
             heldout_cases=args.heldout_cases or 3,
             install=args.install,
@@ -108,11 +112,11 @@ def run(args: argparse.Namespace) -> int:
 
         result = train_lesion_demo(
             args.out,
-            train_cases=args.train_cases,
+            train_cases=args.train_cases or LESION_TRAIN_CASES,
             train_seed=args.train_seed,
             heldout_cases=args.heldout_cases or 3,
-            steps=args.steps or 250,
-            max_minutes=args.max_minutes if args.max_minutes is not None else 15.0,
+            steps=args.steps or LESION_STEPS,
+            max_minutes=args.max_minutes if args.max_minutes is not None else LESION_MAX_MINUTES,
             threads=args.threads,
             install=args.install,
             eval_only=args.eval_only,
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = train_demo(
         args.out,
-        train_cases=args.train_cases,
+        train_cases=args.train_cases or 8,
         train_seed=args.train_seed,
         heldout_cases=args.heldout_cases or 2,
         steps=args.steps or 1200,

@@ -118,6 +118,9 @@ VARIANTS: dict[str, Sam3dAdapterConfig] = {
         mlahead_channels=16,
     ),
 }
+# the tiny network on a 32^3 patch (upsampled 4x, not 2x): 4-voxel tokens and a decoder grid of 2 voxels,
+# the published ratios (the 128^3 published patch has 4-voxel tokens too); the demo lesion model's variant
+VARIANTS["tiny32"] = dataclasses.replace(VARIANTS["tiny"], patch_size=32)
 
 
 class Sam3dAdapterNet(nn.Module):

@@ -304,9 +304,15 @@ class ImageEncoderViT3d(nn.Module):
         self.feature_blocks = tuple(feature_blocks)
 
     # ---------------------------------------------------------------- embedding
+    def _patch_embed_grad(self) -> bool:
+        """The published code runs SAM's (frozen) patch embedding under ``no_grad``; when the patch
+        embedding is trainable (recipe ``full``, e.g. a model trained from random weights) it gets its
+        gradient. Same numbers either way."""
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.patch_embed.parameters())
+
     def embed_slices(self, slices: torch.Tensor) -> torch.Tensor:
         """Published path: (D, 3, U, U) upsampled slices -> (1, g, g, D/num_slice, C) tokens."""
-        with torch.no_grad():
+        with torch.set_grad_enabled(self._patch_embed_grad()):
             x = self.patch_embed(slices)
         x = self.slice_embed(x.permute(3, 1, 2, 0).unsqueeze(0))
         return x.permute(0, 2, 3, 4, 1)
@@ -332,7 +338,7 @@ class ImageEncoderViT3d(nn.Module):
             local = up[0, :, o0 - a * s : o1 - a * s]  # (1, ns, U, U)
             del up
             slices = local.expand(3, -1, -1, -1).transpose(0, 1)  # (ns, 3, U, U)
-            with torch.no_grad():
+            with torch.set_grad_enabled(self._patch_embed_grad()):
                 x = self.patch_embed(slices)  # (ns, g, g, C)
             tokens.append(self.slice_embed(x.permute(3, 1, 2, 0).unsqueeze(0)))
             del x, slices, local

@@ -66,16 +66,32 @@ def demo_input_spec(patch_size_zyx):
     )
 
 
-def demo_settings(steps: int, max_minutes: float, threads: int, lambda_ce: float = 0.5):
+DEMO_VARIANT = "tiny32"
+DEMO_LR = 2e-3
+#: ``ctsam train-demo --model sam3d_adapter`` defaults (the shipped run)
+LESION_TRAIN_CASES = 32
+LESION_STEPS = 8000
+LESION_MAX_MINUTES = 60.0
+
+
+def demo_settings(
+    steps: int,
+    max_minutes: float,
+    threads: int,
+    lambda_ce: float = 0.5,
+    *,
+    variant: str = DEMO_VARIANT,
+    lr: float = DEMO_LR,
+):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
     return LesionTrainSettings(
         model="sam3d_adapter",
-        variant="tiny",
+        variant=variant,
         recipe="full",
         steps=steps,
         batch_size=1,
-        lr=2e-3,
+        lr=lr,
         warmup_steps=10,
         lr_end_factor=0.01,
         positive_fraction=0.85,
@@ -148,16 +164,18 @@ def evaluate_heldout(model, table: Path, *, cache_dir: Path | None, seed: int) -
 def train_lesion_demo(
     out_dir: str | os.PathLike[str],
     *,
-    train_cases: int = 8,
+    train_cases: int = LESION_TRAIN_CASES,
     train_seed: int = 1,
     heldout_cases: int = 3,
-    steps: int = 250,
-    max_minutes: float = 15.0,
+    steps: int = LESION_STEPS,
+    max_minutes: float = LESION_MAX_MINUTES,
     threads: int = 0,
     install: bool = False,
     eval_only: bool = False,
     init: str | None = None,
     lambda_ce: float = 0.5,
+    variant: str = DEMO_VARIANT,
+    lr: float = DEMO_LR,
 ) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model.
 
@@ -185,7 +203,7 @@ def train_lesion_demo(
         data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)), lesions=True
     )
     t_data = time.perf_counter() - t0
-    settings = demo_settings(steps, max_minutes, threads, lambda_ce)
+    settings = demo_settings(steps, max_minutes, threads, lambda_ce, variant=variant, lr=lr)
     cache = out / "cache"
     model_path = out / "model.safetensors"
     result: dict = {"model": str(model_path)}
@@ -228,7 +246,10 @@ def train_lesion_demo(
         provenance = {
             "command": " ".join(["ctsam", *sys.argv[1:]])
             if sys.argv and "ctsam" in Path(sys.argv[0]).name
-            else f"ctsam train-demo --model sam3d_adapter --out {out.name} --steps {steps} --max-minutes {max_minutes}",
+            else (
+                f"ctsam train-demo --model sam3d_adapter --out {out.name} --train-cases {train_cases} "
+                f"--steps {steps} --max-minutes {max_minutes:g}"
+            ),
             "data": {
                 "generator": "ctsam.demo.phantom + ctsam.demo.lesions (ctsam demo-cohort phantoms)",
                 "train_seed": train_seed,
@@ -295,7 +316,7 @@ def calibrate_lesion_demo(
     init: str,
     *,
     grid: tuple[float, ...] = CALIBRATION_GRID,
-    train_cases: int = 8,
+    train_cases: int = LESION_TRAIN_CASES,
     train_seed: int = 1,
     heldout_cases: int = 3,
     install: bool = False,

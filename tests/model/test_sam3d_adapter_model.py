@@ -43,8 +43,8 @@ def _click(z: float, y: float, x: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_registry_names_both_families():
     assert set(FAMILIES) == {"ctsam3d", "sam3d_adapter"}
-    assert FAMILIES["sam3d_adapter"].variants == ("vit_b", "tiny")
-    with pytest.raises(ValueError, match="known: vit_b, tiny"):
+    assert FAMILIES["sam3d_adapter"].variants == ("vit_b", "tiny", "tiny32")
+    with pytest.raises(ValueError, match="known: vit_b, tiny, tiny32"):
         build_model("sam3d_adapter", "huge")
     with pytest.raises(ValueError, match="unknown model family"):
         build_model("unet", "tiny")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctsam.training.lesion_demo import BUILTIN_NAME, DEMO_HU_WINDOW, HELDOUT_SEED
+from ctsam.training.lesion_demo import BUILTIN_NAME, DEMO_HU_WINDOW, DEMO_VARIANT, HELDOUT_SEED
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "ctsam" / "resources" / "models" / f"{BUILTIN_NAME}.safetensors"
@@ -23,7 +23,7 @@ def model():
 
 
 def test_demo_lesion_model_loads_as_tiny_sam3d_adapter(model):
-    assert model.family == "sam3d_adapter" and model.variant == "tiny"
+    assert model.family == "sam3d_adapter" and model.variant == DEMO_VARIANT == "tiny32"
     assert model.input_spec.hu_window == DEMO_HU_WINDOW and model.input_spec.zscore_mean_std is not None
     assert model.output_classes == ("background", "lesion")
     assert WEIGHTS.stat().st_size < 8 * 2**20
@@ -40,7 +40,7 @@ def test_demo_lesion_model_loads_as_tiny_sam3d_adapter(model):
 def test_demo_lesion_model_records_training_and_heldout_figures(model):
     training = model.metadata["training"]
     assert training["steps_done"] > 0 and training["parameters"]["trainable"] > 0
-    assert training["settings"]["variant"] == "tiny" and training["settings"]["device"] == "cpu"
+    assert training["settings"]["variant"] == DEMO_VARIANT and training["settings"]["device"] == "cpu"
     data = training["data"]
     assert data["heldout_seed"] == HELDOUT_SEED != data["train_seed"]  # held-out phantoms never seen in training
     ev = training["heldout_eval"]
@@ -104,10 +104,31 @@ def test_non_finite_calibration_is_refused(tmp_path, model):
 
 def test_training_from_the_calibrated_model_drops_its_offset(tmp_path):
     from ctsam.model import load_model
-    from ctsam.training.lesion_demo import demo_settings
+    from ctsam.training.lesion_demo import demo_settings, set_calibration
     from ctsam.training.lesion_loop import LesionTrainer
 
     model = load_model(f"builtin:{BUILTIN_NAME}")
-    assert model.logit_offset > 0
+    set_calibration(model, 0.25)
+    assert model.logit_offset == 0.25
     LesionTrainer(demo_settings(1, 1.0, 1), None, tmp_path, model=model)
     assert model.logit_offset == 0.0
+
+
+def test_demo_lesion_model_reproduces_its_recorded_heldout_dice(tmp_path, model):
+    """Re-run the held-out evaluation on the first held-out phantom: the shipped model's one-click Dice
+    per lesion (and the baseline's) are the ones recorded in its metadata and quoted in the docs."""
+    from ctsam.training.demo import write_phantom_cases
+    from ctsam.training.lesion_demo import evaluate_heldout
+
+    table = write_phantom_cases(tmp_path / "heldout", seed=HELDOUT_SEED, indices=[1], lesions=True)
+    ev = evaluate_heldout(model, table, cache_dir=tmp_path / "cache", seed=42)
+    recorded = {
+        (r["case_id"], r["lesion"]): r for r in model.metadata["training"]["heldout_eval"]["per_lesion_table_click"]
+    }
+    rows = ev["per_lesion_table_click"]
+    assert rows, "the first held-out phantom has lesions"
+    for r in rows:
+        rec = recorded[(r["case_id"], r["lesion"])]
+        assert r["voxels"] == rec["voxels"]
+        assert r["dice"] == pytest.approx(rec["dice"], abs=2e-3)
+        assert r["baseline_dice"] == pytest.approx(rec["baseline_dice"], abs=2e-3)

@@ -141,6 +141,28 @@ def test_sam3d_adapter_frozen_tensors_unchanged_after_train(tmp_path):
     assert rec == {"kind": "parameters", "trainable": trainable_expected, "total": total_expected, "recipe": "adapters"}
 
 
+def test_sam3d_adapter_train_full_recipe_trains_every_parameter_even_the_patch_embedding(tmp_path):
+    """The published code embeds slices under ``no_grad`` (SAM's patch embedding is frozen there); with the
+    ``full`` recipe (random init, the demo model) the patch embedding must learn too."""
+    model = tiny_model()
+    before = {k: v.detach().clone() for k, v in model.module.named_parameters()}
+    trainer = LesionTrainer(
+        dataclasses.replace(FAST, recipe="full", steps=2), sampler_for(model), tmp_path, model=model
+    )
+    assert trainer.trainable == trainer.total
+    for step in range(2):  # two: the attention's ``lr`` scales the zero-initialised rel-pos tables
+        trainer.train_step(trainer.sampler.batch(step, 1))
+    after = dict(model.module.named_parameters())
+    assert not torch.equal(
+        before["image_encoder.patch_embed.proj.weight"], after["image_encoder.patch_embed.proj.weight"]
+    )
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    # no gradient reaches what the published forward never calls: the 3 prompt encoders of the other
+    # feature levels, and the token-to-image cross attention each published two-way block defines
+    unused = ("prompt_encoders.0.", "prompt_encoders.1.", "prompt_encoders.2.")
+    assert [k for k in unchanged if not k.startswith(unused) and ".cross_attn_token_to_image." not in k] == []
+
+
 @pytest.mark.slow
 def test_sam3d_adapter_train_resume_is_exact(tmp_path):
     settings = dataclasses.replace(FAST, steps=2, augment=True)
