@@ -8,7 +8,7 @@ Writes training/validation/held-out phantoms (the generator of ``ctsam demo-coho
 ``RUN_DIR/model.safetensors`` with its provenance, evaluates it on held-out phantoms (``RUN_DIR/eval``)
 and, with ``--install``, copies it to ``ctsam/resources/models/demo_micro.safetensors``.
 
-``--model sam3d_adapter`` trains the demo lesion model instead (tiny 3DSAM-adapter on the phantoms'
+``--model sam3d_adapter`` trains the demo lesion model instead (tiny32 3DSAM-adapter on the phantoms'
 planted tumours, ~25 min on 2 CPU cores; :mod:`ctsam.training.lesion_demo`, docs/lesions_training.md),
 evaluates one-click lesion Dice on held-out phantoms against region growing, and with ``--install``
 writes ``ctsam/resources/models/demo_lesion.safetensors`` + ``.json``.

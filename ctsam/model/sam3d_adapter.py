@@ -5,7 +5,8 @@
   forward (``test.py`` ``model_predict``) for one patch.
 * Variants: ``vit_b`` is the published configuration (224,466,316 state-dict values, of which
   100,663,296 are the 6 shifted-window attention masks the published code stores as buffers);
-  ``tiny`` is the same code with 4 blocks, width 48, a 64^3 patch (for tests and the demo model).
+  ``tiny`` is the same code with 4 blocks, width 48, a 64^3 patch (for tests); ``tiny32`` the same on a
+  32^3 patch (4-voxel tokens, as published; the demo lesion model).
 * The published checkpoint is one ``torch.load`` dict: ``encoder_dict``, ``feature_dict`` (list of 4
   prompt-encoder state dicts) and ``decoder_dict``; :func:`published_to_state_dict` and
   :func:`state_dict_to_published` map it to and from this module's state dict (a prefix each).

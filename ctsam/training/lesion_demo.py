@@ -1,23 +1,24 @@
-"""The shipped demo lesion model: the ``tiny`` 3DSAM-adapter trained on demo phantoms on CPU.
+"""The shipped demo lesion model: the ``tiny32`` 3DSAM-adapter trained on demo phantoms on CPU.
 
 ``ctsam train-demo --model sam3d_adapter --out RUN_DIR [--install]``
 
 Data: demo phantoms with their planted liver and kidney tumours (:mod:`ctsam.demo.lesions`), written as
 NIfTI (CT in HU, lesion truth with one id per lesion):
 
-* training: cohort seed ``train_seed`` (default 1), cases 1..``train_cases``;
+* training: cohort seed ``train_seed`` (default 1), cases 1..``train_cases`` (default 32);
 * validation during training: the next case of that cohort (one random click per lesion);
 * held-out evaluation: cohort seed 0, cases 1..``heldout_cases`` -- the workflow's default demo cohort
   (``workflow.demo.seed: 0``, 3 cases), so the demo runs on phantoms the model never saw.
 
-Model and recipe: the ``tiny`` variant (4 blocks of width 48, 64^3 patches at 1 mm) with the demo's
-input convention (HU window -54..247 and z-score 59.5 / 55.5, the KiTS preset's numbers, which cover
-liver, kidney and both tumour contrasts; output classes background / lesion). No SAM ViT weights exist
-for the tiny width, so it starts from random weights and trains every tensor (``recipe: full``); the
-rest is the published recipe (Dice-CE, 10 lesion + 20 random points, the published augmentation,
-batch 1, AdamW without weight decay, linear decay to 0.01x) with a larger learning rate (2e-3, 10
-warm-up steps) and more patches centred on a lesion (85 % instead of 2/3) for a run of a few hundred
-CPU steps. Real data use ``ctsam train --model sam3d_adapter --recipe adapters`` from a published
+Model and recipe: the ``tiny32`` variant (4 blocks of width 48 on 32^3 patches at 1 mm: 4-voxel tokens
+and a 2-voxel decoder grid, the published ratios) with the demo's input convention (HU window -54..247
+and z-score 59.5 / 55.5, the KiTS preset's numbers, which cover liver, kidney and both tumour contrasts;
+output classes background / lesion). No SAM ViT weights exist for the tiny width, so it starts from
+random weights and trains every tensor (``recipe: full``, the patch embedding included); the rest is
+the published recipe (Dice-CE, 10 lesion + 20 random points, the published augmentation, batch 1,
+AdamW without weight decay, linear decay to 0.01x) with a larger learning rate (2e-3, 10 warm-up
+steps), more patches centred on a lesion (85 % instead of 2/3) and 8000 steps (about 25 min on 2 CPU
+cores). Real data use ``ctsam train --model sam3d_adapter --recipe adapters`` from a published
 checkpoint or SAM ViT-B instead.
 
 Held-out evaluation (:mod:`.lesion_eval`), in the same run: one-click Dice per lesion of the model and

@@ -104,16 +104,20 @@ def test_chunked_embedding_equals_the_published_full_upsampling(tiny, patch):
     torch.testing.assert_close(chunked, full, rtol=0, atol=0)
 
 
-def test_training_forward_has_gradients_except_patch_embedding(patch):
+def test_training_forward_gradients_and_the_frozen_patch_embedding(patch):
     torch.manual_seed(3)
     model = build_model("sam3d_adapter", "tiny").train()
+    enc = model.module.image_encoder
+    enc.patch_embed.requires_grad_(False)  # frozen, as SAM's patch embedding is in the published recipe
     pts, lab = _click(30, 30, 30)
     model.logits(patch, pts, lab)[:, 1].mean().backward()
-    enc = model.module.image_encoder
-    assert enc.patch_embed.proj.weight.grad is None  # published: patch embedding under no_grad
+    assert enc.patch_embed.proj.weight.grad is None  # published: run under no_grad
     assert enc.slice_embed.weight.grad is not None and enc.blocks[0].adapter.linear1.weight.grad is not None
     assert model.module.prompt_encoders[3].transformer.layers[0].global_query.grad is not None
     assert model.module.prompt_encoders[0].transformer.layers[0].global_query.grad is None  # only level 4 prompted
+    enc.patch_embed.requires_grad_(True)  # trainable (recipe full): it gets its gradient
+    model.logits(patch, pts, lab)[:, 1].mean().backward()
+    assert enc.patch_embed.proj.weight.grad is not None and enc.patch_embed.proj.weight.grad.abs().sum() > 0
 
 
 def test_input_spec_normalise_is_clip_then_zscore():
