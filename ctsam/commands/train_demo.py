@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="optimisation steps (default 1200 for ctsam3d: 22-26 min measured on 2 idle CPU cores; "
-        "8000 for sam3d_adapter: about 20 min)",
+        "8000 for sam3d_adapter: about 25 min)",
     )
     parser.add_argument(
         "--max-minutes",

@@ -552,19 +552,42 @@ def save_safetensors(
     ``extra_metadata``: more JSON-serialisable entries (e.g. training provenance under ``training``),
     stored in the header as key ``ctsam_<name>`` and in the sidecar beside the ModelMeta fields.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta_json = json.dumps(model.meta.to_dict(), sort_keys=True)
     header = {SAFETENSORS_META_KEY: meta_json}
     for name, value in (extra_metadata or {}).items():
         header[f"{SAFETENSORS_META_KEY}_{name}"] = json.dumps(value, sort_keys=True)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+    write_safetensors(tensors, path, header)
     if sidecar:
         atomic_write_json(path.with_suffix(".json"), {**model.meta.to_dict(), **dict(extra_metadata or {})})
     return path
+
+
+def write_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str]
+) -> Path:
+    """Write a safetensors file atomically with a canonical header: same tensors + metadata, same bytes.
+
+    The safetensors library keeps ``__metadata__`` in a hash map, so with more than one entry the order of
+    its keys in the header (and the file's bytes) changes from one process to the next. Here the header
+    is written again with the metadata keys sorted and the tensor entries in file order.
+    """
+    from safetensors.torch import save
+
+    data = save(dict(tensors), metadata=dict(metadata))
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered: dict = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+    ordered.update(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+        fh.write(len(text).to_bytes(8, "little"))
+        fh.write(text)
+        fh.write(memoryview(data)[8 + n :])
+    return Path(path)
 
 
 def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict:

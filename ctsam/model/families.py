@@ -236,8 +236,6 @@ def save_model(
 ) -> Path:
     """Write a model as safetensors with its metadata (family, variant, input spec, provenance, and
     ``metadata``'s extra keys) atomically, plus a JSON sidecar ``<name>.json``. Same model, same bytes."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if isinstance(model, ctsam3d_family.Ctsam3dModel):
         return ck.save_safetensors(model.module, path, sidecar=sidecar, extra_metadata=metadata)
@@ -245,8 +243,7 @@ def save_model(
         raise TypeError(f"cannot save a {type(model).__name__}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.module.state_dict().items()}
     header_json = sam3d_family.header_json(model, metadata)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={ck.SAFETENSORS_META_KEY: header_json})
+    ck.write_safetensors(tensors, path, {ck.SAFETENSORS_META_KEY: header_json})
     if sidecar:
         atomic_write_json(path.with_suffix(".json"), json.loads(header_json))
     return path

@@ -24,6 +24,7 @@ from ctsam.model.checkpoint import (
     parse_published_config,
     published_to_ctsam_key,
     read_published_state_dict,
+    read_safetensors_metadata,
     to_published_state_dict,
 )
 from ctsam.model.prompt import gaussian_kernel
@@ -203,6 +204,27 @@ def test_safetensors_round_trip_is_deterministic(tmp_path, micro, micro_params):
     assert json.loads((tmp_path / "a.json").read_text())["variant"] == "micro"
     again = load_ctsam3d(a)
     assert _same_weights(again, micro) and again.meta == model.meta
+
+
+def test_safetensors_bytes_are_the_same_from_one_process_to_the_next(tmp_path):
+    """The safetensors library keeps the header metadata in a hash map seeded per process: with several
+    entries (the model's meta + training provenance) the file's bytes changed between runs until the
+    header was written canonically."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; torch.manual_seed(0)\n"
+        "from ctsam.model.registry import build_model\n"
+        "from ctsam.model.checkpoint import save_safetensors\n"
+        "extra = {f'k{i}': {'i': i} for i in range(6)}\n"
+        "save_safetensors(build_model('micro'), sys.argv[1], extra_metadata=extra)\n"
+    )
+    paths = [tmp_path / f"{k}.safetensors" for k in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+    assert read_safetensors_metadata(paths[0])["k5"] == {"i": 5}
 
 
 def test_config_py_is_parsed_never_executed(tmp_path, micro_params):
