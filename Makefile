@@ -15,7 +15,8 @@ PYTEST_ARGS ?=
 
 ifeq ($(TORCH),cpu)
 TORCH_REQ := torch==$(TORCH_VERSION)+cpu
-TORCH_PIP := --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_INDEX := https://download.pytorch.org/whl/cpu/
+TORCH_PIP := --extra-index-url $(TORCH_INDEX)
 else ifeq ($(TORCH),cuda)
 TORCH_REQ := torch==$(TORCH_VERSION)
 TORCH_PIP :=
@@ -51,7 +52,11 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	@if [ -d $(VENV) ] && ls $(VENV)/.ctsam-* >/dev/null 2>&1 && [ ! -e $(STAMP) ]; then \
 		echo "$(VENV) holds another torch build ($$(ls $(VENV)/.ctsam-*)); run 'make clean-venv' first" >&2; exit 2; fi
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --disable-pip-version-check -q $(TORCH_PIP) "$(TORCH_REQ)"
+	@# the CPU index only where it answers (offline mirrors and find-links hold the same wheel; no retries)
+	idx=""; if [ -n "$(TORCH_PIP)" ]; then \
+		if $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)torch/', timeout=5)" >/dev/null 2>&1; then \
+			idx="$(TORCH_PIP)"; else echo "$(TORCH_INDEX) does not answer: $(TORCH_REQ) from the configured pip indexes"; fi; fi; \
+	$(VPY) -m pip install --disable-pip-version-check -q $$idx "$(TORCH_REQ)"
 	$(VPY) -m pip install --disable-pip-version-check -q -r requirements/lock.txt -c requirements/torch-$(TORCH).txt
 	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	@du -sh $(VENV) | sed 's/^/venv size: /'
