@@ -53,9 +53,10 @@ $(STAMP): requirements/lock.txt pyproject.toml
 		echo "$(VENV) holds another torch build ($$(ls $(VENV)/.ctsam-*)); run 'make clean-venv' first" >&2; exit 2; fi
 	$(PYTHON) -m venv $(VENV)
 	@# the CPU index only where it answers (offline mirrors and find-links hold the same wheel; no retries)
-	idx=""; if [ -n "$(TORCH_PIP)" ]; then \
+	@idx=""; if [ -n "$(TORCH_PIP)" ]; then \
 		if $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)torch/', timeout=5)" >/dev/null 2>&1; then \
 			idx="$(TORCH_PIP)"; else echo "$(TORCH_INDEX) does not answer: $(TORCH_REQ) from the configured pip indexes"; fi; fi; \
+	echo "$(VPY) -m pip install -q $$idx $(TORCH_REQ)"; \
 	$(VPY) -m pip install --disable-pip-version-check -q $$idx "$(TORCH_REQ)"
 	$(VPY) -m pip install --disable-pip-version-check -q -r requirements/lock.txt -c requirements/torch-$(TORCH).txt
 	$(VPY) -m pip install --disable-pip-version-check -q --no-deps -e .
