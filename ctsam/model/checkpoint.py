@@ -553,21 +553,21 @@ def save_safetensors(
     stored in the header as key ``ctsam_<name>`` and in the sidecar beside the ModelMeta fields.
     """
     path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta_json = json.dumps(model.meta.to_dict(), sort_keys=True)
     header = {SAFETENSORS_META_KEY: meta_json}
     for name, value in (extra_metadata or {}).items():
         header[f"{SAFETENSORS_META_KEY}_{name}"] = json.dumps(value, sort_keys=True)
-    write_safetensors(tensors, path, header)
+    write_safetensors(model.state_dict(), path, header)
     if sidecar:
         atomic_write_json(path.with_suffix(".json"), {**model.meta.to_dict(), **dict(extra_metadata or {})})
     return path
 
 
 def write_safetensors(
-    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str]
+    state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str]
 ) -> Path:
-    """Write a safetensors file atomically with a canonical header: same tensors + metadata, same bytes.
+    """Write a state dict (as contiguous CPU tensors) to a safetensors file atomically with a canonical
+    header: same tensors + metadata, same bytes.
 
     The safetensors library keeps ``__metadata__`` in a hash map, so with more than one entry the order of
     its keys in the header (and the file's bytes) changes from one process to the next. Here the header
@@ -575,7 +575,8 @@ def write_safetensors(
     """
     from safetensors.torch import save
 
-    data = save(dict(tensors), metadata=dict(metadata))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    data = save(tensors, metadata=dict(metadata))
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     meta = header.pop("__metadata__", None)

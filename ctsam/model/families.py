@@ -241,9 +241,8 @@ def save_model(
         return ck.save_safetensors(model.module, path, sidecar=sidecar, extra_metadata=metadata)
     if not isinstance(model, sam3d_family.Sam3dAdapterModel):
         raise TypeError(f"cannot save a {type(model).__name__}")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.module.state_dict().items()}
     header_json = sam3d_family.header_json(model, metadata)
-    ck.write_safetensors(tensors, path, {ck.SAFETENSORS_META_KEY: header_json})
+    ck.write_safetensors(model.module.state_dict(), path, {ck.SAFETENSORS_META_KEY: header_json})
     if sidecar:
         atomic_write_json(path.with_suffix(".json"), json.loads(header_json))
     return path

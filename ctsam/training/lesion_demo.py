@@ -75,24 +75,16 @@ LESION_STEPS = 8000
 LESION_MAX_MINUTES = 60.0
 
 
-def demo_settings(
-    steps: int,
-    max_minutes: float,
-    threads: int,
-    lambda_ce: float = 0.5,
-    *,
-    variant: str = DEMO_VARIANT,
-    lr: float = DEMO_LR,
-):
+def demo_settings(steps: int, max_minutes: float, threads: int, lambda_ce: float = 0.5):
     from ctsam.training.lesion_loop import LesionTrainSettings
 
     return LesionTrainSettings(
         model="sam3d_adapter",
-        variant=variant,
+        variant=DEMO_VARIANT,
         recipe="full",
         steps=steps,
         batch_size=1,
-        lr=lr,
+        lr=DEMO_LR,
         warmup_steps=10,
         lr_end_factor=0.01,
         positive_fraction=0.85,
@@ -175,8 +167,6 @@ def train_lesion_demo(
     eval_only: bool = False,
     init: str | None = None,
     lambda_ce: float = 0.5,
-    variant: str = DEMO_VARIANT,
-    lr: float = DEMO_LR,
 ) -> dict:
     """Generate data, train, evaluate on held-out phantoms, export (and optionally install) the demo lesion model.
 
@@ -204,7 +194,7 @@ def train_lesion_demo(
         data / "heldout", seed=HELDOUT_SEED, indices=list(range(1, heldout_cases + 1)), lesions=True
     )
     t_data = time.perf_counter() - t0
-    settings = demo_settings(steps, max_minutes, threads, lambda_ce, variant=variant, lr=lr)
+    settings = demo_settings(steps, max_minutes, threads, lambda_ce)
     cache = out / "cache"
     model_path = out / "model.safetensors"
     result: dict = {"model": str(model_path)}
