@@ -39,12 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ctsam.model.presets import PRESETS
+
 log = logging.getLogger(__name__)
 
 BUILTIN_NAME = "demo_lesion"
 HELDOUT_SEED = 0
-DEMO_HU_WINDOW = (-54.0, 247.0)
-DEMO_ZSCORE = (59.53867, 55.457336)
+#: the demo's input convention is the KiTS preset's (its HU window covers liver, kidney and both contrasts)
+DEMO_HU_WINDOW = PRESETS["kits"].hu_window
+DEMO_ZSCORE = (PRESETS["kits"].mean, PRESETS["kits"].sd)
 DEMO_CLASSES = ("background", "lesion")
 #: the published single-click Dice figures quoted for context (docs: ctsam3d.md section 3.2)
 PUBLISHED_ONE_CLICK_DICE = {
